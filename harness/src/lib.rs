@@ -1,0 +1,4 @@
+//! The UDP repair library: the `UDP_REPAIR` uapi of each kernel series and
+//! the dump/restore of a UDP socket's state.
+
+pub mod repair;

@@ -1,0 +1,7 @@
+//! Reading and recreating the state of a UDP socket.
+//!
+//! Layout (one owner per file):
+//! - `sys`: the FFI: every `unsafe` block of the library, each commented.
+//! - `recvmsg`: the uapi of the `recvmsg` series.
+//! - `getsockopt`: the uapi of the `getsockopt` series.
+//! - `dump`, `restore`: checkpoint and restore of a whole socket.

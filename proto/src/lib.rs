@@ -1,0 +1,1 @@
+//! Checkpoint image schema.

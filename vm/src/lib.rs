@@ -1,0 +1,1 @@
+//! Kernel build and QEMU boot.
