@@ -2,3 +2,4 @@
 //! the dump/restore of a UDP socket's state.
 
 pub mod repair;
+pub mod suites;

@@ -5,3 +5,8 @@
 //! - `recvmsg`: the uapi of the `recvmsg` series.
 //! - `getsockopt`: the uapi of the `getsockopt` series.
 //! - `dump`, `restore`: checkpoint and restore of a whole socket.
+
+pub mod sys;
+
+/// `SOL_UDP` option number of `UDP_REPAIR`, the same in both series.
+pub const UDP_REPAIR: i32 = 2;
