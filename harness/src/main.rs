@@ -1,1 +1,249 @@
-fn main() {}
+//! `udp-repair`: build, boot and test UDP_REPAIR kernels.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+use udp_repair::pipeline::{self, Options};
+use udp_repair::{report, suites};
+use udp_repair_vm::qemu::Accel;
+use udp_repair_vm::Cache;
+
+/// Exit status when the infrastructure failed (build, boot, timeout, splat).
+const EXIT_INFRA: u8 = 2;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "udp-repair",
+    version,
+    about = "Build, boot and test kernels carrying the UDP_REPAIR patch series",
+    long_about = "Build, boot and test kernels carrying the UDP_REPAIR patch series.\n\n\
+        A kernel is the pinned base (kernel-patches/BASE: Debian's linux-source-6.12) plus a \
+        series (kernel-patches/VARIANT/*.patch; `none` is the unpatched base), configured from \
+        vm/configs fragments. Builds are cached and incremental under ~/.cache/udp-repair \
+        ($UDP_REPAIR_CACHE).\n\n\
+        Exit status: 0 all tests passed, 1 a test failed, 2 the infrastructure failed \
+        (missing package, patch does not apply, build, boot, timeout, kernel splat)."
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Build the kernel(s) and the guest test programs.
+    Build {
+        /// Variant: none, a directory of kernel-patches/, or all.
+        #[arg(long, short, default_value = "none")]
+        variant: Vec<String>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Boot a kernel and run one command in it; its output and exit status
+    /// are the command's.
+    Run {
+        /// Variant: none or a directory of kernel-patches/.
+        #[arg(long, short, default_value = "none")]
+        variant: String,
+        /// A host file to copy into the guest's /include (repeatable).
+        #[arg(long)]
+        include: Vec<PathBuf>,
+        #[command(flatten)]
+        common: Common,
+        /// The command, after `--`.
+        #[arg(last = true, required = true)]
+        cmd: Vec<String>,
+    },
+    /// Build, boot and run the test suites; report per test.
+    Test {
+        /// Variant: none, a directory of kernel-patches/, or all (repeatable).
+        #[arg(long, short, default_value = "none")]
+        variant: Vec<String>,
+        /// Run only this suite (repeatable); `--list-suites` names them.
+        #[arg(long, short)]
+        suite: Vec<String>,
+        /// List the suites and their programs, then exit.
+        #[arg(long)]
+        list_suites: bool,
+        /// Print KTAP on stdout instead of the human summary.
+        #[arg(long)]
+        ktap: bool,
+        /// Also write one JSON record per test to FILE.
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+#[derive(Args, Debug)]
+struct Common {
+    /// Build this kernel tree as it is (out of tree, never modified)
+    /// instead of the pinned base plus a series.
+    #[arg(long, value_name = "PATH")]
+    kernel_tree: Option<PathBuf>,
+    /// Config fragment from vm/configs (repeatable; `debug` adds KASAN,
+    /// KFENCE, lockdep, UBSAN).
+    #[arg(long = "config", default_value = "base")]
+    configs: Vec<String>,
+    /// Accelerator: auto probes KVM with a bounded boot and falls back to TCG.
+    #[arg(long, default_value = "auto")]
+    accel: Accel,
+    /// Guest deadline in seconds (default: 90 plus every test program's own).
+    #[arg(long, value_name = "SECS")]
+    timeout: Option<u64>,
+    /// Parallel make jobs (default: the number of CPUs).
+    #[arg(long, short)]
+    jobs: Option<usize>,
+    /// Guest memory in MiB.
+    #[arg(long, default_value_t = 1024)]
+    memory: u32,
+    /// Guest CPUs.
+    #[arg(long, default_value_t = 2)]
+    cpus: u32,
+    /// Show make's output and the guest console as they come.
+    #[arg(long)]
+    verbose: bool,
+}
+
+impl Common {
+    fn options(&self) -> Options {
+        let mut configs = self.configs.clone();
+        if !configs.iter().any(|c| c == "base") {
+            configs.insert(0, "base".into());
+        }
+        Options {
+            root: project_root(),
+            kernel_tree: self.kernel_tree.clone(),
+            configs,
+            accel: self.accel,
+            timeout: self.timeout.map(Duration::from_secs),
+            jobs: self.jobs.unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(2)
+            }),
+            verbose: self.verbose,
+            memory_mb: self.memory,
+            cpus: self.cpus,
+        }
+    }
+}
+
+/// The project checkout: `$UDP_REPAIR_ROOT`, else the nearest ancestor of
+/// the working directory holding `kernel-patches/BASE`, else where this
+/// binary was built from.
+fn project_root() -> PathBuf {
+    if let Some(p) = std::env::var_os("UDP_REPAIR_ROOT") {
+        return PathBuf::from(p);
+    }
+    if let Ok(cwd) = std::env::current_dir() {
+        if let Some(p) = cwd
+            .ancestors()
+            .find(|p| p.join("kernel-patches/BASE").is_file())
+        {
+            return p.to_path_buf();
+        }
+    }
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let cache = Cache::from_env();
+    match cli.cmd {
+        Cmd::Build { variant, common } => {
+            let opts = common.options();
+            for v in pipeline::expand_variants(&opts.root, &variant) {
+                match pipeline::kernel(&opts, &cache, &v) {
+                    Ok(k) => println!(
+                        "{}: {} {}",
+                        k.tree.label,
+                        k.built.release,
+                        k.built.bzimage.display()
+                    ),
+                    Err(e) => return infra(&e),
+                }
+            }
+            match pipeline::guest_selftests(&opts.root) {
+                Ok(p) => println!("guest selftests: {}", p.display()),
+                Err(e) => return infra(&e),
+            }
+            ExitCode::SUCCESS
+        }
+        Cmd::Run {
+            variant,
+            include,
+            common,
+            cmd,
+        } => {
+            let opts = common.options();
+            match pipeline::run_command(&opts, &cache, &variant, &include, &cmd) {
+                Ok((out, rc, _release)) => {
+                    print!("{out}");
+                    ExitCode::from(u8::try_from(rc).unwrap_or(1))
+                }
+                Err(e) => infra(&e),
+            }
+        }
+        Cmd::Test {
+            variant,
+            suite,
+            list_suites,
+            ktap,
+            json,
+            common,
+        } => {
+            if list_suites {
+                for u in suites::UNITS {
+                    println!(
+                        "{:<12} {:<24} {:?} {:?}",
+                        u.suite, u.name, u.program, u.args
+                    );
+                }
+                return ExitCode::SUCCESS;
+            }
+            let known = suites::suite_names();
+            if let Some(bad) = suite.iter().find(|s| !known.contains(&s.as_str())) {
+                eprintln!(
+                    "udp-repair: unknown suite {bad:?}; suites: {}",
+                    known.join(", ")
+                );
+                return ExitCode::from(EXIT_INFRA);
+            }
+            let units: Vec<&suites::Unit> = suites::UNITS
+                .iter()
+                .filter(|u| suite.is_empty() || suite.iter().any(|s| s == u.suite))
+                .collect();
+            let opts = common.options();
+            let variants = pipeline::expand_variants(&opts.root, &variant);
+            let selftests = match pipeline::guest_selftests(&opts.root) {
+                Ok(p) => p,
+                Err(e) => return infra(&e),
+            };
+            let mut runs = Vec::new();
+            for v in &variants {
+                runs.push(pipeline::test_variant(&opts, &cache, v, &units, &selftests));
+            }
+            if ktap {
+                print!("{}", report::ktap(&runs));
+            } else {
+                print!("{}", report::human(&runs));
+            }
+            if let Some(path) = json {
+                let text = serde_json::to_string_pretty(&report::json(&runs)).unwrap_or_default();
+                if let Err(e) = std::fs::write(&path, text) {
+                    eprintln!("udp-repair: writing {}: {e}", path.display());
+                    return ExitCode::from(EXIT_INFRA);
+                }
+            }
+            ExitCode::from(report::exit_code(&runs))
+        }
+    }
+}
+
+fn infra(e: &udp_repair_vm::Error) -> ExitCode {
+    eprintln!("udp-repair: {e}");
+    ExitCode::from(EXIT_INFRA)
+}

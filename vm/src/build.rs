@@ -74,7 +74,11 @@ impl BuildLock {
         std::fs::create_dir_all(cache.root())
             .ctx(|| format!("creating {}", cache.root().display()))?;
         let path = cache.root().join("build.lock");
-        let f = std::fs::File::create(&path).ctx(|| format!("creating {}", path.display()))?;
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .ctx(|| format!("creating {}", path.display()))?;
         if flock(&f, FlockOperation::NonBlockingLockExclusive).is_err() {
             eprintln!(
                 "udp-repair: waiting for another kernel build to finish ({})",
