@@ -31,7 +31,8 @@ pub fn getsockopt_int(fd: BorrowedFd<'_>, level: i32, name: i32) -> io::Result<i
 
 /// `setsockopt(fd, level, name, value, value.len())`.
 pub fn setsockopt_bytes(fd: BorrowedFd<'_>, level: i32, name: i32, value: &[u8]) -> io::Result<()> {
-    let len = libc::socklen_t::try_from(value.len()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let len = libc::socklen_t::try_from(value.len())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     // SAFETY: `value` is a live slice of exactly `len` bytes which the
     // kernel only reads; the fd is borrowed, so it stays open for the call.
     let rc = unsafe { libc::setsockopt(fd.as_raw_fd(), level, name, value.as_ptr().cast(), len) };
@@ -45,17 +46,201 @@ pub fn setsockopt_bytes(fd: BorrowedFd<'_>, level: i32, name: i32, value: &[u8])
 /// `getsockopt(fd, level, name, buf, &len)`: fills `buf` and returns the
 /// length the kernel reported. For options that report the length they need
 /// when the buffer is short, that length may exceed `buf.len()`.
-pub fn getsockopt_bytes(fd: BorrowedFd<'_>, level: i32, name: i32, buf: &mut [u8]) -> io::Result<usize> {
-    let mut len =
-        libc::socklen_t::try_from(buf.len()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+pub fn getsockopt_bytes(
+    fd: BorrowedFd<'_>,
+    level: i32,
+    name: i32,
+    buf: &mut [u8],
+) -> io::Result<usize> {
+    let mut len = libc::socklen_t::try_from(buf.len())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     // SAFETY: `buf` is a live, writable slice of `len` bytes; the kernel
     // writes at most `len` bytes into it and stores the length in `len`,
     // which outlives the call. The fd is borrowed, so it stays open.
-    let rc = unsafe { libc::getsockopt(fd.as_raw_fd(), level, name, buf.as_mut_ptr().cast(), &mut len) };
+    let rc = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            buf.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
     if rc == 0 {
         Ok(len as usize)
     } else {
         Err(io::Error::last_os_error())
+    }
+}
+
+/// What one [`recvmsg_bytes`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecvMsgOut {
+    /// Bytes of payload (with `MSG_TRUNC`: the datagram's full length).
+    pub len: usize,
+    /// Bytes of `msg_name` the kernel filled.
+    pub name_len: usize,
+    /// Bytes of `msg_control` the kernel filled.
+    pub control_len: usize,
+    /// `msg_flags` (`MSG_TRUNC`, `MSG_CTRUNC`, ...).
+    pub flags: i32,
+}
+
+/// `recvmsg(fd, {name, [buf], control}, flags)`. The caller parses `name`
+/// (a `sockaddr_*`) and `control` (cmsgs at `CMSG_ALIGN` offsets from the
+/// start of the buffer) as bytes, in safe code.
+pub fn recvmsg_bytes(
+    fd: BorrowedFd<'_>,
+    buf: &mut [u8],
+    name: &mut [u8],
+    control: &mut [u8],
+    flags: i32,
+) -> io::Result<RecvMsgOut> {
+    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+    // SAFETY: an all-zero msghdr is a valid value (null pointers, zero lengths).
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_name = name.as_mut_ptr().cast();
+    msg.msg_namelen = libc::socklen_t::try_from(name.len()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = control.len();
+    // SAFETY: every pointer in `msg` refers to a live, writable buffer of
+    // the length stored beside it (`buf`, `name`, `control`, and `iov` on
+    // this stack frame), all outliving the call; the kernel writes within
+    // those lengths and updates the lengths in `msg`.
+    let rc = unsafe { libc::recvmsg(fd.as_raw_fd(), &mut msg, flags) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(RecvMsgOut {
+        len: rc as usize,
+        name_len: msg.msg_namelen as usize,
+        control_len: msg.msg_controllen,
+        flags: msg.msg_flags,
+    })
+}
+
+/// `sendmsg(fd, {name, [payload], control}, flags)`: `name` is a
+/// `sockaddr_*` as bytes (empty: none), `control` cmsgs as bytes (empty:
+/// none), laid out by the caller at `CMSG_ALIGN` offsets.
+pub fn sendmsg_bytes(fd: BorrowedFd<'_>, payload: &[u8], name: &[u8], control: &[u8], flags: i32) -> io::Result<usize> {
+    let mut iov = libc::iovec { iov_base: payload.as_ptr().cast_mut().cast(), iov_len: payload.len() };
+    // SAFETY: an all-zero msghdr is a valid value (null pointers, zero lengths).
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    if !name.is_empty() {
+        msg.msg_name = name.as_ptr().cast_mut().cast();
+        msg.msg_namelen =
+            libc::socklen_t::try_from(name.len()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    }
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    if !control.is_empty() {
+        msg.msg_control = control.as_ptr().cast_mut().cast();
+        msg.msg_controllen = control.len();
+    }
+    // SAFETY: the pointers refer to live buffers of the stated lengths that
+    // outlive the call; sendmsg only reads them (the `mut` casts are for the
+    // C struct's types only).
+    let rc = unsafe { libc::sendmsg(fd.as_raw_fd(), &msg, flags) };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc as usize)
+    }
+}
+
+/// `sendmmsg` of `(payload, sockaddr bytes)` pairs, without cmsgs. Returns
+/// how many messages the kernel sent (it stops at the first error, which is
+/// returned only when nothing was sent).
+pub fn sendmmsg_bytes(fd: BorrowedFd<'_>, msgs: &[(&[u8], &[u8])]) -> io::Result<usize> {
+    let mut iovs: Vec<libc::iovec> =
+        msgs.iter().map(|(p, _)| libc::iovec { iov_base: p.as_ptr().cast_mut().cast(), iov_len: p.len() }).collect();
+    let mut hdrs = Vec::with_capacity(msgs.len());
+    for (i, (_, name)) in msgs.iter().enumerate() {
+        // SAFETY: an all-zero mmsghdr is a valid value.
+        let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
+        h.msg_hdr.msg_name = name.as_ptr().cast_mut().cast();
+        h.msg_hdr.msg_namelen =
+            libc::socklen_t::try_from(name.len()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        h.msg_hdr.msg_iov = &mut iovs[i];
+        h.msg_hdr.msg_iovlen = 1;
+        hdrs.push(h);
+    }
+    let n = libc::c_uint::try_from(hdrs.len()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: `hdrs` holds `n` headers whose pointers refer to `iovs` and to
+    // the caller's payload and name slices, all alive for the call; the
+    // kernel only reads them and writes `msg_len` inside `hdrs`.
+    let rc = unsafe { libc::sendmmsg(fd.as_raw_fd(), hdrs.as_mut_ptr(), n, 0) };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc as usize)
+    }
+}
+
+/// `ioctl(fd, request, &int)` for the socket ioctls that return an int
+/// (`SIOCINQ`, `SIOCOUTQ`).
+pub fn ioctl_get_int(fd: BorrowedFd<'_>, request: libc::c_ulong) -> io::Result<i32> {
+    let mut v: libc::c_int = 0;
+    // SAFETY: the requests this is used with write one int to the pointer,
+    // which points to `v` on this stack frame.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), request, &mut v) };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(v)
+    }
+}
+
+/// `unshare(CLONE_NEWNET)`: moves the calling thread into a new, empty
+/// network namespace (tests, the benchmark). Needs CAP_SYS_ADMIN.
+pub fn unshare_netns() -> io::Result<()> {
+    // SAFETY: unshare takes no pointers; CLONE_NEWNET only changes the
+    // network namespace of this thread, which Rust code does not cache.
+    let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Sets `IFF_UP` on interface `name` (`SIOCGIFFLAGS` + `SIOCSIFFLAGS`
+/// through any socket `fd` of the namespace).
+pub fn set_interface_up(fd: BorrowedFd<'_>, name: &str) -> io::Result<()> {
+    // SAFETY: an all-zero ifreq is a valid value.
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    if name.len() >= ifr.ifr_name.len() {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    }
+    for (d, s) in ifr.ifr_name.iter_mut().zip(name.bytes()) {
+        *d = s as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS reads ifr_name and writes ifr_flags inside `ifr`,
+    // which lives on this stack frame.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCGIFFLAGS, &mut ifr) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the union member ifru_flags is the one SIOCGIFFLAGS filled.
+    unsafe { ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short };
+    // SAFETY: SIOCSIFFLAGS only reads `ifr`.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCSIFFLAGS, &ifr) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `dup2(fd, target)`: makes `target` (e.g. 3 for socket activation) a copy
+/// of `fd`, without `FD_CLOEXEC`, so an `exec` passes it on. Whatever was
+/// open at `target` is closed; the caller owns the number afterwards.
+pub fn dup_onto(fd: BorrowedFd<'_>, target: i32) -> io::Result<()> {
+    // SAFETY: dup2 takes no pointers; `fd` is borrowed and stays open.
+    let rc = unsafe { libc::dup2(fd.as_raw_fd(), target) };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
     }
 }
 
@@ -69,7 +254,10 @@ mod tests {
     fn int_option_round_trips() {
         let s = UdpSocket::bind("127.0.0.1:0").unwrap();
         setsockopt_int(s.as_fd(), libc::SOL_SOCKET, libc::SO_PEEK_OFF, 0).unwrap();
-        assert_eq!(getsockopt_int(s.as_fd(), libc::SOL_SOCKET, libc::SO_PEEK_OFF).unwrap(), 0);
+        assert_eq!(
+            getsockopt_int(s.as_fd(), libc::SOL_SOCKET, libc::SO_PEEK_OFF).unwrap(),
+            0
+        );
     }
 
     #[test]
