@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs the system packages the project needs on Debian 12 (as root), and
+# nothing when they are already there. The Rust toolchain (cargo, rustfmt,
+# clippy) is expected on the machine.
+set -euo pipefail
+
+# Keep in sync with vm/src/base.rs (TOOLS, FILES) and kernel-patches/BASE.
+base_version=$(sed -n 's/^version = //p' "$(dirname "$0")/../kernel-patches/BASE")
+packages=(
+	"linux-source-6.12=${base_version}"
+	qemu-system-x86 busybox-static protobuf-compiler ccache
+	make gcc libc6-dev flex bison bc libelf-dev libssl-dev xz-utils git
+	iproute2 codespell
+)
+
+missing=()
+for p in "${packages[@]}"; do
+	name=${p%%=*}
+	want=${p#*=}
+	have=$(dpkg-query -W -f '${Status} ${Version}' "$name" 2>/dev/null || true)
+	case "$have" in
+	"install ok installed "*)
+		[ "$want" = "$p" ] || [ "${have##* }" = "$want" ] || missing+=("$p")
+		;;
+	*) missing+=("$p") ;;
+	esac
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+	exit 0
+fi
+if [ "$(id -u)" -ne 0 ]; then
+	echo "missing packages: ${missing[*]}" >&2
+	echo "run as root: apt-get update && apt-get install -y --no-install-recommends ${missing[*]}" >&2
+	exit 2
+fi
+echo "installing: ${missing[*]}" >&2
+apt-get update -q
+DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
