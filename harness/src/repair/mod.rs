@@ -6,7 +6,13 @@
 //! - `getsockopt`: the uapi of the `getsockopt` series.
 //! - `dump`, `restore`: checkpoint and restore of a whole socket.
 
+pub mod dump;
+pub mod inject;
+pub mod netns;
+pub mod options;
+pub mod restore;
 pub mod sys;
+pub mod wire;
 
 /// `SOL_UDP` option number of `UDP_REPAIR`, the same in both series.
 pub const UDP_REPAIR: i32 = 2;

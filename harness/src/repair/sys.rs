@@ -244,6 +244,32 @@ pub fn dup_onto(fd: BorrowedFd<'_>, target: i32) -> io::Result<()> {
     }
 }
 
+/// `setsockopt(SO_ATTACH_FILTER)` of a classic BPF program given as the
+/// bytes of its `struct sock_filter` array (8 bytes per instruction).
+pub fn attach_filter(fd: BorrowedFd<'_>, insns: &[u8]) -> io::Result<()> {
+    if insns.is_empty() || !insns.len().is_multiple_of(8) || insns.len() / 8 > u16::MAX as usize {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    }
+    let prog = libc::sock_fprog { len: (insns.len() / 8) as u16, filter: insns.as_ptr().cast_mut().cast() };
+    // SAFETY: `prog` points to `len` instructions inside `insns`, alive for
+    // the call; the kernel copies them and only reads. `prog` lives on this
+    // stack frame and the length passed is its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_FILTER,
+            (&prog as *const libc::sock_fprog).cast(),
+            size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

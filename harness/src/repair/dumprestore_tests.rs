@@ -1,0 +1,575 @@
+//! Host tests of dump and restore. Each runs in its own network namespace
+//! (netns::in_new_netns), so traffic stays on a private loopback. They need
+//! root (CAP_SYS_ADMIN for the namespace, CAP_NET_RAW/ADMIN for raw sockets,
+//! IP_TRANSPARENT and SO_MARK).
+
+use crate::repair::dump::{self, DumpOptions};
+use crate::repair::inject::Strategy;
+use crate::repair::netns::in_new_netns;
+use crate::repair::options;
+use crate::repair::restore::{self, RestoreOptions};
+use crate::repair::sys;
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use udp_repair_proto::v1;
+
+fn ns<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    in_new_netns(f).expect("a private network namespace (tests run as root)")
+}
+
+fn udp(addr: &str) -> UdpSocket {
+    UdpSocket::bind(addr).unwrap()
+}
+
+fn wait_queued(fd: BorrowedFd<'_>, bytes_nonzero: bool) {
+    for _ in 0..500 {
+        let (rmem, _) = dump::meminfo(fd).unwrap();
+        if (rmem != 0) == bytes_nonzero {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
+fn recv_all(fd: BorrowedFd<'_>) -> Vec<(Vec<u8>, SocketAddr)> {
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 70000];
+    let mut name = [0u8; 128];
+    let mut control = [0u8; 256];
+    while let Ok(o) = sys::recvmsg_bytes(fd, &mut buf, &mut name, &mut control, libc::MSG_DONTWAIT)
+    {
+        out.push((
+            buf[..o.len].to_vec(),
+            crate::repair::wire::parse_sockaddr(&name[..o.name_len]).unwrap(),
+        ));
+    }
+    out
+}
+
+fn payloads(cp: &v1::Checkpoint) -> Vec<Vec<u8>> {
+    cp.receive_queue
+        .as_ref()
+        .unwrap()
+        .datagrams
+        .iter()
+        .map(|d| d.payload.clone())
+        .collect()
+}
+
+fn set(fd: BorrowedFd<'_>, level: i32, name: i32, v: i32) {
+    sys::setsockopt_int(fd, level, name, v)
+        .unwrap_or_else(|e| panic!("setsockopt {}: {e}", options::label(level, name)));
+}
+
+#[test]
+fn v4_round_trip_keeps_queue_metadata_and_options() {
+    ns(|| {
+        let a = udp("127.0.0.1:5000");
+        let fd = a.as_fd();
+        set(fd, libc::SOL_SOCKET, libc::SO_MARK, 7);
+        set(fd, libc::SOL_SOCKET, libc::SO_PRIORITY, 3);
+        set(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, 150_000);
+        set(fd, libc::SOL_SOCKET, libc::SO_BROADCAST, 1);
+        set(fd, libc::SOL_IP, libc::IP_TTL, 9);
+        set(fd, libc::SOL_IP, libc::IP_TOS, 0x10);
+        set(fd, libc::SOL_IP, libc::IP_RECVTTL, 1);
+        set(fd, libc::SOL_IP, libc::IP_RECVERR, 1);
+        set(
+            fd,
+            libc::SOL_IP,
+            libc::IP_MTU_DISCOVER,
+            libc::IP_PMTUDISC_DO,
+        );
+        set(fd, libc::SOL_IP, libc::IP_MULTICAST_TTL, 4);
+        set(fd, libc::SOL_UDP, libc::UDP_SEGMENT, 1000);
+        set(fd, libc::SOL_UDP, libc::UDP_GRO, 1);
+        set(fd, libc::SOL_SOCKET, options::SO_TIMESTAMP_OLD, 1);
+        let b = udp("127.0.0.2:6000");
+        set(b.as_fd(), libc::SOL_IP, libc::IP_TTL, 33);
+        set(b.as_fd(), libc::SOL_IP, libc::IP_TOS, 0x28);
+        let c = udp("127.0.0.3:7000");
+        b.send_to(b"one", "127.0.0.1:5000").unwrap();
+        c.send_to(b"", "127.0.0.1:5000").unwrap();
+        b.send_to(&[0xab; 1400], "127.0.0.1:5000").unwrap();
+        wait_queued(fd, true);
+
+        let before = options::save(fd, false).unwrap();
+        let cp = dump::dump(fd).unwrap();
+        // The dump left every option as it was, peek offset included.
+        assert_eq!(options::save(fd, false).unwrap(), before);
+        assert_eq!(
+            sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF).unwrap(),
+            -1
+        );
+        assert_eq!(
+            payloads(&cp),
+            vec![b"one".to_vec(), vec![], vec![0xab; 1400]]
+        );
+        let q = cp.receive_queue.as_ref().unwrap();
+        assert_eq!(q.datagrams[0].ttl, Some(33));
+        assert_eq!(q.datagrams[0].tos, Some(0x28));
+        assert_eq!(
+            q.datagrams[1].source.as_ref().unwrap().ip,
+            vec![127, 0, 0, 3]
+        );
+        assert_eq!(
+            q.datagrams[2].destination.as_ref().unwrap().ip,
+            vec![127, 0, 0, 1]
+        );
+        assert!(q.datagrams[0].timestamp.is_some());
+
+        // The image round trip, then restore in place of the original.
+        let cp2 = udp_repair_proto::decode(&udp_repair_proto::encode(&cp).unwrap()).unwrap();
+        assert_eq!(cp2, cp);
+        let original = recv_all(fd);
+        assert_eq!(original.len(), 3, "the dump consumed nothing");
+        drop(a);
+        let r = restore::restore(&cp2).unwrap();
+        assert_eq!(
+            options::save(r.as_fd(), false).unwrap(),
+            before,
+            "options restored exactly"
+        );
+        let again = dump::dump(r.as_fd()).unwrap();
+        let q2 = again.receive_queue.as_ref().unwrap();
+        assert_eq!(payloads(&again), payloads(&cp));
+        for (x, y) in q.datagrams.iter().zip(&q2.datagrams) {
+            assert_eq!(
+                (&x.source, x.ttl, x.tos, &x.destination),
+                (&y.source, y.ttl, y.tos, &y.destination)
+            );
+        }
+        assert_eq!(
+            recv_all(r.as_fd()),
+            original,
+            "same datagrams, same sources, same order"
+        );
+    });
+}
+
+#[test]
+fn v6_dual_stack_round_trip_with_v4_mapped_datagrams() {
+    ns(|| {
+        let a = udp("[::]:5001");
+        let fd = a.as_fd();
+        set(fd, libc::SOL_IPV6, libc::IPV6_RECVPKTINFO, 1);
+        set(fd, libc::SOL_IPV6, libc::IPV6_UNICAST_HOPS, 17);
+        set(fd, libc::SOL_IPV6, libc::IPV6_TCLASS, 0x40);
+        let b6 = udp("[::1]:6001");
+        set(b6.as_fd(), libc::SOL_IPV6, libc::IPV6_UNICAST_HOPS, 44);
+        set(b6.as_fd(), libc::SOL_IPV6, libc::IPV6_TCLASS, 0x20);
+        let b4 = udp("127.0.0.9:6002");
+        b6.send_to(b"six", "[::1]:5001").unwrap();
+        b4.send_to(b"four", "127.0.0.1:5001").unwrap();
+        b6.send_to(b"", "[::1]:5001").unwrap();
+        wait_queued(fd, true);
+        let cp = dump::dump(fd).unwrap();
+        let q = cp.receive_queue.as_ref().unwrap();
+        assert_eq!(
+            payloads(&cp),
+            vec![b"six".to_vec(), b"four".to_vec(), vec![]]
+        );
+        assert_eq!(
+            (q.datagrams[0].ttl, q.datagrams[0].tos),
+            (Some(44), Some(0x20))
+        );
+        let original = recv_all(fd);
+        drop(a);
+        let r = restore::restore(&cp).unwrap();
+        let again = dump::dump(r.as_fd()).unwrap();
+        for (x, y) in q
+            .datagrams
+            .iter()
+            .zip(&again.receive_queue.as_ref().unwrap().datagrams)
+        {
+            assert_eq!((&x.source, x.ttl, x.tos), (&y.source, y.ttl, y.tos));
+        }
+        assert_eq!(recv_all(r.as_fd()), original);
+        assert_eq!(
+            sys::getsockopt_int(r.as_fd(), libc::SOL_IPV6, libc::IPV6_UNICAST_HOPS).unwrap(),
+            17
+        );
+    });
+}
+
+#[test]
+fn dump_keeps_the_application_peek_offset_and_position() {
+    ns(|| {
+        let a = udp("127.0.0.1:5002");
+        let b = udp("127.0.0.1:0");
+        b.send_to(b"abcdef", "127.0.0.1:5002").unwrap();
+        b.send_to(b"gh", "127.0.0.1:5002").unwrap();
+        wait_queued(a.as_fd(), true);
+        let fd = a.as_fd();
+        set(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, 0);
+        let mut buf = [0u8; 4];
+        assert_eq!(
+            rustix::net::recv(fd, &mut buf, rustix::net::RecvFlags::PEEK)
+                .unwrap()
+                .0,
+            4
+        );
+        assert_eq!(
+            sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF).unwrap(),
+            4
+        );
+        let cp = dump::dump(fd).unwrap();
+        assert_eq!(cp.peek_offset, 4);
+        assert_eq!(payloads(&cp), vec![b"abcdef".to_vec(), b"gh".to_vec()]);
+        assert_eq!(
+            sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF).unwrap(),
+            4
+        );
+        // The application's next peek continues inside the first datagram.
+        let mut buf = [0u8; 16];
+        let n = rustix::net::recv(fd, &mut buf, rustix::net::RecvFlags::PEEK)
+            .unwrap()
+            .0;
+        assert_eq!(&buf[..n], b"ef");
+        // And the restored socket has the same offset.
+        drop(a);
+        let r = restore::restore(&cp).unwrap();
+        assert_eq!(
+            sys::getsockopt_int(r.as_fd(), libc::SOL_SOCKET, libc::SO_PEEK_OFF).unwrap(),
+            4
+        );
+        let n = rustix::net::recv(r.as_fd(), &mut buf, rustix::net::RecvFlags::PEEK)
+            .unwrap()
+            .0;
+        assert_eq!(&buf[..n], b"ef");
+    });
+}
+
+/// Queue a, empty, bb, empty, ccc; dump twice. Where the kernel restarts
+/// walks on SO_PEEK_OFF both dumps see all five and vouch for them; where it
+/// does not, the second dump misses the two empty datagrams and must say it
+/// cannot vouch (never a silent loss).
+#[test]
+fn dump_twice_finds_zero_length_datagrams_or_says_it_cannot_vouch() {
+    ns(|| {
+        let a = udp("127.0.0.1:5003");
+        let b = udp("127.0.0.1:0");
+        for p in [&b"a"[..], b"", b"bb", b"", b"ccc"] {
+            b.send_to(p, "127.0.0.1:5003").unwrap();
+        }
+        wait_queued(a.as_fd(), true);
+        let first = dump::dump(a.as_fd()).unwrap();
+        let second = dump::dump(a.as_fd()).unwrap();
+        let all: Vec<Vec<u8>> = [&b"a"[..], b"", b"bb", b"", b"ccc"]
+            .iter()
+            .map(|x| x.to_vec())
+            .collect();
+        assert_eq!(payloads(&first), all, "the first walk sees every datagram");
+        let (q1, q2) = (
+            first.receive_queue.clone().unwrap(),
+            second.receive_queue.clone().unwrap(),
+        );
+        match dump::peek_walk_restarts() {
+            Some(true) => {
+                assert_eq!(payloads(&second), all);
+                assert!(q1.zero_length_vouched && q2.zero_length_vouched);
+            }
+            other => {
+                eprintln!(
+                    "kernel restarts peek walks: {other:?}; second dump: {:?}",
+                    q2.zero_length_note
+                );
+                assert!(
+                    !q2.zero_length_vouched,
+                    "a dump that may miss datagrams must not vouch"
+                );
+                assert!(
+                    q2.zero_length_note.contains("SO_PEEK_OFF"),
+                    "{}",
+                    q2.zero_length_note
+                );
+                assert!(payloads(&second).len() <= 5);
+                let mut dense = all.clone();
+                dense.retain(|p| !p.is_empty());
+                let mut seen = payloads(&second);
+                seen.retain(|p| !p.is_empty());
+                assert_eq!(seen, dense, "non-empty datagrams are always all found");
+            }
+        }
+        // The application still receives all five.
+        assert_eq!(recv_all(a.as_fd()).len(), 5);
+        // require_vouched turns the warning into an error.
+        if dump::peek_walk_restarts() != Some(true) {
+            b.send_to(b"", "127.0.0.1:5003").unwrap();
+            wait_queued(a.as_fd(), true);
+            let opts = DumpOptions {
+                require_vouched: true,
+                ..Default::default()
+            };
+            let e = dump::dump_with(a.as_fd(), &opts).unwrap_err();
+            assert_eq!(e.error.kind(), std::io::ErrorKind::Unsupported, "{e}");
+        }
+    });
+}
+
+#[test]
+fn zero_length_datagram_hidden_at_the_head_is_recovered() {
+    ns(|| {
+        if dump::peek_walk_restarts() == Some(true) {
+            return; // nothing is ever hidden there
+        }
+        let a = udp("127.0.0.1:5004");
+        let b = udp("127.0.0.1:0");
+        b.send_to(b"", "127.0.0.1:5004").unwrap();
+        b.send_to(b"x", "127.0.0.1:5004").unwrap();
+        wait_queued(a.as_fd(), true);
+        // The application peeks the empty head (marks it peeked).
+        let mut buf = [0u8; 4];
+        rustix::net::recv(a.as_fd(), &mut buf, rustix::net::RecvFlags::PEEK).unwrap();
+        let cp = dump::dump(a.as_fd()).unwrap();
+        assert_eq!(payloads(&cp), vec![vec![], b"x".to_vec()]);
+        assert!(!cp.receive_queue.unwrap().zero_length_vouched);
+    });
+}
+
+#[test]
+fn corrupt_or_truncated_image_is_refused_with_the_reason() {
+    ns(|| {
+        let a = udp("127.0.0.1:5006");
+        let b = udp("127.0.0.1:0");
+        b.send_to(b"payload", "127.0.0.1:5006").unwrap();
+        wait_queued(a.as_fd(), true);
+        let img = udp_repair_proto::encode(&dump::dump(a.as_fd()).unwrap()).unwrap();
+        let mut bad = img.clone();
+        let mid = bad.len() / 2;
+        bad[mid] ^= 1;
+        let e = udp_repair_proto::decode(&bad).unwrap_err();
+        assert!(e.to_string().contains("checksum"), "{e}");
+        let e = udp_repair_proto::decode(&img[..img.len() - 10]).unwrap_err();
+        assert!(e.to_string().contains("truncated"), "{e}");
+    });
+}
+
+/// The datagram's sender still holds its port on the wildcard address:
+/// the transparent strategy cannot bind a socket to it and loses the
+/// datagram; the raw strategy binds nothing and restores it.
+#[test]
+fn transparent_loses_a_datagram_whose_port_is_taken_raw_does_not() {
+    ns(|| {
+        let a = udp("127.0.0.1:5007");
+        let sender = udp("0.0.0.0:6007");
+        let other = udp("127.0.0.5:0");
+        sender
+            .send_to(b"from a busy port", "127.0.0.1:5007")
+            .unwrap();
+        other
+            .send_to(b"from a free port", "127.0.0.1:5007")
+            .unwrap();
+        wait_queued(a.as_fd(), true);
+        let cp = dump::dump(a.as_fd()).unwrap();
+        // The socket and one sender go away; the other sender stays.
+        drop((a, other));
+
+        let t = RestoreOptions {
+            strategy: Strategy::Transparent,
+            ..Default::default()
+        };
+        let e = restore::restore_with(&cp, &t).unwrap_err();
+        assert!(e.step.contains("datagram 0"), "{e}");
+        assert_eq!(e.error.kind(), std::io::ErrorKind::AddrInUse, "{e}");
+        let t = RestoreOptions {
+            strategy: Strategy::Transparent,
+            accept_rx_loss: true,
+            ..Default::default()
+        };
+        let (r, report) = restore::restore_with(&cp, &t).unwrap();
+        assert_eq!(report.lost.len(), 1);
+        let got = recv_all(r.as_fd());
+        assert_eq!(got.len(), 1, "transparent: one datagram lost");
+        assert_eq!(got[0].0, b"from a free port");
+        drop(r);
+
+        let (r, report) = restore::restore_with(&cp, &RestoreOptions::default()).unwrap();
+        assert!(report.lost.is_empty());
+        let got = recv_all(r.as_fd());
+        assert_eq!(got.len(), 2, "raw: nothing lost");
+        assert_eq!(
+            got[0],
+            (
+                b"from a busy port".to_vec(),
+                "127.0.0.1:6007".parse().unwrap()
+            )
+        );
+    });
+}
+
+#[test]
+fn transparent_round_trip_when_ports_are_free() {
+    ns(|| {
+        let a = udp("127.0.0.1:5008");
+        let b = udp("127.0.0.2:6008");
+        set(b.as_fd(), libc::SOL_IP, libc::IP_TTL, 21);
+        b.send_to(b"x", "127.0.0.1:5008").unwrap();
+        b.send_to(b"yy", "127.0.0.1:5008").unwrap();
+        wait_queued(a.as_fd(), true);
+        let cp = dump::dump(a.as_fd()).unwrap();
+        drop((a, b));
+        let t = RestoreOptions {
+            strategy: Strategy::Transparent,
+            ..Default::default()
+        };
+        let (r, _) = restore::restore_with(&cp, &t).unwrap();
+        let again = dump::dump(r.as_fd()).unwrap();
+        assert_eq!(payloads(&again), payloads(&cp));
+        assert_eq!(again.receive_queue.unwrap().datagrams[0].ttl, Some(21));
+    });
+}
+
+#[test]
+fn pending_data_without_a_reader_is_refused_unless_dropped() {
+    ns(|| {
+        let a = udp("127.0.0.1:0");
+        a.connect("127.0.0.1:9").unwrap();
+        rustix::net::send(a.as_fd(), b"pending", rustix::net::SendFlags::MORE).unwrap();
+        let opts = DumpOptions {
+            readers: Vec::new(),
+            ..Default::default()
+        };
+        let e = dump::dump_with(a.as_fd(), &opts).unwrap_err();
+        assert_eq!(e.step, "send queue");
+        assert!(e.error.to_string().contains("pending"), "{e}");
+        let opts = DumpOptions {
+            readers: Vec::new(),
+            drop_pending: true,
+            ..Default::default()
+        };
+        let cp = dump::dump_with(a.as_fd(), &opts).unwrap();
+        assert!(cp.send_queue.as_ref().unwrap().dropped);
+        // The pending data is still there, untouched.
+        assert!(sys::ioctl_get_int(a.as_fd(), libc::TIOCOUTQ as libc::c_ulong).unwrap() > 0);
+    });
+}
+
+fn pending_cp(dst: SocketAddr, udp_cork: bool) -> v1::Checkpoint {
+    v1::Checkpoint {
+        schema_version: 1,
+        family: v1::Family::Inet as i32,
+        protocol: v1::Protocol::Udp as i32,
+        bound: Some(crate::repair::wire::to_proto(
+            &"127.0.0.1:5010".parse().unwrap(),
+        )),
+        peek_offset: -1,
+        receive_queue: Some(Default::default()),
+        send_queue: Some(v1::SendQueue {
+            udp_cork,
+            pending: Some(v1::PendingDatagram {
+                family: libc::AF_INET as u32,
+                payload: b"hello ".to_vec(),
+                destination: Some(crate::repair::wire::to_proto(&dst)),
+                cork: Some(v1::CorkState {
+                    ttl: Some(5),
+                    tos: Some(0x20),
+                    ..Default::default()
+                }),
+                complete: true,
+            }),
+            reader: "test".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Reads one datagram with its TTL and TOS.
+fn recv_ttl_tos(fd: BorrowedFd<'_>) -> (Vec<u8>, Option<u32>, Option<u32>) {
+    set(fd, libc::SOL_IP, libc::IP_RECVTTL, 1);
+    set(fd, libc::SOL_IP, libc::IP_RECVTOS, 1);
+    let mut buf = vec![0u8; 2048];
+    let mut d = None;
+    for _ in 0..500 {
+        if let Some(x) = dump::peek_one(fd, &mut buf, &mut [0u8; 256], 0).unwrap() {
+            d = Some(x);
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let d = d.expect("a datagram");
+    (d.payload, d.ttl, d.tos)
+}
+
+#[test]
+fn pending_datagram_is_recreated_with_its_cork_state() {
+    ns(|| {
+        let rx = udp("127.0.0.1:5011");
+        let dst = rx.local_addr().unwrap();
+        // MSG_MORE: the next plain send completes the datagram.
+        let r: OwnedFd = restore::restore(&pending_cp(dst, false)).unwrap();
+        assert!(
+            sys::ioctl_get_int(r.as_fd(), libc::TIOCOUTQ as libc::c_ulong).unwrap() > 0,
+            "kept pending"
+        );
+        assert_eq!(
+            sys::getsockopt_int(r.as_fd(), libc::SOL_UDP, libc::UDP_CORK).unwrap(),
+            0
+        );
+        rustix::net::sendto(r.as_fd(), b"world", rustix::net::SendFlags::empty(), &dst).unwrap();
+        assert_eq!(
+            recv_ttl_tos(rx.as_fd()),
+            (b"hello world".to_vec(), Some(5), Some(0x20))
+        );
+        drop(r);
+        let _ = recv_all(rx.as_fd());
+        // UDP_CORK: clearing the cork sends it.
+        let r = restore::restore(&pending_cp(dst, true)).unwrap();
+        assert_eq!(
+            sys::getsockopt_int(r.as_fd(), libc::SOL_UDP, libc::UDP_CORK).unwrap(),
+            1
+        );
+        set(r.as_fd(), libc::SOL_UDP, libc::UDP_CORK, 0);
+        assert_eq!(
+            recv_ttl_tos(rx.as_fd()),
+            (b"hello ".to_vec(), Some(5), Some(0x20))
+        );
+    });
+}
+
+#[test]
+fn classic_filter_is_saved_and_restored() {
+    ns(|| {
+        let a = udp("127.0.0.1:5012");
+        // ret #0xffff (accept) as one instruction: BPF_RET|BPF_K = 0x06.
+        let insn: u64 = 0x06 | (0xffff_u64 << 32);
+        let mut prog = Vec::new();
+        prog.extend_from_slice(&0x06u16.to_ne_bytes());
+        prog.extend_from_slice(&[0, 0]);
+        prog.extend_from_slice(&0xffffu32.to_ne_bytes());
+        sys::attach_filter(a.as_fd(), &prog).unwrap();
+        let cp = dump::dump(a.as_fd()).unwrap();
+        assert_eq!(
+            cp.filter,
+            Some(v1::Filter {
+                insns: vec![insn],
+                locked: false
+            })
+        );
+        drop(a);
+        let r = restore::restore(&cp).unwrap();
+        assert_eq!(dump::dump(r.as_fd()).unwrap().filter, cp.filter);
+    });
+}
+
+#[test]
+fn multicast_membership_is_refused_unless_dropped() {
+    ns(|| {
+        let a = udp("0.0.0.0:5013");
+        a.join_multicast_v4(&"239.1.2.3".parse().unwrap(), &"127.0.0.1".parse().unwrap())
+            .unwrap();
+        let e = dump::dump(a.as_fd()).unwrap_err();
+        assert_eq!(e.step, "multicast memberships");
+        assert!(e.error.to_string().contains("239.1.2.3"), "{e}");
+        let opts = DumpOptions {
+            drop_multicast: true,
+            ..Default::default()
+        };
+        let cp = dump::dump_with(a.as_fd(), &opts).unwrap();
+        assert!(cp.dropped_state.iter().any(|s| s.contains("239.1.2.3")));
+        // A socket that is not a member is dumped.
+        let b = udp("0.0.0.0:5014");
+        dump::dump(b.as_fd()).unwrap();
+    });
+}

@@ -1,0 +1,382 @@
+//! Refilling a restored socket's receive queue.
+//!
+//! Two strategies, both sending each datagram over the local stack to the
+//! restored socket (which is bound but not yet connected, so any source
+//! matches), in queue order:
+//! - [`Strategy::Raw`] (default): one `IPPROTO_RAW` socket per family writes
+//!   the IPv4/IPv6 and UDP headers itself (IP_HDRINCL): exact source address
+//!   and port, TTL/hop limit, TOS/traffic class, a correct UDP (or UDP-Lite,
+//!   full coverage) checksum. No bind, so no port can collide; datagrams go
+//!   out in `sendmmsg` batches of 64.
+//! - [`Strategy::Transparent`] (CRIU's method): per datagram a temporary UDP
+//!   socket with IP_TRANSPARENT + IP_FREEBIND bound to the original source
+//!   address and port, TTL/TOS and the source (IP_PKTINFO/IPV6_PKTINFO) as
+//!   cmsgs. When that port is taken (on that address or on the wildcard
+//!   address) the bind fails and the datagram cannot be re-created.
+//!
+//! Safety of the traffic: a datagram is only ever sent to a local unicast
+//! address of the namespace (the restored socket's own address, the
+//! datagram's recorded destination if it is local, else loopback), so the
+//! route is the local one and nothing leaves the machine. The sending
+//! thread is pinned to one CPU while injecting, so the per-CPU backlog keeps
+//! the queue order.
+
+use super::sys;
+use super::wire::{self, RawDatagram};
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::os::fd::{AsFd, OwnedFd};
+use udp_repair_proto::v1;
+
+/// How the receive queue is re-created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Strategy {
+    /// Raw IP_HDRINCL sockets (default).
+    #[default]
+    Raw,
+    /// Temporary IP_TRANSPARENT sockets bound to each sender's port.
+    Transparent,
+}
+
+impl std::str::FromStr for Strategy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "raw" => Ok(Strategy::Raw),
+            "transparent" => Ok(Strategy::Transparent),
+            _ => Err(format!("unknown strategy {s:?} (raw, transparent)")),
+        }
+    }
+}
+
+/// Datagrams per `sendmmsg` of the raw strategy.
+pub const BATCH: usize = 64;
+
+/// A datagram that could not be re-created.
+#[derive(Debug)]
+pub struct Lost {
+    /// Its index in the queue.
+    pub index: usize,
+    /// Why.
+    pub error: io::Error,
+}
+
+/// Pins the calling thread to the CPU it runs on, and puts the previous
+/// affinity back on drop.
+#[derive(Debug)]
+struct Pin(Option<rustix::thread::CpuSet>);
+
+impl Pin {
+    fn new() -> Pin {
+        let old = rustix::thread::sched_getaffinity(None).ok();
+        let mut one = rustix::thread::CpuSet::new();
+        one.set(rustix::thread::sched_getcpu());
+        if rustix::thread::sched_setaffinity(None, &one).is_err() {
+            return Pin(None);
+        }
+        Pin(old)
+    }
+}
+
+impl Drop for Pin {
+    fn drop(&mut self) {
+        if let Some(old) = &self.0 {
+            let _ = rustix::thread::sched_setaffinity(None, old);
+        }
+    }
+}
+
+/// Whether `ip` is a local unicast address of the current namespace: a UDP
+/// socket can bind to it (EADDRNOTAVAIL otherwise) and connect to it
+/// without SO_BROADCAST (a broadcast route answers EACCES).
+fn is_local_unicast(ip: IpAddr) -> bool {
+    let multicast_or_scoped = match ip {
+        IpAddr::V4(a) => a.is_multicast() || a.is_broadcast() || a.is_unspecified(),
+        IpAddr::V6(a) => {
+            a.is_multicast() || a.is_unspecified() || (a.segments()[0] & 0xffc0) == 0xfe80
+        }
+    };
+    if multicast_or_scoped {
+        return false;
+    }
+    let Ok(s) = UdpSocket::bind(SocketAddr::new(ip, 0)) else {
+        return false;
+    };
+    s.connect(SocketAddr::new(ip, 9)).is_ok()
+}
+
+/// Chooses the destination address of each datagram.
+#[derive(Debug)]
+pub(crate) struct Destinations {
+    bound: SocketAddr,
+    cache: HashMap<IpAddr, bool>,
+}
+
+impl Destinations {
+    pub(crate) fn new(bound: SocketAddr) -> Self {
+        Destinations {
+            bound: wire::canonical(bound),
+            cache: HashMap::new(),
+        }
+    }
+
+    /// The address to send datagram `d` (from `src`, canonical) to.
+    pub(crate) fn pick(&mut self, d: &v1::RecvDatagram, src: &SocketAddr) -> SocketAddr {
+        let port = self.bound.port();
+        if !self.bound.ip().is_unspecified() {
+            return self.bound;
+        }
+        let recorded = d
+            .destination
+            .as_ref()
+            .map(|a| wire::canonical(wire::from_proto(a)).ip());
+        if let Some(ip) = recorded.filter(|ip| ip.is_ipv4() == src.is_ipv4()) {
+            let ok = *self.cache.entry(ip).or_insert_with(|| is_local_unicast(ip));
+            if ok {
+                return SocketAddr::new(ip, port);
+            }
+        }
+        if src.is_ipv4() {
+            SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port)
+        } else {
+            SocketAddr::new(Ipv6Addr::LOCALHOST.into(), port)
+        }
+    }
+}
+
+fn raw_socket(v6: bool, device: &str) -> io::Result<OwnedFd> {
+    use rustix::net::{socket_with, AddressFamily, Protocol, SocketFlags, SocketType};
+    let fam = if v6 {
+        AddressFamily::INET6
+    } else {
+        AddressFamily::INET
+    };
+    let proto = Protocol::from_raw(
+        rustix::net::RawProtocol::new(libc::IPPROTO_RAW as u32).expect("nonzero"),
+    );
+    let s = socket_with(fam, SocketType::RAW, SocketFlags::CLOEXEC, Some(proto))?;
+    if !device.is_empty() {
+        sys::setsockopt_bytes(
+            s.as_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_BINDTODEVICE,
+            device.as_bytes(),
+        )?;
+    }
+    // Enough send buffer for a batch of 64 KiB datagrams.
+    let _ = sys::setsockopt_int(s.as_fd(), libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, 8 << 20);
+    Ok(s)
+}
+
+/// Re-creates `datagrams` in the queue of the socket bound at `bound`
+/// (through `device` if it is bound to one). Returns the datagrams that
+/// could not be re-created (transparent strategy: port taken); the first
+/// hard error (no raw socket, send failure) is returned as `Err` with the
+/// index of the datagram.
+pub(crate) fn inject(
+    datagrams: &[v1::RecvDatagram],
+    bound: SocketAddr,
+    device: &str,
+    protocol: u8,
+    strategy: Strategy,
+) -> Result<Vec<Lost>, (usize, io::Error)> {
+    if datagrams.is_empty() {
+        return Ok(Vec::new());
+    }
+    let _pin = Pin::new();
+    let mut dests = Destinations::new(bound);
+    match strategy {
+        Strategy::Raw => inject_raw(datagrams, &mut dests, device, protocol).map(|()| Vec::new()),
+        Strategy::Transparent => inject_transparent(datagrams, &mut dests, device, protocol),
+    }
+}
+
+struct Prepared {
+    packet: Vec<u8>,
+    dst: Vec<u8>,
+    v6: bool,
+}
+
+fn inject_raw(
+    datagrams: &[v1::RecvDatagram],
+    dests: &mut Destinations,
+    device: &str,
+    protocol: u8,
+) -> Result<(), (usize, io::Error)> {
+    let mut raw4: Option<OwnedFd> = None;
+    let mut raw6: Option<OwnedFd> = None;
+    let mut i = 0;
+    while i < datagrams.len() {
+        // A batch: consecutive datagrams of the same family.
+        let mut batch: Vec<Prepared> = Vec::with_capacity(BATCH);
+        while i + batch.len() < datagrams.len() && batch.len() < BATCH {
+            let d = &datagrams[i + batch.len()];
+            let src = wire::canonical(wire::from_proto(
+                d.source.as_ref().unwrap_or(&Default::default()),
+            ));
+            let dst = dests.pick(d, &src);
+            let v6 = src.is_ipv6();
+            if batch.first().is_some_and(|b| b.v6 != v6) {
+                break;
+            }
+            let rd = RawDatagram {
+                src,
+                dst,
+                ttl: d.ttl.unwrap_or(64) as u8,
+                tos: d.tos.unwrap_or(0) as u8,
+                protocol,
+                payload: &d.payload,
+            };
+            let mut packet = Vec::with_capacity(d.payload.len() + 48);
+            if v6 {
+                wire::ipv6_packet(&rd, &mut packet);
+            } else {
+                wire::ipv4_packet(&rd, &mut packet);
+            }
+            // The port of a raw socket's destination must be 0.
+            let dst_addr = wire::sockaddr_bytes(&SocketAddr::new(dst.ip(), 0));
+            batch.push(Prepared {
+                packet,
+                dst: dst_addr,
+                v6,
+            });
+        }
+        let v6 = batch[0].v6;
+        let slot = if v6 { &mut raw6 } else { &mut raw4 };
+        if slot.is_none() {
+            *slot = Some(raw_socket(v6, device).map_err(|e| (i, e))?);
+        }
+        let fd = slot.as_ref().map(|s| s.as_fd()).expect("created above");
+        let msgs: Vec<(&[u8], &[u8])> = batch
+            .iter()
+            .map(|p| (p.packet.as_slice(), p.dst.as_slice()))
+            .collect();
+        let mut sent = 0;
+        while sent < msgs.len() {
+            match sys::sendmmsg_bytes(fd, &msgs[sent..]) {
+                Ok(0) => return Err((i + sent, io::Error::other("sendmmsg sent nothing"))),
+                Ok(n) => sent += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err((i + sent, e)),
+            }
+        }
+        i += batch.len();
+    }
+    Ok(())
+}
+
+fn transparent_one(
+    d: &v1::RecvDatagram,
+    src: SocketAddr,
+    dst: SocketAddr,
+    device: &str,
+    protocol: u8,
+) -> io::Result<()> {
+    use rustix::net::{socket_with, AddressFamily, Protocol, SocketFlags, SocketType};
+    let v6 = src.is_ipv6();
+    let fam = if v6 {
+        AddressFamily::INET6
+    } else {
+        AddressFamily::INET
+    };
+    let proto =
+        Protocol::from_raw(rustix::net::RawProtocol::new(u32::from(protocol)).expect("nonzero"));
+    let s = socket_with(fam, SocketType::DGRAM, SocketFlags::CLOEXEC, Some(proto))?;
+    let fd = s.as_fd();
+    if v6 {
+        sys::setsockopt_int(fd, libc::SOL_IPV6, libc::IPV6_TRANSPARENT, 1)?;
+        sys::setsockopt_int(fd, libc::SOL_IPV6, libc::IPV6_FREEBIND, 1)?;
+    } else {
+        sys::setsockopt_int(fd, libc::SOL_IP, libc::IP_TRANSPARENT, 1)?;
+        sys::setsockopt_int(fd, libc::SOL_IP, libc::IP_FREEBIND, 1)?;
+    }
+    sys::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
+    if !device.is_empty() {
+        sys::setsockopt_bytes(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_BINDTODEVICE,
+            device.as_bytes(),
+        )?;
+    }
+    rustix::net::bind(fd, &src).map_err(|e| {
+        io::Error::new(
+            io::Error::from(e).kind(),
+            format!(
+                "source port {} is taken ({e}): cannot bind a socket to {src}",
+                src.port()
+            ),
+        )
+    })?;
+    let mut c = wire::CmsgBuilder::default();
+    if v6 {
+        let mut pi = [0u8; 20];
+        if let IpAddr::V6(a) = src.ip() {
+            pi[..16].copy_from_slice(&a.octets());
+        }
+        c.push(libc::SOL_IPV6, libc::IPV6_PKTINFO, &pi);
+        c.push_int(
+            libc::SOL_IPV6,
+            libc::IPV6_HOPLIMIT,
+            d.ttl.unwrap_or(64) as i32,
+        );
+        c.push_int(libc::SOL_IPV6, libc::IPV6_TCLASS, d.tos.unwrap_or(0) as i32);
+    } else {
+        let mut pi = [0u8; 12];
+        if let IpAddr::V4(a) = src.ip() {
+            pi[4..8].copy_from_slice(&a.octets());
+        }
+        c.push(libc::SOL_IP, libc::IP_PKTINFO, &pi);
+        c.push_int(libc::SOL_IP, libc::IP_TTL, d.ttl.unwrap_or(64) as i32);
+        c.push_int(libc::SOL_IP, libc::IP_TOS, d.tos.unwrap_or(0) as i32);
+    }
+    let n = sys::sendmsg_bytes(fd, &d.payload, &wire::sockaddr_bytes(&dst), c.bytes(), 0)?;
+    if n != d.payload.len() {
+        return Err(io::Error::other(format!(
+            "sent {n} of {} bytes",
+            d.payload.len()
+        )));
+    }
+    Ok(())
+}
+
+fn inject_transparent(
+    datagrams: &[v1::RecvDatagram],
+    dests: &mut Destinations,
+    device: &str,
+    protocol: u8,
+) -> Result<Vec<Lost>, (usize, io::Error)> {
+    let mut lost = Vec::new();
+    for (i, d) in datagrams.iter().enumerate() {
+        let src = wire::canonical(wire::from_proto(
+            d.source.as_ref().unwrap_or(&Default::default()),
+        ));
+        let dst = dests.pick(d, &src);
+        match transparent_one(d, src, dst, device, protocol) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse || src.port() == 0 => {
+                lost.push(Lost { index: i, error: e })
+            }
+            Err(e) => return Err((i, e)),
+        }
+    }
+    Ok(lost)
+}
+
+/// Waits until the loopback backlog has delivered everything sent before:
+/// a marker datagram sent through the same path (same pinned CPU would be
+/// ideal; the caller's pin still holds) to a private socket arrives after
+/// them.
+pub(crate) fn barrier(v6: bool, timeout: std::time::Duration) -> io::Result<()> {
+    let s = if v6 {
+        UdpSocket::bind("[::1]:0")?
+    } else {
+        UdpSocket::bind("127.0.0.1:0")?
+    };
+    s.set_read_timeout(Some(timeout))?;
+    let me = s.local_addr()?;
+    s.send_to(b"barrier", me)?;
+    let mut b = [0u8; 16];
+    s.recv_from(&mut b).map(|_| ())
+}

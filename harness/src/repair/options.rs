@@ -1,0 +1,382 @@
+//! The socket options a checkpoint saves and restore sets, as one table.
+//!
+//! Every option is stored by its uapi `(level, optname)` numbers, with the
+//! value getsockopt returned. Save skips options the socket does not have
+//! (ENOPROTOOPT/EOPNOTSUPP/EINVAL: e.g. IPv6 options on an IPv4 socket).
+//! Restore sets only the values that differ from the fresh socket's, then
+//! reads every saved option back and fails on any difference, so a restore
+//! either reproduces the options exactly or says which one it could not.
+//!
+//! Handled elsewhere, not in this table: SO_BINDTODEVICE (`bound_device`),
+//! SO_PEEK_OFF (`peek_offset`), UDP_CORK (the send queue), the socket filter
+//! (`filter`), and SO_RCVBUF's final value (restored after the receive
+//! queue, see restore.rs).
+
+use super::sys;
+use std::io;
+use std::os::fd::BorrowedFd;
+use udp_repair_proto::v1;
+
+/// How an option's value is read and written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// An `int`.
+    Int,
+    /// Raw bytes, at most this many.
+    Bytes(usize),
+    /// SO_RCVBUF/SO_SNDBUF: getsockopt returns twice what setsockopt takes.
+    Doubled,
+}
+
+/// One row of the table.
+#[derive(Debug, Clone, Copy)]
+pub struct Opt {
+    /// `SOL_*`.
+    pub level: i32,
+    /// Option number.
+    pub name: i32,
+    /// Its uapi name.
+    pub label: &'static str,
+    /// Value layout.
+    pub kind: Kind,
+}
+
+const fn int(level: i32, name: i32, label: &'static str) -> Opt {
+    Opt {
+        level,
+        name,
+        label,
+        kind: Kind::Int,
+    }
+}
+
+const SOL_SOCKET: i32 = libc::SOL_SOCKET;
+const SOL_IP: i32 = libc::SOL_IP;
+const SOL_IPV6: i32 = libc::SOL_IPV6;
+const SOL_UDP: i32 = libc::SOL_UDP;
+const SOL_UDPLITE: i32 = 136;
+
+/// `SO_TIMESTAMP_NEW` / `SO_TIMESTAMPNS_NEW` (asm-generic/socket.h).
+pub const SO_TIMESTAMP_NEW: i32 = 63;
+/// See [`SO_TIMESTAMP_NEW`].
+pub const SO_TIMESTAMPNS_NEW: i32 = 64;
+/// `SO_TIMESTAMP_OLD`.
+pub const SO_TIMESTAMP_OLD: i32 = 29;
+/// `SO_TIMESTAMPNS_OLD`.
+pub const SO_TIMESTAMPNS_OLD: i32 = 35;
+
+/// Every option saved, in restore order. The order matters where options
+/// interact: the SO_TIMESTAMP* family reads each flag combined with the
+/// others, so the OLD variants come before the NEW ones, and IPV6_V6ONLY
+/// comes before bind (all of these are set before bind).
+pub const TABLE: &[Opt] = &[
+    int(SOL_SOCKET, libc::SO_REUSEADDR, "SO_REUSEADDR"),
+    int(SOL_SOCKET, libc::SO_REUSEPORT, "SO_REUSEPORT"),
+    Opt {
+        level: SOL_SOCKET,
+        name: libc::SO_SNDBUF,
+        label: "SO_SNDBUF",
+        kind: Kind::Doubled,
+    },
+    Opt {
+        level: SOL_SOCKET,
+        name: libc::SO_RCVBUF,
+        label: "SO_RCVBUF",
+        kind: Kind::Doubled,
+    },
+    int(SOL_SOCKET, libc::SO_PRIORITY, "SO_PRIORITY"),
+    int(SOL_SOCKET, libc::SO_MARK, "SO_MARK"),
+    int(SOL_SOCKET, libc::SO_BROADCAST, "SO_BROADCAST"),
+    int(SOL_SOCKET, libc::SO_DONTROUTE, "SO_DONTROUTE"),
+    int(SOL_SOCKET, libc::SO_KEEPALIVE, "SO_KEEPALIVE"),
+    int(SOL_SOCKET, libc::SO_RCVLOWAT, "SO_RCVLOWAT"),
+    Opt {
+        level: SOL_SOCKET,
+        name: libc::SO_RCVTIMEO,
+        label: "SO_RCVTIMEO",
+        kind: Kind::Bytes(16),
+    },
+    Opt {
+        level: SOL_SOCKET,
+        name: libc::SO_SNDTIMEO,
+        label: "SO_SNDTIMEO",
+        kind: Kind::Bytes(16),
+    },
+    int(SOL_SOCKET, SO_TIMESTAMP_OLD, "SO_TIMESTAMP"),
+    int(SOL_SOCKET, SO_TIMESTAMPNS_OLD, "SO_TIMESTAMPNS"),
+    int(SOL_SOCKET, SO_TIMESTAMP_NEW, "SO_TIMESTAMP_NEW"),
+    int(SOL_SOCKET, SO_TIMESTAMPNS_NEW, "SO_TIMESTAMPNS_NEW"),
+    int(SOL_SOCKET, libc::SO_TIMESTAMPING, "SO_TIMESTAMPING"),
+    int(SOL_SOCKET, libc::SO_RXQ_OVFL, "SO_RXQ_OVFL"),
+    int(SOL_SOCKET, libc::SO_PASSCRED, "SO_PASSCRED"),
+    int(SOL_SOCKET, libc::SO_PASSSEC, "SO_PASSSEC"),
+    int(SOL_SOCKET, libc::SO_WIFI_STATUS, "SO_WIFI_STATUS"),
+    int(SOL_SOCKET, libc::SO_SELECT_ERR_QUEUE, "SO_SELECT_ERR_QUEUE"),
+    int(SOL_SOCKET, libc::SO_BUSY_POLL, "SO_BUSY_POLL"),
+    int(SOL_SOCKET, libc::SO_INCOMING_CPU, "SO_INCOMING_CPU"),
+    int(SOL_SOCKET, libc::SO_ZEROCOPY, "SO_ZEROCOPY"),
+    Opt {
+        level: SOL_SOCKET,
+        name: libc::SO_TXTIME,
+        label: "SO_TXTIME",
+        kind: Kind::Bytes(8),
+    },
+    int(SOL_SOCKET, 75, "SO_RCVMARK"),
+    int(SOL_SOCKET, 82, "SO_RCVPRIORITY"),
+    int(SOL_SOCKET, libc::SO_MAX_PACING_RATE, "SO_MAX_PACING_RATE"),
+    // IP level: also meaningful on AF_INET6 sockets for v4-mapped traffic.
+    int(SOL_IP, libc::IP_TTL, "IP_TTL"),
+    int(SOL_IP, libc::IP_TOS, "IP_TOS"),
+    Opt {
+        level: SOL_IP,
+        name: libc::IP_OPTIONS,
+        label: "IP_OPTIONS",
+        kind: Kind::Bytes(40),
+    },
+    int(SOL_IP, libc::IP_PKTINFO, "IP_PKTINFO"),
+    int(SOL_IP, libc::IP_RECVTTL, "IP_RECVTTL"),
+    int(SOL_IP, libc::IP_RECVTOS, "IP_RECVTOS"),
+    int(SOL_IP, libc::IP_RECVOPTS, "IP_RECVOPTS"),
+    int(SOL_IP, libc::IP_RETOPTS, "IP_RETOPTS"),
+    int(SOL_IP, libc::IP_RECVERR, "IP_RECVERR"),
+    int(SOL_IP, 26, "IP_RECVERR_RFC4884"),
+    int(SOL_IP, libc::IP_RECVORIGDSTADDR, "IP_RECVORIGDSTADDR"),
+    int(SOL_IP, libc::IP_RECVFRAGSIZE, "IP_RECVFRAGSIZE"),
+    int(SOL_IP, libc::IP_PASSSEC, "IP_PASSSEC"),
+    int(SOL_IP, libc::IP_CHECKSUM, "IP_CHECKSUM"),
+    int(SOL_IP, libc::IP_FREEBIND, "IP_FREEBIND"),
+    int(SOL_IP, libc::IP_TRANSPARENT, "IP_TRANSPARENT"),
+    int(
+        SOL_IP,
+        libc::IP_BIND_ADDRESS_NO_PORT,
+        "IP_BIND_ADDRESS_NO_PORT",
+    ),
+    int(SOL_IP, libc::IP_MTU_DISCOVER, "IP_MTU_DISCOVER"),
+    int(SOL_IP, libc::IP_MINTTL, "IP_MINTTL"),
+    int(SOL_IP, libc::IP_NODEFRAG, "IP_NODEFRAG"),
+    int(SOL_IP, libc::IP_MULTICAST_TTL, "IP_MULTICAST_TTL"),
+    int(SOL_IP, libc::IP_MULTICAST_LOOP, "IP_MULTICAST_LOOP"),
+    int(SOL_IP, libc::IP_MULTICAST_IF, "IP_MULTICAST_IF"),
+    int(SOL_IP, libc::IP_MULTICAST_ALL, "IP_MULTICAST_ALL"),
+    int(SOL_IP, libc::IP_UNICAST_IF, "IP_UNICAST_IF"),
+    int(SOL_IP, 51, "IP_LOCAL_PORT_RANGE"),
+    // IPv6 level.
+    int(SOL_IPV6, libc::IPV6_V6ONLY, "IPV6_V6ONLY"),
+    int(SOL_IPV6, libc::IPV6_UNICAST_HOPS, "IPV6_UNICAST_HOPS"),
+    int(SOL_IPV6, libc::IPV6_TCLASS, "IPV6_TCLASS"),
+    int(SOL_IPV6, libc::IPV6_RECVPKTINFO, "IPV6_RECVPKTINFO"),
+    int(SOL_IPV6, libc::IPV6_RECVHOPLIMIT, "IPV6_RECVHOPLIMIT"),
+    int(SOL_IPV6, libc::IPV6_RECVTCLASS, "IPV6_RECVTCLASS"),
+    int(SOL_IPV6, libc::IPV6_RECVRTHDR, "IPV6_RECVRTHDR"),
+    int(SOL_IPV6, libc::IPV6_RECVHOPOPTS, "IPV6_RECVHOPOPTS"),
+    int(SOL_IPV6, libc::IPV6_RECVDSTOPTS, "IPV6_RECVDSTOPTS"),
+    int(SOL_IPV6, libc::IPV6_RECVPATHMTU, "IPV6_RECVPATHMTU"),
+    int(SOL_IPV6, libc::IPV6_RECVORIGDSTADDR, "IPV6_RECVORIGDSTADDR"),
+    int(SOL_IPV6, libc::IPV6_RECVFRAGSIZE, "IPV6_RECVFRAGSIZE"),
+    int(SOL_IPV6, libc::IPV6_FLOWINFO, "IPV6_FLOWINFO"),
+    int(SOL_IPV6, libc::IPV6_FLOWINFO_SEND, "IPV6_FLOWINFO_SEND"),
+    int(SOL_IPV6, libc::IPV6_RECVERR, "IPV6_RECVERR"),
+    int(SOL_IPV6, 31, "IPV6_RECVERR_RFC4884"),
+    int(SOL_IPV6, libc::IPV6_MTU_DISCOVER, "IPV6_MTU_DISCOVER"),
+    int(SOL_IPV6, libc::IPV6_DONTFRAG, "IPV6_DONTFRAG"),
+    int(SOL_IPV6, libc::IPV6_AUTOFLOWLABEL, "IPV6_AUTOFLOWLABEL"),
+    int(
+        SOL_IPV6,
+        libc::IPV6_ADDR_PREFERENCES,
+        "IPV6_ADDR_PREFERENCES",
+    ),
+    int(SOL_IPV6, libc::IPV6_MINHOPCOUNT, "IPV6_MINHOPCOUNT"),
+    int(SOL_IPV6, libc::IPV6_MULTICAST_HOPS, "IPV6_MULTICAST_HOPS"),
+    int(SOL_IPV6, libc::IPV6_MULTICAST_LOOP, "IPV6_MULTICAST_LOOP"),
+    int(SOL_IPV6, libc::IPV6_MULTICAST_IF, "IPV6_MULTICAST_IF"),
+    int(SOL_IPV6, libc::IPV6_MULTICAST_ALL, "IPV6_MULTICAST_ALL"),
+    int(SOL_IPV6, libc::IPV6_UNICAST_IF, "IPV6_UNICAST_IF"),
+    int(SOL_IPV6, libc::IPV6_ROUTER_ALERT, "IPV6_ROUTER_ALERT"),
+    // UDP level.
+    int(SOL_UDP, libc::UDP_SEGMENT, "UDP_SEGMENT"),
+    int(SOL_UDP, libc::UDP_GRO, "UDP_GRO"),
+    int(SOL_UDP, 101, "UDP_NO_CHECK6_TX"),
+    int(SOL_UDP, 102, "UDP_NO_CHECK6_RX"),
+    int(SOL_UDP, libc::UDP_ENCAP, "UDP_ENCAP"),
+    // UDP-Lite only.
+    int(SOL_UDPLITE, 10, "UDPLITE_SEND_CSCOV"),
+    int(SOL_UDPLITE, 11, "UDPLITE_RECV_CSCOV"),
+];
+
+/// The row of `(level, name)`.
+pub fn lookup(level: i32, name: i32) -> Option<&'static Opt> {
+    TABLE.iter().find(|o| o.level == level && o.name == name)
+}
+
+/// A readable name for `(level, name)`.
+pub fn label(level: i32, name: i32) -> String {
+    match lookup(level, name) {
+        Some(o) => o.label.to_string(),
+        None => format!("({level}, {name})"),
+    }
+}
+
+fn not_applicable(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::ENOPROTOOPT | libc::EOPNOTSUPP | libc::EINVAL)
+    )
+}
+
+/// Reads one option; `Ok(None)` when the socket does not have it.
+pub fn read(fd: BorrowedFd<'_>, o: &Opt) -> io::Result<Option<v1::sock_opt::Value>> {
+    let r = match o.kind {
+        Kind::Int | Kind::Doubled => {
+            sys::getsockopt_int(fd, o.level, o.name).map(|v| v1::sock_opt::Value::Int(v.into()))
+        }
+        Kind::Bytes(max) => {
+            let mut buf = vec![0u8; max];
+            sys::getsockopt_bytes(fd, o.level, o.name, &mut buf).map(|n| {
+                buf.truncate(n.min(max));
+                v1::sock_opt::Value::Raw(buf)
+            })
+        }
+    };
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if not_applicable(&e) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Reads every option of the table that the socket has.
+pub fn save(fd: BorrowedFd<'_>, udplite: bool) -> io::Result<Vec<v1::SockOpt>> {
+    let mut out = Vec::new();
+    for o in TABLE {
+        if o.level == SOL_UDPLITE && !udplite {
+            continue;
+        }
+        let v = read(fd, o)
+            .map_err(|e| io::Error::new(e.kind(), format!("getsockopt {}: {e}", o.label)))?;
+        if let Some(v) = v {
+            out.push(v1::SockOpt {
+                level: o.level,
+                name: o.name,
+                value: Some(v),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Sets one saved option's value.
+pub fn write(fd: BorrowedFd<'_>, o: &v1::SockOpt) -> io::Result<()> {
+    let kind = lookup(o.level, o.name).map(|r| r.kind).unwrap_or(Kind::Int);
+    match (&o.value, kind) {
+        (Some(v1::sock_opt::Value::Int(v)), Kind::Doubled) => {
+            let half = (*v / 2) as i32;
+            // The FORCE variants ignore rmem_max/wmem_max (CAP_NET_ADMIN);
+            // without the capability fall back to the capped option.
+            let force = if o.name == libc::SO_RCVBUF {
+                libc::SO_RCVBUFFORCE
+            } else {
+                libc::SO_SNDBUFFORCE
+            };
+            sys::setsockopt_int(fd, o.level, force, half)
+                .or_else(|_| sys::setsockopt_int(fd, o.level, o.name, half))
+        }
+        (Some(v1::sock_opt::Value::Int(v)), _) => {
+            sys::setsockopt_int(fd, o.level, o.name, *v as i32)
+        }
+        (Some(v1::sock_opt::Value::Raw(b)), _) => sys::setsockopt_bytes(fd, o.level, o.name, b),
+        (None, _) => Ok(()),
+    }
+}
+
+/// Sets the saved options that differ on `fd` (skipping those `skip`
+/// accepts), in table order. Errors name the option.
+pub fn apply(
+    fd: BorrowedFd<'_>,
+    saved: &[v1::SockOpt],
+    skip: impl Fn(&v1::SockOpt) -> bool,
+) -> io::Result<()> {
+    for o in saved {
+        if skip(o) {
+            continue;
+        }
+        let row = lookup(o.level, o.name)
+            .copied()
+            .unwrap_or(int(o.level, o.name, "?"));
+        let now = read(fd, &row)
+            .map_err(|e| io::Error::new(e.kind(), format!("getsockopt {}: {e}", row.label)))?;
+        if now.as_ref() == o.value.as_ref() {
+            continue;
+        }
+        write(fd, o).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "setsockopt {} = {}: {e}",
+                    label(o.level, o.name),
+                    show_value(o)
+                ),
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// Reads every saved option back and reports the first that differs.
+pub fn verify(
+    fd: BorrowedFd<'_>,
+    saved: &[v1::SockOpt],
+    skip: impl Fn(&v1::SockOpt) -> bool,
+) -> io::Result<()> {
+    for o in saved {
+        if skip(o) {
+            continue;
+        }
+        let row = lookup(o.level, o.name)
+            .copied()
+            .unwrap_or(int(o.level, o.name, "?"));
+        let now = read(fd, &row)?;
+        if now.as_ref() != o.value.as_ref() {
+            return Err(io::Error::other(format!(
+                "{} reads {} after restore, the checkpoint has {}",
+                row.label,
+                now.map(|v| show_value(&v1::SockOpt {
+                    level: 0,
+                    name: 0,
+                    value: Some(v)
+                }))
+                .unwrap_or_else(|| "nothing".into()),
+                show_value(o)
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The value for people.
+pub fn show_value(o: &v1::SockOpt) -> String {
+    match &o.value {
+        Some(v1::sock_opt::Value::Int(v)) => v.to_string(),
+        Some(v1::sock_opt::Value::Raw(b)) => {
+            if o.level == SOL_SOCKET && o.name == libc::SO_BINDTODEVICE {
+                String::from_utf8_lossy(b)
+                    .trim_end_matches('\0')
+                    .to_string()
+            } else {
+                let hex: Vec<String> = b.iter().map(|x| format!("{x:02x}")).collect();
+                format!("0x{}", hex.join(""))
+            }
+        }
+        None => "-".into(),
+    }
+}
+
+/// The saved int value of `(level, name)`, if any.
+pub fn saved_int(saved: &[v1::SockOpt], level: i32, name: i32) -> Option<i32> {
+    saved
+        .iter()
+        .find(|o| o.level == level && o.name == name)
+        .and_then(|o| match o.value {
+            Some(v1::sock_opt::Value::Int(v)) => i32::try_from(v).ok(),
+            _ => None,
+        })
+}

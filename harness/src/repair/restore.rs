@@ -1,0 +1,524 @@
+//! Recreating a UDP socket from a checkpoint: all or nothing.
+//!
+//! [`restore`] builds a new socket step by step; on any failure the socket
+//! (and every temporary socket) is closed and the error names the step.
+//! Order, and why:
+//! 1. socket(); the options, except those that would change how the
+//!    re-injected datagrams are received (UDP_ENCAP, IP_MINTTL,
+//!    IPV6_MINHOPCOUNT) and SO_RCVBUF, which is raised (SO_RCVBUFFORCE) so
+//!    that the queue fits whatever truesize the re-created skbs have;
+//! 2. SO_BINDTODEVICE, bind() to the saved address;
+//! 3. the receive queue ([`super::inject`]), while the socket is not yet
+//!    connected (a connected socket would refuse other sources) and has no
+//!    filter; then a check that every datagram arrived;
+//! 4. the deferred options, connect() to the saved peer, SO_RCVBUF, the
+//!    socket filter (and its lock), SO_PEEK_OFF;
+//! 5. the send queue: UDP_CORK, and the pending datagram re-sent with its
+//!    cork state as cmsgs, corked by UDP_CORK if it was, by MSG_MORE
+//!    otherwise;
+//! 6. every saved option read back and compared.
+//!
+//! Known limits: the receive timestamps are the restore's (the image keeps
+//! the originals); the arrival interface seen by IP_PKTINFO is the loopback
+//! (or the bound device); datagrams addressed to a non-local address arrive
+//! addressed to loopback.
+
+use super::dump;
+use super::inject::{self, Strategy};
+use super::options;
+use super::sys;
+use super::wire;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::time::{Duration, Instant};
+use udp_repair_proto::v1;
+
+/// Why a restore failed.
+#[derive(Debug)]
+pub struct RestoreError {
+    /// The step that failed.
+    pub step: String,
+    /// The error.
+    pub error: io::Error,
+}
+
+impl std::fmt::Display for RestoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "restore failed at {}: {}", self.step, self.error)
+    }
+}
+
+impl std::error::Error for RestoreError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
+}
+
+fn step<T>(what: impl Into<String>, r: io::Result<T>) -> Result<T, RestoreError> {
+    r.map_err(|error| RestoreError {
+        step: what.into(),
+        error,
+    })
+}
+
+/// How to restore.
+#[derive(Debug, Clone)]
+pub struct RestoreOptions {
+    /// How the receive queue is re-created.
+    pub strategy: Strategy,
+    /// Keep going when a datagram cannot be re-created (transparent
+    /// strategy: its source port is taken), reporting it, instead of failing.
+    pub accept_rx_loss: bool,
+    /// How long to wait for the re-created datagrams to arrive.
+    pub delivery_timeout: Duration,
+}
+
+impl Default for RestoreOptions {
+    fn default() -> Self {
+        RestoreOptions {
+            strategy: Strategy::Raw,
+            accept_rx_loss: false,
+            delivery_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// What a restore did, beyond the socket.
+#[derive(Debug, Default)]
+pub struct RestoreReport {
+    /// Datagrams re-created in the receive queue.
+    pub restored: usize,
+    /// Datagrams that could not be (only with `accept_rx_loss`).
+    pub lost: Vec<(usize, String)>,
+    /// Time spent on the receive queue.
+    pub rx_time: Duration,
+}
+
+/// Options set only after the receive queue is back.
+fn deferred(o: &v1::SockOpt) -> bool {
+    matches!(
+        (o.level, o.name),
+        (libc::SOL_SOCKET, libc::SO_RCVBUF)
+            | (libc::SOL_UDP, libc::UDP_ENCAP)
+            | (libc::SOL_IP, libc::IP_MINTTL)
+            | (libc::SOL_IPV6, libc::IPV6_MINHOPCOUNT)
+    )
+}
+
+/// Restores with the default options (raw strategy, no loss accepted).
+pub fn restore(cp: &v1::Checkpoint) -> Result<OwnedFd, RestoreError> {
+    restore_with(cp, &RestoreOptions::default()).map(|(fd, _)| fd)
+}
+
+/// Restores the socket; see the module documentation.
+pub fn restore_with(
+    cp: &v1::Checkpoint,
+    opts: &RestoreOptions,
+) -> Result<(OwnedFd, RestoreReport), RestoreError> {
+    use rustix::net::{socket_with, AddressFamily, Protocol, SocketFlags, SocketType};
+    step(
+        "validating the checkpoint",
+        udp_repair_proto::validate(cp).map_err(io::Error::other),
+    )?;
+    let v6 = cp.family == v1::Family::Inet6 as i32;
+    let protocol: u8 = if cp.protocol == v1::Protocol::Udplite as i32 {
+        136
+    } else {
+        17
+    };
+    let fam = if v6 {
+        AddressFamily::INET6
+    } else {
+        AddressFamily::INET
+    };
+    let proto =
+        Protocol::from_raw(rustix::net::RawProtocol::new(u32::from(protocol)).expect("nonzero"));
+    let sock = step(
+        "socket()",
+        socket_with(fam, SocketType::DGRAM, SocketFlags::CLOEXEC, Some(proto)).map_err(Into::into),
+    )?;
+    let fd = sock.as_fd();
+    let mut report = RestoreReport::default();
+
+    // 1. Options (before bind: IPV6_V6ONLY, SO_REUSE*, IP_FREEBIND/TRANSPARENT).
+    step("socket options", options::apply(fd, &cp.options, deferred))?;
+    let empty = v1::ReceiveQueue::default();
+    let rq = cp.receive_queue.as_ref().unwrap_or(&empty);
+    if !rq.datagrams.is_empty() {
+        let need = rq
+            .datagrams
+            .iter()
+            .map(|d| d.payload.len() + 2048)
+            .sum::<usize>()
+            + (1 << 20);
+        let saved = options::saved_int(&cp.options, libc::SOL_SOCKET, libc::SO_RCVBUF)
+            .unwrap_or(0)
+            .max(0) as usize;
+        let half = (need.max(saved) / 2 + need).min(i32::MAX as usize) as i32;
+        step(
+            "raising SO_RCVBUF for the receive queue",
+            sys::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, half)
+                .or_else(|_| sys::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, half)),
+        )?;
+    }
+
+    // 2. Device and address.
+    if !cp.bound_device.is_empty() {
+        step(
+            format!("SO_BINDTODEVICE {}", cp.bound_device),
+            sys::setsockopt_bytes(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_BINDTODEVICE,
+                cp.bound_device.as_bytes(),
+            ),
+        )?;
+    }
+    let bound = wire::from_proto(cp.bound.as_ref().unwrap_or(&Default::default()));
+    if bound.port() != 0 || !bound.ip().is_unspecified() {
+        step(
+            format!("bind({bound})"),
+            rustix::net::bind(fd, &bound).map_err(Into::into),
+        )?;
+    }
+    let bound_now = step(
+        "getsockname",
+        rustix::net::getsockname(fd).map_err(Into::into),
+    )?;
+    let bound_now = SocketAddr::try_from(bound_now).unwrap_or(bound);
+
+    // 3. Receive queue.
+    let t = Instant::now();
+    if !rq.datagrams.is_empty() {
+        let lost = inject::inject(
+            &rq.datagrams,
+            bound_now,
+            &cp.bound_device,
+            protocol,
+            opts.strategy,
+        )
+        .map_err(|(i, error)| RestoreError {
+            step: format!("re-creating receive queue datagram {i}"),
+            error,
+        })?;
+        if let Some(l) = lost.first() {
+            if !opts.accept_rx_loss {
+                return Err(RestoreError {
+                    step: format!(
+                        "re-creating receive queue datagram {} ({} of {} could not be, {:?} strategy)",
+                        l.index,
+                        lost.len(),
+                        rq.datagrams.len(),
+                        opts.strategy
+                    ),
+                    error: io::Error::new(l.error.kind(), l.error.to_string()),
+                });
+            }
+        }
+        let expected: Vec<&v1::RecvDatagram> = rq
+            .datagrams
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !lost.iter().any(|l| l.index == *i))
+            .map(|(_, d)| d)
+            .collect();
+        step(
+            "checking the re-created receive queue",
+            verify_queue(fd, &expected, bound_now.port(), opts),
+        )?;
+        report.restored = expected.len();
+        report.lost = lost
+            .into_iter()
+            .map(|l| (l.index, l.error.to_string()))
+            .collect();
+    }
+    report.rx_time = t.elapsed();
+
+    // 4. Deferred options, peer, buffer, filter, peek offset.
+    step(
+        "socket options",
+        options::apply(fd, &cp.options, |o| {
+            !deferred(o) || (o.level == libc::SOL_SOCKET && o.name == libc::SO_RCVBUF)
+        }),
+    )?;
+    if let Some(peer) = &cp.peer {
+        let peer = wire::from_proto(peer);
+        step(
+            format!("connect({peer})"),
+            rustix::net::connect(fd, &peer).map_err(Into::into),
+        )?;
+        let now = step(
+            "getsockname",
+            rustix::net::getsockname(fd).map_err(Into::into),
+        )?;
+        let now = SocketAddr::try_from(now).ok();
+        if now.map(|a| (a.ip(), a.port())) != Some((bound.ip(), bound.port())) {
+            return Err(RestoreError {
+                step: format!("connect({peer})"),
+                error: io::Error::other(format!(
+                    "local address became {now:?}, the checkpoint has {bound}"
+                )),
+            });
+        }
+    }
+    if let Some(o) = cp
+        .options
+        .iter()
+        .find(|o| o.level == libc::SOL_SOCKET && o.name == libc::SO_RCVBUF)
+    {
+        step("SO_RCVBUF", options::write(fd, o))?;
+    }
+    if let Some(f) = &cp.filter {
+        step("SO_ATTACH_FILTER", attach_filter(fd, f))?;
+    }
+    step(
+        format!("SO_PEEK_OFF {}", cp.peek_offset),
+        sys::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, cp.peek_offset),
+    )?;
+
+    // 5. Send queue.
+    if let Some(sq) = &cp.send_queue {
+        step("send queue", restore_send_queue(fd, cp, sq))?;
+    }
+
+    // 6. Everything read back.
+    step(
+        "verifying the socket options",
+        options::verify(fd, &cp.options, |_| false),
+    )?;
+    Ok((sock, report))
+}
+
+/// Waits until the re-created datagrams are all in the queue and checks
+/// them. Where a peek walk is harmless (no zero-length datagram, or the
+/// kernel restarts walks on SO_PEEK_OFF) it walks and compares every
+/// datagram; otherwise (a walk would mark zero-length datagrams and hide
+/// them from the application's own walks) it waits for a barrier datagram
+/// and checks that the socket dropped nothing.
+fn verify_queue(
+    fd: BorrowedFd<'_>,
+    expected: &[&v1::RecvDatagram],
+    port: u16,
+    opts: &RestoreOptions,
+) -> io::Result<()> {
+    let has_empty = expected.iter().any(|d| d.payload.is_empty());
+    let deadline = Instant::now() + opts.delivery_timeout;
+    let check_drops = |fd| -> io::Result<()> {
+        let (_, drops) = dump::meminfo(fd)?;
+        if drops != 0 {
+            return Err(io::Error::other(format!(
+                "the socket dropped {drops} re-created datagram(s) (receive buffer)"
+            )));
+        }
+        Ok(())
+    };
+    if has_empty && dump::peek_walk_restarts() != Some(true) {
+        let v6 = expected.iter().any(|d| {
+            d.source
+                .as_ref()
+                .is_some_and(|s| s.ip.len() == 16 && !is_mapped(&s.ip))
+        });
+        inject::barrier(v6, opts.delivery_timeout)?;
+        return check_drops(fd);
+    }
+    loop {
+        sys::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, 0)?;
+        let walk = dump::peek_walk(fd, port, expected.len() + 16)?;
+        sys::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, -1)?;
+        check_drops(fd)?;
+        if walk.datagrams.len() > expected.len() {
+            return Err(io::Error::other(format!(
+                "{} datagrams in the queue, {} expected: another sender reached the socket during restore",
+                walk.datagrams.len(),
+                expected.len()
+            )));
+        }
+        if walk.datagrams.len() == expected.len() {
+            for (i, (got, want)) in walk.datagrams.iter().zip(expected).enumerate() {
+                let src = |d: &v1::RecvDatagram| {
+                    d.source
+                        .as_ref()
+                        .map(|s| wire::canonical(wire::from_proto(s)))
+                };
+                if got.payload != want.payload || src(got) != src(want) {
+                    return Err(io::Error::other(format!(
+                        "datagram {i} differs after restore (order or content): got {} bytes from {:?}, want {} bytes from {:?}",
+                        got.payload.len(),
+                        src(got),
+                        want.payload.len(),
+                        src(want)
+                    )));
+                }
+            }
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "only {} of {} datagrams arrived",
+                    walk.datagrams.len(),
+                    expected.len()
+                ),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+fn is_mapped(ip: &[u8]) -> bool {
+    ip.len() == 16 && ip[..10].iter().all(|b| *b == 0) && ip[10] == 0xff && ip[11] == 0xff
+}
+
+fn attach_filter(fd: BorrowedFd<'_>, f: &v1::Filter) -> io::Result<()> {
+    let mut prog = Vec::with_capacity(f.insns.len() * 8);
+    for i in &f.insns {
+        prog.extend_from_slice(&((*i & 0xffff) as u16).to_ne_bytes());
+        prog.push((*i >> 16) as u8);
+        prog.push((*i >> 24) as u8);
+        prog.extend_from_slice(&((*i >> 32) as u32).to_ne_bytes());
+    }
+    sys::attach_filter(fd, &prog)?;
+    if f.locked {
+        sys::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_LOCK_FILTER, 1)?;
+    }
+    Ok(())
+}
+
+/// Re-creates the pending datagram. The cmsgs carry the cork state that
+/// differs from what the socket's options would give, so that
+/// `ip_setup_cork` records the same values: TTL/hop limit, TOS/traffic
+/// class, IP options, mark, priority, GSO size, transmit time, timestamping
+/// flags, source address and output interface (IP_PKTINFO/IPV6_PKTINFO),
+/// IPV6_DONTFRAG.
+fn restore_send_queue(
+    fd: BorrowedFd<'_>,
+    cp: &v1::Checkpoint,
+    sq: &v1::SendQueue,
+) -> io::Result<()> {
+    if sq.udp_cork {
+        sys::setsockopt_int(fd, libc::SOL_UDP, libc::UDP_CORK, 1)
+            .map_err(|e| io::Error::new(e.kind(), format!("UDP_CORK: {e}")))?;
+    }
+    let Some(p) = &sq.pending else {
+        return Ok(());
+    };
+    let v6sock = cp.family == v1::Family::Inet6 as i32;
+    let dst = wire::from_proto(p.destination.as_ref().unwrap_or(&Default::default()));
+    // On an AF_INET6 socket AF_INET data goes to a v4-mapped address.
+    let dst = match (v6sock, dst) {
+        (true, SocketAddr::V4(a)) => SocketAddr::new(a.ip().to_ipv6_mapped().into(), a.port()),
+        (_, d) => d,
+    };
+    let cork = p.cork.clone().unwrap_or_default();
+    let sock_int = |level, name| sys::getsockopt_int(fd, level, name).ok();
+    let mut c = wire::CmsgBuilder::default();
+    if p.family == libc::AF_INET as u32 {
+        if let Some(ttl) = cork
+            .ttl
+            .filter(|t| Some(*t as i32) != sock_int(libc::SOL_IP, libc::IP_TTL))
+        {
+            c.push_int(libc::SOL_IP, libc::IP_TTL, ttl as i32);
+        }
+        if let Some(tos) = cork
+            .tos
+            .filter(|t| Some(*t as i32) != sock_int(libc::SOL_IP, libc::IP_TOS))
+        {
+            c.push_int(libc::SOL_IP, libc::IP_TOS, tos as i32);
+        }
+        if let Some(o) = cork.ip_options.as_ref().filter(|o| !o.is_empty()) {
+            c.push(libc::SOL_IP, libc::IP_RETOPTS, o);
+        }
+        if cork.source.is_some() || cork.oif.is_some_and(|i| i != 0) {
+            let mut pi = [0u8; 12];
+            pi[0..4].copy_from_slice(&cork.oif.unwrap_or(0).to_ne_bytes());
+            if let Some(std::net::IpAddr::V4(a)) = cork
+                .source
+                .as_ref()
+                .map(|s| wire::canonical(wire::from_proto(s)).ip())
+            {
+                pi[4..8].copy_from_slice(&a.octets());
+            }
+            c.push(libc::SOL_IP, libc::IP_PKTINFO, &pi);
+        }
+    } else {
+        if let Some(h) = cork
+            .hop_limit
+            .filter(|t| Some(*t as i32) != sock_int(libc::SOL_IPV6, libc::IPV6_UNICAST_HOPS))
+        {
+            c.push_int(libc::SOL_IPV6, libc::IPV6_HOPLIMIT, h as i32);
+        }
+        if let Some(t) = cork
+            .tclass
+            .filter(|t| Some(*t as i32) != sock_int(libc::SOL_IPV6, libc::IPV6_TCLASS))
+        {
+            c.push_int(libc::SOL_IPV6, libc::IPV6_TCLASS, t as i32);
+        }
+        if let Some(d) = cork
+            .dontfrag
+            .filter(|d| Some(*d) != sock_int(libc::SOL_IPV6, libc::IPV6_DONTFRAG))
+        {
+            c.push_int(libc::SOL_IPV6, libc::IPV6_DONTFRAG, d);
+        }
+        if cork.source.is_some() || cork.oif.is_some_and(|i| i != 0) {
+            let mut pi = [0u8; 20];
+            if let Some(std::net::IpAddr::V6(a)) =
+                cork.source.as_ref().map(|s| wire::from_proto(s).ip())
+            {
+                pi[..16].copy_from_slice(&a.octets());
+            }
+            pi[16..20].copy_from_slice(&cork.oif.unwrap_or(0).to_ne_bytes());
+            c.push(libc::SOL_IPV6, libc::IPV6_PKTINFO, &pi);
+        }
+    }
+    if let Some(m) = cork
+        .mark
+        .filter(|m| Some(*m as i32) != sock_int(libc::SOL_SOCKET, libc::SO_MARK))
+    {
+        c.push(libc::SOL_SOCKET, libc::SO_MARK, &m.to_ne_bytes());
+    }
+    if let Some(pr) = cork
+        .priority
+        .filter(|p| Some(*p as i32) != sock_int(libc::SOL_SOCKET, libc::SO_PRIORITY))
+    {
+        c.push(libc::SOL_SOCKET, libc::SO_PRIORITY, &pr.to_ne_bytes());
+    }
+    if let Some(g) = cork
+        .gso_size
+        .filter(|g| Some(*g as i32) != sock_int(libc::SOL_UDP, libc::UDP_SEGMENT))
+    {
+        c.push(libc::SOL_UDP, libc::UDP_SEGMENT, &(g as u16).to_ne_bytes());
+    }
+    if let Some(t) = cork.transmit_time.filter(|t| *t != 0) {
+        c.push(libc::SOL_SOCKET, libc::SCM_TXTIME, &t.to_ne_bytes());
+    }
+    if let Some(f) = cork.tx_flags.filter(|f| *f != 0) {
+        c.push(libc::SOL_SOCKET, libc::SO_TIMESTAMPING, &f.to_ne_bytes());
+    }
+    let flags = if sq.udp_cork { 0 } else { libc::MSG_MORE };
+    let n = sys::sendmsg_bytes(
+        fd,
+        &p.payload,
+        &wire::sockaddr_bytes(&dst),
+        c.bytes(),
+        flags | libc::MSG_DONTWAIT,
+    )
+    .map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("re-sending the pending datagram to {dst}: {e}"),
+        )
+    })?;
+    if n != p.payload.len() {
+        return Err(io::Error::other(format!(
+            "pending datagram: sent {n} of {} bytes",
+            p.payload.len()
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[path = "dumprestore_tests.rs"]
+mod tests;
