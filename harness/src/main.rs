@@ -1,6 +1,8 @@
 //! `udp-repair`: build, boot and test UDP_REPAIR kernels.
 
 use clap::{Args, Parser, Subcommand};
+
+mod imagecmd;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -75,6 +77,8 @@ enum Cmd {
         #[command(flatten)]
         common: Common,
     },
+    #[command(flatten)]
+    Image(imagecmd::ImageCmd),
 }
 
 #[derive(Args, Debug)]
@@ -153,6 +157,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let cache = Cache::from_env();
     match cli.cmd {
+        Cmd::Image(c) => imagecmd::run(c),
         Cmd::Build { variant, common } => {
             let opts = common.options();
             for v in pipeline::expand_variants(&opts.root, &variant) {

@@ -1,0 +1,431 @@
+//! `dump`, `show` and `restore`: the checkpoint image commands.
+
+use clap::Subcommand;
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use udp_repair::repair::inject::Strategy;
+use udp_repair::repair::{dump, options, restore, sys, wire};
+use udp_repair_proto::v1;
+
+/// The image subcommands, flattened into the top-level command.
+#[derive(Subcommand, Debug)]
+pub enum ImageCmd {
+    /// Checkpoint a UDP socket of a running process into an image file.
+    /// The socket is left exactly as it was (needs ptrace rights over PID:
+    /// pidfd_getfd).
+    Dump {
+        /// The process holding the socket.
+        #[arg(long)]
+        pid: i32,
+        /// The socket's fd number in that process.
+        #[arg(long)]
+        fd: i32,
+        /// The image file to write.
+        #[arg(short = 'o', long = "output", value_name = "IMAGE")]
+        output: PathBuf,
+        /// Dump even with pending (corked) data that this kernel cannot
+        /// read back; the restored socket then has nothing pending.
+        #[arg(long)]
+        drop_pending: bool,
+        /// Dump even with an eBPF socket filter (not readable); it is lost.
+        #[arg(long)]
+        drop_filter: bool,
+        /// Dump even when the socket is a multicast member; memberships are
+        /// lost.
+        #[arg(long)]
+        drop_multicast: bool,
+        /// Fail when the dump cannot vouch that every zero-length datagram
+        /// of the receive queue is in the image.
+        #[arg(long)]
+        strict: bool,
+    },
+    /// Print an image: socket, options, both queues.
+    Show {
+        /// The image file.
+        image: PathBuf,
+        /// JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Also print payloads (hex, first 64 bytes).
+        #[arg(long)]
+        payloads: bool,
+    },
+    /// Restore the socket of an image and exec CMD with it as fd 3
+    /// (socket activation: LISTEN_FDS=1, LISTEN_PID=the exec'ed process).
+    Restore {
+        /// The image file.
+        image: PathBuf,
+        /// How to re-create the receive queue.
+        #[arg(long, default_value = "raw", value_parser = ["raw", "transparent"])]
+        strategy: String,
+        /// Go on when a datagram cannot be re-created (reported on stderr).
+        #[arg(long)]
+        accept_rx_loss: bool,
+        /// The command, after `--`.
+        #[arg(last = true, required = true)]
+        cmd: Vec<String>,
+    },
+}
+
+/// Runs one image subcommand.
+pub fn run(cmd: ImageCmd) -> ExitCode {
+    match cmd {
+        ImageCmd::Dump {
+            pid,
+            fd,
+            output,
+            drop_pending,
+            drop_filter,
+            drop_multicast,
+            strict,
+        } => {
+            let opts = dump::DumpOptions {
+                drop_pending,
+                drop_filter,
+                drop_multicast,
+                require_vouched: strict,
+                proc_net: format!("/proc/{pid}/net").into(),
+                ..Default::default()
+            };
+            match dump_pid(pid, fd, &opts, &output) {
+                Ok(cp) => {
+                    let q = cp.receive_queue.clone().unwrap_or_default();
+                    eprintln!(
+                        "dumped fd {fd} of pid {pid}: {} datagram(s), {} byte(s) queued; send queue: {}",
+                        q.count,
+                        q.bytes,
+                        describe_sq(cp.send_queue.as_ref())
+                    );
+                    if !q.zero_length_vouched {
+                        eprintln!("warning: {}", q.zero_length_note);
+                    }
+                    for d in &cp.dropped_state {
+                        eprintln!("warning: dropped {d}");
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("udp-repair dump: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        ImageCmd::Show {
+            image,
+            json,
+            payloads,
+        } => match load(&image) {
+            Ok(cp) => {
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&to_json(&cp, payloads)).unwrap_or_default()
+                    );
+                } else {
+                    print!("{}", show_text(&cp, payloads));
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("udp-repair show: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        ImageCmd::Restore {
+            image,
+            strategy,
+            accept_rx_loss,
+            cmd,
+        } => {
+            let e = restore_exec(&image, &strategy, accept_rx_loss, &cmd);
+            eprintln!("udp-repair restore: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn describe_sq(sq: Option<&v1::SendQueue>) -> String {
+    match sq {
+        Some(s) if s.dropped => "pending data DROPPED".into(),
+        Some(v1::SendQueue {
+            pending: Some(p),
+            reader,
+            ..
+        }) => {
+            format!("{} byte(s) pending (read via {reader})", p.payload.len())
+        }
+        Some(s) if s.udp_cork => "empty, UDP_CORK set".into(),
+        _ => "empty".into(),
+    }
+}
+
+fn dump_pid(
+    pid: i32,
+    fd: i32,
+    opts: &dump::DumpOptions,
+    out: &PathBuf,
+) -> Result<v1::Checkpoint, String> {
+    use rustix::process::{pidfd_getfd, pidfd_open, Pid, PidfdFlags, PidfdGetfdFlags};
+    let p = Pid::from_raw(pid).ok_or_else(|| format!("bad pid {pid}"))?;
+    let pidfd =
+        pidfd_open(p, PidfdFlags::empty()).map_err(|e| format!("pidfd_open({pid}): {e}"))?;
+    let sock = pidfd_getfd(&pidfd, fd, PidfdGetfdFlags::empty()).map_err(|e| {
+        format!("pidfd_getfd(pid {pid}, fd {fd}): {e} (needs PTRACE_MODE_ATTACH rights)")
+    })?;
+    let cp = dump::dump_with(sock.as_fd(), opts).map_err(|e| e.to_string())?;
+    let img = udp_repair_proto::encode(&cp).map_err(|e| e.to_string())?;
+    // Write beside, then rename: a reader never sees a partial image.
+    let tmp = out.with_extension("tmp");
+    std::fs::write(&tmp, &img).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, out).map_err(|e| format!("{}: {e}", out.display()))?;
+    Ok(cp)
+}
+
+fn load(path: &PathBuf) -> Result<v1::Checkpoint, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    udp_repair_proto::decode(&bytes).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn restore_exec(image: &PathBuf, strategy: &str, accept_rx_loss: bool, cmd: &[String]) -> String {
+    let cp = match load(image) {
+        Ok(c) => c,
+        Err(e) => return e,
+    };
+    let strategy: Strategy = match strategy.parse() {
+        Ok(s) => s,
+        Err(e) => return e,
+    };
+    let opts = restore::RestoreOptions {
+        strategy,
+        accept_rx_loss,
+        ..Default::default()
+    };
+    let (sock, report) = match restore::restore_with(&cp, &opts) {
+        Ok(x) => x,
+        Err(e) => return e.to_string(),
+    };
+    for (i, why) in &report.lost {
+        eprintln!("warning: receive queue datagram {i} lost: {why}");
+    }
+    // fd 3, without FD_CLOEXEC, for the exec'ed command.
+    if sock.as_raw_fd() == 3 {
+        if let Err(e) = rustix::io::fcntl_setfd(&sock, rustix::io::FdFlags::empty()) {
+            return format!("clearing FD_CLOEXEC on fd 3: {e}");
+        }
+        std::mem::forget(sock);
+    } else {
+        if let Err(e) = sys::dup_onto(sock.as_fd(), 3) {
+            return format!("dup2 onto fd 3: {e}");
+        }
+        drop(sock);
+    }
+    // exec keeps our pid: LISTEN_PID is the exec'ed process's.
+    let err = std::process::Command::new(&cmd[0])
+        .args(&cmd[1..])
+        .env("LISTEN_FDS", "1")
+        .env("LISTEN_PID", std::process::id().to_string())
+        .env("LISTEN_FDNAMES", "udp-repair")
+        .exec();
+    format!("exec {}: {err}", cmd[0])
+}
+
+fn addr(a: Option<&v1::SockAddr>) -> String {
+    a.map(|a| wire::from_proto(a).to_string())
+        .unwrap_or_else(|| "-".into())
+}
+
+fn hex(b: &[u8], max: usize) -> String {
+    let mut s: String = b.iter().take(max).map(|x| format!("{x:02x}")).collect();
+    if b.len() > max {
+        s.push('…');
+    }
+    s
+}
+
+/// The text listing of `show`.
+pub fn show_text(cp: &v1::Checkpoint, payloads: bool) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let fam = v1::Family::try_from(cp.family)
+        .map(|f| f.as_str_name())
+        .unwrap_or("?");
+    let proto = v1::Protocol::try_from(cp.protocol)
+        .map(|f| f.as_str_name())
+        .unwrap_or("?");
+    let _ = writeln!(
+        s,
+        "UDP checkpoint (schema {}), dumped on Linux {}",
+        cp.schema_version, cp.kernel_release
+    );
+    let _ = writeln!(s, "socket:     {fam} {proto}");
+    let _ = writeln!(s, "bound:      {}", addr(cp.bound.as_ref()));
+    let _ = writeln!(s, "peer:       {}", addr(cp.peer.as_ref()));
+    let _ = writeln!(
+        s,
+        "device:     {}",
+        if cp.bound_device.is_empty() {
+            "-"
+        } else {
+            &cp.bound_device
+        }
+    );
+    let _ = writeln!(s, "peek off:   {}", cp.peek_offset);
+    if let Some(f) = &cp.filter {
+        let _ = writeln!(
+            s,
+            "filter:     classic BPF, {} instruction(s){}",
+            f.insns.len(),
+            if f.locked { ", locked" } else { "" }
+        );
+    }
+    for d in &cp.dropped_state {
+        let _ = writeln!(s, "DROPPED:    {d}");
+    }
+    let _ = writeln!(s, "options:");
+    for o in &cp.options {
+        let _ = writeln!(
+            s,
+            "  {:<24} {}",
+            options::label(o.level, o.name),
+            options::show_value(o)
+        );
+    }
+    let q = cp.receive_queue.clone().unwrap_or_default();
+    let _ = writeln!(
+        s,
+        "receive queue: {} datagram(s), {} byte(s); zero-length datagrams {}",
+        q.count,
+        q.bytes,
+        if q.zero_length_vouched {
+            "vouched for"
+        } else {
+            "NOT vouched for"
+        }
+    );
+    if !q.zero_length_vouched {
+        let _ = writeln!(s, "  note: {}", q.zero_length_note);
+    }
+    for (i, d) in q.datagrams.iter().enumerate() {
+        let _ = write!(
+            s,
+            "  [{i}] {:>5} B from {} to {}",
+            d.payload.len(),
+            addr(d.source.as_ref()),
+            addr(d.destination.as_ref())
+        );
+        if let Some(x) = d.ifindex {
+            let _ = write!(s, " if {x}");
+        }
+        if let Some(x) = d.ttl {
+            let _ = write!(s, " ttl {x}");
+        }
+        if let Some(x) = d.tos {
+            let _ = write!(s, " tos {x:#04x}");
+        }
+        if let Some(t) = &d.timestamp {
+            let _ = write!(s, " at {}.{:09}", t.sec, t.nsec);
+        }
+        if payloads {
+            let _ = write!(s, " {}", hex(&d.payload, 64));
+        }
+        let _ = writeln!(s);
+    }
+    let sq = cp.send_queue.clone().unwrap_or_default();
+    let _ = writeln!(
+        s,
+        "send queue: {} (UDP_CORK {})",
+        describe_sq(Some(&sq)),
+        if sq.udp_cork { "on" } else { "off" }
+    );
+    if let Some(p) = &sq.pending {
+        let _ = writeln!(
+            s,
+            "  pending {} B to {} ({})",
+            p.payload.len(),
+            addr(p.destination.as_ref()),
+            if p.complete {
+                "full cork state"
+            } else {
+                "payload and destination only"
+            }
+        );
+        if let Some(c) = &p.cork {
+            let _ = writeln!(s, "  cork: {c:?}");
+        }
+        if payloads {
+            let _ = writeln!(s, "  {}", hex(&p.payload, 64));
+        }
+    }
+    if !sq.note.is_empty() {
+        let _ = writeln!(s, "  note: {}", sq.note);
+    }
+    s
+}
+
+fn json_addr(a: Option<&v1::SockAddr>) -> serde_json::Value {
+    a.map(|a| serde_json::Value::String(wire::from_proto(a).to_string()))
+        .unwrap_or(serde_json::Value::Null)
+}
+
+/// The JSON form of `show --json`.
+pub fn to_json(cp: &v1::Checkpoint, payloads: bool) -> serde_json::Value {
+    use serde_json::json;
+    let q = cp.receive_queue.clone().unwrap_or_default();
+    let sq = cp.send_queue.clone().unwrap_or_default();
+    let opts: serde_json::Map<String, serde_json::Value> = cp
+        .options
+        .iter()
+        .map(|o| {
+            let v = match &o.value {
+                Some(v1::sock_opt::Value::Int(i)) => json!(i),
+                _ => json!(options::show_value(o)),
+            };
+            (options::label(o.level, o.name), v)
+        })
+        .collect();
+    json!({
+        "schema_version": cp.schema_version,
+        "kernel_release": cp.kernel_release,
+        "family": v1::Family::try_from(cp.family).map(|f| f.as_str_name()).unwrap_or("?"),
+        "protocol": v1::Protocol::try_from(cp.protocol).map(|f| f.as_str_name()).unwrap_or("?"),
+        "bound": json_addr(cp.bound.as_ref()),
+        "peer": json_addr(cp.peer.as_ref()),
+        "bound_device": cp.bound_device,
+        "peek_offset": cp.peek_offset,
+        "options": opts,
+        "filter": cp.filter.as_ref().map(|f| json!({"insns": f.insns, "locked": f.locked})),
+        "dropped_state": cp.dropped_state,
+        "receive_queue": {
+            "count": q.count,
+            "bytes": q.bytes,
+            "zero_length_vouched": q.zero_length_vouched,
+            "zero_length_note": q.zero_length_note,
+            "datagrams": q.datagrams.iter().map(|d| json!({
+                "len": d.payload.len(),
+                "source": json_addr(d.source.as_ref()),
+                "destination": json_addr(d.destination.as_ref()),
+                "ifindex": d.ifindex,
+                "ttl": d.ttl,
+                "tos": d.tos,
+                "timestamp": d.timestamp.as_ref().map(|t| format!("{}.{:09}", t.sec, t.nsec)),
+                "payload_hex": payloads.then(|| hex(&d.payload, usize::MAX)),
+            })).collect::<Vec<_>>(),
+        },
+        "send_queue": {
+            "udp_cork": sq.udp_cork,
+            "reader": sq.reader,
+            "dropped": sq.dropped,
+            "note": sq.note,
+            "pending": sq.pending.as_ref().map(|p| json!({
+                "family": p.family,
+                "len": p.payload.len(),
+                "destination": json_addr(p.destination.as_ref()),
+                "complete": p.complete,
+                "cork": p.cork.as_ref().map(|c| format!("{c:?}")),
+                "payload_hex": payloads.then(|| hex(&p.payload, usize::MAX)),
+            })),
+        },
+    })
+}
