@@ -9,7 +9,7 @@ base_version=$(sed -n 's/^version = //p' "$(dirname "$0")/../kernel-patches/BASE
 packages=(
 	"linux-source-6.12=${base_version}"
 	qemu-system-x86 busybox-static protobuf-compiler ccache
-	make gcc libc6-dev flex bison bc libelf-dev libssl-dev xz-utils git
+	make gcc libc6-dev flex bison bc libelf-dev libssl-dev xz-utils git rsync
 	iproute2 codespell
 )
 

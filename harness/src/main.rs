@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 use udp_repair::pipeline::{self, Options};
-use udp_repair::{report, suites};
+use udp_repair::{bench, report, suites};
 use udp_repair_vm::qemu::Accel;
 use udp_repair_vm::Cache;
 
@@ -77,6 +77,16 @@ enum Cmd {
         #[command(flatten)]
         common: Common,
     },
+    /// Print build and boot figures: cold build, no-op rebuild, rebuild
+    /// after touching/editing net/ipv4/udp.c, boot to first result. Run on
+    /// an idle machine.
+    Bench {
+        /// Also time virtme-ng's `vng --build` cold on the same base.
+        #[arg(long)]
+        vng: bool,
+        #[command(flatten)]
+        common: Common,
+    },
     #[command(flatten)]
     Image(imagecmd::ImageCmd),
 }
@@ -94,9 +104,15 @@ struct Common {
     /// Accelerator: auto probes KVM with a bounded boot and falls back to TCG.
     #[arg(long, default_value = "auto")]
     accel: Accel,
-    /// Guest deadline in seconds (default: 90 plus every test program's own).
+    /// Guest deadline in seconds, boot included; the guest is killed then
+    /// and its console log kept (default: for `test`, 90 plus every test
+    /// program's own limit; for `run`, 300).
     #[arg(long, value_name = "SECS")]
     timeout: Option<u64>,
+    /// Extra kernel command line word (repeatable), e.g. `--cmdline
+    /// udp.debug=1`.
+    #[arg(long, value_name = "WORD")]
+    cmdline: Vec<String>,
     /// Parallel make jobs (default: the number of CPUs).
     #[arg(long, short)]
     jobs: Option<usize>,
@@ -123,6 +139,7 @@ impl Common {
             configs,
             accel: self.accel,
             timeout: self.timeout.map(Duration::from_secs),
+            cmdline: self.cmdline.clone(),
             jobs: self.jobs.unwrap_or_else(|| {
                 std::thread::available_parallelism()
                     .map(|n| n.get())
@@ -177,6 +194,10 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
+        Cmd::Bench { vng, common } => match bench::run(&common.options(), &cache, vng) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => infra(&e),
+        },
         Cmd::Run {
             variant,
             include,

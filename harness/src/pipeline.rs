@@ -22,6 +22,8 @@ pub struct Options {
     pub accel: Accel,
     /// Guest deadline override.
     pub timeout: Option<Duration>,
+    /// Extra kernel command line words.
+    pub cmdline: Vec<String>,
     /// `make -j`.
     pub jobs: usize,
     /// Show make's and the console's output.
@@ -84,6 +86,8 @@ pub fn kernel(opts: &Options, cache: &Cache, variant: &str) -> Result<Kernel> {
             configs_dir: opts.root.join("vm/configs"),
             jobs: opts.jobs,
             verbose: opts.verbose,
+            ccache: true,
+            dir_name: None,
         },
     )?;
     eprintln!(
@@ -155,7 +159,7 @@ fn boot_spec(
     qemu::Spec {
         bzimage: k.built.bzimage.clone(),
         initrd,
-        cmdline: Vec::new(),
+        cmdline: opts.cmdline.clone(),
         memory_mb: opts.memory_mb,
         cpus: opts.cpus,
         timeout,

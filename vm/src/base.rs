@@ -65,6 +65,8 @@ const TOOLS: &[(&str, &str)] = &[
     ("bc", "bc"),
     ("ccache", "ccache"),
     ("git", "git"),
+    // headers_install copies the uapi headers with rsync.
+    ("rsync", "rsync"),
     ("xz", "xz-utils"),
     ("qemu-system-x86_64", "qemu-system-x86"),
     ("protoc", "protobuf-compiler"),

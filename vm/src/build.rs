@@ -28,6 +28,11 @@ pub struct Request<'a> {
     pub jobs: usize,
     /// Copy make's output to stderr instead of a progress line.
     pub verbose: bool,
+    /// Compile through ccache (off: a true cold build, for benchmarks).
+    pub ccache: bool,
+    /// Build directory name inside an owned tree, instead of the default
+    /// `_build+<configs>` (a scratch directory for benchmarks).
+    pub dir_name: Option<String>,
 }
 
 /// A built kernel.
@@ -114,17 +119,25 @@ fn make_cmd(cache: &Cache, tree: &Tree, dir: &Path) -> Command {
 /// kernel and its headers. Holds the build lock throughout.
 pub fn build(cache: &Cache, req: &Request<'_>) -> Result<Built> {
     let requested = kconfig::load_fragments(&req.configs_dir, &req.configs)?;
-    let dir = build_dir(cache, req.tree, &req.configs);
+    let dir = match (&req.dir_name, req.tree.owned) {
+        (Some(name), true) => req.tree.src.join(name),
+        _ => build_dir(cache, req.tree, &req.configs),
+    };
     std::fs::create_dir_all(&dir).ctx(|| format!("creating {}", dir.display()))?;
     let _lock = BuildLock::take(cache)?;
     configure(cache, req.tree, &dir, &requested)?;
+    let cc = if req.ccache {
+        "CC=ccache gcc"
+    } else {
+        "CC=gcc"
+    };
 
     let log_path = dir.join("make.log");
     let mut log =
         std::fs::File::create(&log_path).ctx(|| format!("creating {}", log_path.display()))?;
     let mut cmd = make_cmd(cache, req.tree, &dir);
     cmd.arg(format!("-j{}", req.jobs.max(1)))
-        .arg("CC=ccache gcc")
+        .arg(cc)
         .arg("bzImage")
         .arg("headers_install");
     let estimate = std::fs::read_to_string(dir.join("udp-repair.full-steps"))
@@ -286,11 +299,31 @@ pub fn fmt_secs(s: u64) -> String {
     }
 }
 
-/// The last `n` lines of a file.
+/// What a failed build's log says: its error lines (with a parallel make
+/// the first error is often far from the end), then its last `n` lines.
 pub fn tail(path: &Path, n: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
+    let last = &lines[lines.len().saturating_sub(n)..];
+    let errors: Vec<&str> = lines[..lines.len() - last.len()]
+        .iter()
+        .copied()
+        .filter(|l| is_error_line(l))
+        .take(20)
+        .collect();
+    if errors.is_empty() {
+        last.join("\n")
+    } else {
+        format!("{}\n...\n{}", errors.join("\n"), last.join("\n"))
+    }
+}
+
+fn is_error_line(l: &str) -> bool {
+    l.contains("error:")
+        || l.contains("*** ")
+        || l.contains(": not found")
+        || l.contains("Error ")
+        || l.contains("undefined reference")
 }
 
 /// Compiles a C kselftest of the tree statically against the built
@@ -356,6 +389,22 @@ mod tests {
         assert_eq!(kbuild_step("  AR      lib/lib.a"), Some("lib/lib.a"));
         assert_eq!(kbuild_step("make[1]: Entering directory"), None);
         assert_eq!(kbuild_step("net/ipv4/udp.c:12: warning: x"), None);
+    }
+
+    #[test]
+    fn tail_shows_the_first_error_of_a_parallel_build() {
+        let dir = std::env::temp_dir().join(format!("udp-repair-tail-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = dir.join("make.log");
+        let mut text = String::from("  INSTALL ./usr/include\n/bin/sh: 1: rsync: not found\n");
+        for i in 0..50 {
+            text.push_str(&format!("  CC      obj{i}.o\n"));
+        }
+        std::fs::write(&log, text).unwrap();
+        let t = tail(&log, 5);
+        assert!(t.starts_with("/bin/sh: 1: rsync: not found\n...\n"), "{t}");
+        assert!(t.ends_with("obj49.o"), "{t}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
