@@ -46,7 +46,9 @@ if [ ! -c "$R" ]; then
 	echo "udp-repair-init: no $R, results go to the console" > /dev/console
 	R=/dev/console
 fi
-uptime_ms() { read -r up _ < /proc/uptime; echo "${up%.*}${up#*.}0"; }
+# /proc/uptime has centiseconds ("12.05"): "1$cs - 100" keeps a leading
+# zero from reading as octal.
+uptime_ms() { read -r up _ < /proc/uptime; echo $((${up%.*} * 1000 + (1${up#*.} - 100) * 10)); }
 unit() {
 	idx=$1; secs=$2; shift 2
 	echo "udp-repair-init: unit $idx start" > /dev/console
@@ -65,7 +67,11 @@ unit() {
 	echo "@@udp-repair unit-end $idx rc=$rc ms=$((t1 - t0))" > "$R"
 	echo "udp-repair-init: unit $idx end rc=$rc" > /dev/console
 }
-. /plan.sh
+# A subshell: a fatal shell error in the plan must not kill init (which
+# would panic the kernel); units it did not finish show up as missing.
+( . /plan.sh )
+rc=$?
+[ "$rc" -eq 0 ] || echo "udp-repair-init: plan failed with status $rc" > /dev/console
 echo "@@udp-repair done" > "$R"
 echo "udp-repair-init: done" > /dev/console
 sync
