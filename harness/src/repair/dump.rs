@@ -472,8 +472,8 @@ fn peer_addr(fd: BorrowedFd<'_>) -> io::Result<Option<SocketAddr>> {
     }
 }
 
-/// SO_MEMINFO: (rmem_alloc, drops).
-pub(crate) fn meminfo(fd: BorrowedFd<'_>) -> io::Result<(u32, u32)> {
+/// SO_MEMINFO: (rmem_alloc, drops) of a socket.
+pub fn meminfo(fd: BorrowedFd<'_>) -> io::Result<(u32, u32)> {
     let mut b = [0u8; 4 * 9];
     sys::getsockopt_bytes(fd, libc::SOL_SOCKET, libc::SO_MEMINFO, &mut b)?;
     let at = |i: usize| u32::from_ne_bytes(b[i * 4..i * 4 + 4].try_into().unwrap_or_default());
