@@ -190,6 +190,13 @@ fn fold(mut sum: u64) -> u16 {
 }
 
 fn add_bytes(mut sum: u64, b: &[u8]) -> u64 {
+    // 32 bits at a time into a 64-bit accumulator (one's complement sums
+    // fold the same way whatever the word size), then the 16-bit tail.
+    let mut words = b.chunks_exact(4);
+    for w in &mut words {
+        sum += u64::from(u32::from_be_bytes([w[0], w[1], w[2], w[3]]));
+    }
+    let b = words.remainder();
     let mut chunks = b.chunks_exact(2);
     for c in &mut chunks {
         sum += u64::from(u16::from_be_bytes([c[0], c[1]]));
