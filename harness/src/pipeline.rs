@@ -558,17 +558,13 @@ pub fn run_command(
     let timeout = opts.timeout.unwrap_or(Duration::from_secs(300));
     contents.plan.push(PlanUnit {
         argv: argv.to_vec(),
-        timeout_s: timeout.as_secs().max(1) as u32,
+        // The host's deadline is the one that counts: the guest's own limit
+        // only backs it up.
+        timeout_s: (timeout.as_secs() + 30) as u32,
     });
     let initrd = run_dir.join("initrd.cpio");
     initramfs::write(&initrd, &contents)?;
-    let spec = boot_spec(
-        opts,
-        &k,
-        &run_dir,
-        initrd,
-        timeout + Duration::from_secs(60),
-    );
+    let spec = boot_spec(opts, &k, &run_dir, initrd, timeout);
     let booted = qemu::boot(cache, &spec, opts.accel)?;
     let (outputs, done) = console::split_units(&booted.results);
     let running = matches!(booted.end, End::TimedOut { running: Some(_) }).then(|| argv.join(" "));
