@@ -15,6 +15,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test (host)"
 cargo test --workspace --locked
 
+echo "== failure modes (broken patch, hung guest, kernel panic)"
+bash ci/failure-modes.sh
+
 echo "== udp-repair test --variant all (build, boot, test)"
 mkdir -p target/ci
 cargo run --release --locked -p udp-repair -- test --variant all --json target/ci/results.json
