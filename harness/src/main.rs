@@ -6,7 +6,7 @@ mod imagecmd;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
-use udp_repair::pipeline::{self, Options};
+use udp_repair::pipeline::{self, Options, Runner};
 use udp_repair::{bench, report, suites};
 use udp_repair_vm::qemu::Accel;
 use udp_repair_vm::Cache;
@@ -122,6 +122,10 @@ struct Common {
     /// Guest CPUs.
     #[arg(long, default_value_t = 2)]
     cpus: u32,
+    /// Who boots the guest: the project's QEMU runner, or virtme-ng
+    /// (`vng`, where installed; adds the `vng` config fragment).
+    #[arg(long, default_value = "qemu")]
+    runner: Runner,
     /// Show make's output and the guest console as they come.
     #[arg(long)]
     verbose: bool,
@@ -132,6 +136,9 @@ impl Common {
         let mut configs = self.configs.clone();
         if !configs.iter().any(|c| c == "base") {
             configs.insert(0, "base".into());
+        }
+        if self.runner == Runner::Vng && !configs.iter().any(|c| c == "vng") {
+            configs.push("vng".into());
         }
         Options {
             root: project_root(),
@@ -148,6 +155,7 @@ impl Common {
             verbose: self.verbose,
             memory_mb: self.memory,
             cpus: self.cpus,
+            runner: self.runner,
         }
     }
 }

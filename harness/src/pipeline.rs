@@ -32,6 +32,72 @@ pub struct Options {
     pub memory_mb: u32,
     /// Guest CPUs.
     pub cpus: u32,
+    /// Who boots the guest.
+    pub runner: Runner,
+}
+
+/// Who boots the guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Runner {
+    /// The project's own QEMU runner and initramfs.
+    Qemu,
+    /// virtme-ng (`vng --run`), with the host's root shared into the guest.
+    Vng,
+}
+
+impl std::str::FromStr for Runner {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "qemu" => Ok(Runner::Qemu),
+            "vng" => Ok(Runner::Vng),
+            _ => Err(format!("unknown runner {s:?}: qemu or vng")),
+        }
+    }
+}
+
+/// Boots the plan with the chosen runner. For vng, the programs run from
+/// their host paths instead of the initramfs.
+fn boot_plan(
+    opts: &Options,
+    cache: &Cache,
+    k: &Kernel,
+    run_dir: &Path,
+    contents: &Contents,
+    timeout: Duration,
+) -> Result<(qemu::Booted, qemu::Spec)> {
+    let initrd = run_dir.join("initrd.cpio");
+    let spec = boot_spec(opts, k, run_dir, initrd.clone(), timeout);
+    if opts.runner == Runner::Vng {
+        let plan = contents
+            .plan
+            .iter()
+            .map(|u| {
+                let mut argv = u.argv.clone();
+                if let Some((_, host, _)) = contents.files.iter().find(|(g, _, _)| *g == argv[0]) {
+                    argv[0] = host.display().to_string();
+                }
+                PlanUnit {
+                    argv,
+                    timeout_s: u.timeout_s,
+                }
+            })
+            .collect();
+        let vspec = udp_repair_vm::vng::Spec {
+            bzimage: k.built.bzimage.clone(),
+            plan,
+            script: run_dir.join("vng-plan.sh"),
+            memory_mb: opts.memory_mb,
+            cpus: opts.cpus,
+            accel: opts.accel,
+            timeout,
+            console: spec.console.clone(),
+            verbose: opts.verbose,
+        };
+        return Ok((udp_repair_vm::vng::boot(&vspec)?, spec));
+    }
+    initramfs::write(&initrd, contents)?;
+    Ok((qemu::boot(cache, &spec, opts.accel)?, spec))
 }
 
 /// A kernel ready to boot.
@@ -312,11 +378,8 @@ fn boot_and_parse(
             }
         }
     }
-    let initrd = run_dir.join("initrd.cpio");
-    initramfs::write(&initrd, &contents)?;
     let timeout = opts.timeout.unwrap_or_else(|| default_timeout(units));
-    let spec = boot_spec(opts, k, &run_dir, initrd, timeout);
-    let booted = qemu::boot(cache, &spec, opts.accel)?;
+    let (booted, spec) = boot_plan(opts, cache, k, &run_dir, &contents, timeout)?;
     run.accel = booted.accel.as_str().to_string();
     run.boot_s = Some(booted.elapsed.as_secs_f64());
     run.first_result_s = booted.first_result.map(|d| d.as_secs_f64());
@@ -562,10 +625,7 @@ pub fn run_command(
         // only backs it up.
         timeout_s: (timeout.as_secs() + 30) as u32,
     });
-    let initrd = run_dir.join("initrd.cpio");
-    initramfs::write(&initrd, &contents)?;
-    let spec = boot_spec(opts, &k, &run_dir, initrd, timeout);
-    let booted = qemu::boot(cache, &spec, opts.accel)?;
+    let (booted, spec) = boot_plan(opts, cache, &k, &run_dir, &contents, timeout)?;
     let (outputs, done) = console::split_units(&booted.results);
     let running = matches!(booted.end, End::TimedOut { running: Some(_) }).then(|| argv.join(" "));
     if let Some(e) = boot_failure(&booted, done, &spec, running) {

@@ -28,30 +28,14 @@ pub struct Contents {
 /// The static busybox the guest uses.
 pub const BUSYBOX: &str = "/bin/busybox";
 
-/// The init: mounts, loopback up, the plan, then power off (a reboot with
-/// QEMU's `-no-reboot` ends QEMU). Its console lines mark progress for the
-/// host: `udp-repair-init: up` (sign of life) and the running unit.
-const INIT: &str = r#"#!/bin/busybox sh
-/bin/busybox mkdir -p /proc /sys /dev /tmp /run
-/bin/busybox mount -t proc proc /proc
-/bin/busybox mount -t sysfs sysfs /sys
-/bin/busybox mount -t devtmpfs devtmpfs /dev
-/bin/busybox mount -t tmpfs tmpfs /tmp
-/bin/busybox --install -s /bin
-export PATH=/bin:/tests:/kselftest HOME=/root
-echo "udp-repair-init: up $(uname -r)" > /dev/console
-ip link set lo up
-R=/dev/hvc0
-if [ ! -c "$R" ]; then
-	echo "udp-repair-init: no $R, results go to the console" > /dev/console
-	R=/dev/console
-fi
-# /proc/uptime has centiseconds ("12.05"): "1$cs - 100" keeps a leading
+/// The shell function that runs one unit with the protocol of
+/// [`crate::console`]: results to `$R`, progress markers to `$C`.
+pub const UNIT_FN: &str = r#"# /proc/uptime has centiseconds ("12.05"): "1$cs - 100" keeps a leading
 # zero from reading as octal.
 uptime_ms() { read -r up _ < /proc/uptime; echo $((${up%.*} * 1000 + (1${up#*.} - 100) * 10)); }
 unit() {
 	idx=$1; secs=$2; shift 2
-	echo "udp-repair-init: unit $idx start" > /dev/console
+	echo "udp-repair-init: unit $idx start" > "$C"
 	echo "@@udp-repair unit-begin $idx" > "$R"
 	mkdir -p "/tmp/unit$idx"
 	cd "$(dirname "$1")" || cd /
@@ -65,18 +49,46 @@ unit() {
 		cat "/tmp/unit$idx/ktap" > "$R"
 	fi
 	echo "@@udp-repair unit-end $idx rc=$rc ms=$((t1 - t0))" > "$R"
-	echo "udp-repair-init: unit $idx end rc=$rc" > /dev/console
+	echo "udp-repair-init: unit $idx end rc=$rc" > "$C"
 }
-# A subshell: a fatal shell error in the plan must not kill init (which
+"#;
+
+/// The init: mounts, loopback up, the plan, then power off (a reboot with
+/// QEMU's `-no-reboot` ends QEMU). Its console lines mark progress for the
+/// host: `udp-repair-init: up` (sign of life) and the running unit.
+const INIT_HEAD: &str = r#"#!/bin/busybox sh
+/bin/busybox mkdir -p /proc /sys /dev /tmp /run
+/bin/busybox mount -t proc proc /proc
+/bin/busybox mount -t sysfs sysfs /sys
+/bin/busybox mount -t devtmpfs devtmpfs /dev
+/bin/busybox mount -t tmpfs tmpfs /tmp
+/bin/busybox --install -s /bin
+export PATH=/bin:/tests:/kselftest HOME=/root
+C=/dev/console
+echo "udp-repair-init: up $(uname -r)" > "$C"
+ip link set lo up
+R=/dev/hvc0
+if [ ! -c "$R" ]; then
+	echo "udp-repair-init: no $R, results go to the console" > "$C"
+	R=/dev/console
+fi
+"#;
+
+const INIT_TAIL: &str = r#"# A subshell: a fatal shell error in the plan must not kill init (which
 # would panic the kernel); units it did not finish show up as missing.
 ( . /plan.sh )
 rc=$?
-[ "$rc" -eq 0 ] || echo "udp-repair-init: plan failed with status $rc" > /dev/console
+[ "$rc" -eq 0 ] || echo "udp-repair-init: plan failed with status $rc" > "$C"
 echo "@@udp-repair done" > "$R"
-echo "udp-repair-init: done" > /dev/console
+echo "udp-repair-init: done" > "$C"
 sync
 reboot -f
 "#;
+
+/// The whole init script.
+pub fn init_script() -> String {
+    format!("{INIT_HEAD}{UNIT_FN}{INIT_TAIL}")
+}
 
 /// Quotes a word for the guest's shell.
 fn sh_quote(s: &str) -> String {
@@ -205,7 +217,7 @@ pub fn write(out: &Path, contents: &Contents) -> Result<()> {
         std::fs::read(BUSYBOX).ctx(|| format!("reading {BUSYBOX} (package busybox-static)"))?;
     c.entry("bin/busybox", S_IFREG | 0o755, (0, 0), &busybox)
         .map_err(io)?;
-    c.entry("init", S_IFREG | 0o755, (0, 0), INIT.as_bytes())
+    c.entry("init", S_IFREG | 0o755, (0, 0), init_script().as_bytes())
         .map_err(io)?;
     c.entry(
         "plan.sh",

@@ -16,6 +16,7 @@ pub mod initramfs;
 pub mod kconfig;
 pub mod qemu;
 pub mod tree;
+pub mod vng;
 
 use std::fmt;
 use std::io;

@@ -1,0 +1,195 @@
+//! virtme-ng as a second runner: the same plan, run by `vng --run` with the
+//! host's root filesystem shared read-only into the guest (so the test
+//! programs run from their host paths, no initramfs).
+//!
+//! The kernel needs the `vng` config fragment (9p root, overlayfs, ptys).
+//! Results and markers come back on vng's standard output, interleaved with
+//! the kernel console (`--verbose`), which the unit protocol tolerates.
+
+use crate::initramfs::{plan_script, PlanUnit, UNIT_FN};
+use crate::qemu::{Accel, Booted, End};
+use crate::{Error, IoCtx, Result};
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// One vng boot.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    /// The kernel image.
+    pub bzimage: PathBuf,
+    /// Units, with host paths.
+    pub plan: Vec<PlanUnit>,
+    /// Where the generated script goes (must be visible in the guest).
+    pub script: PathBuf,
+    /// Guest memory.
+    pub memory_mb: u32,
+    /// Guest CPUs.
+    pub cpus: u32,
+    /// KVM or TCG (`auto` lets vng decide).
+    pub accel: Accel,
+    /// Deadline from vng's start.
+    pub timeout: Duration,
+    /// Where vng's output is logged.
+    pub console: PathBuf,
+    /// Copy the output to stderr as it comes.
+    pub verbose: bool,
+}
+
+/// The `vng` executable, if installed.
+pub fn find() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join("vng"))
+        .find(|p| p.is_file())
+}
+
+/// The script run in the guest.
+pub fn script(plan: &[PlanUnit]) -> String {
+    format!(
+        "#!/bin/sh\nC=/dev/stdout\nR=/dev/stdout\necho \"udp-repair-init: up $(uname -r)\"\n\
+         ip link set lo up 2>/dev/null || true\n{UNIT_FN}{}echo \"@@udp-repair done\"\n",
+        plan_script(plan)
+    )
+}
+
+/// vng's arguments.
+pub fn vng_args(spec: &Spec) -> Vec<String> {
+    let mut a = vec![
+        "--run".to_string(),
+        spec.bzimage.display().to_string(),
+        "--disable-microvm".into(),
+        "--force-9p".into(),
+        "--verbose".into(),
+        "--memory".into(),
+        format!("{}M", spec.memory_mb),
+        "--cpus".into(),
+        spec.cpus.to_string(),
+        "--cwd".into(),
+        "/".into(),
+    ];
+    if spec.accel == Accel::Tcg {
+        a.push("--disable-kvm".into());
+    }
+    a.push("--exec".into());
+    a.push(format!("sh {}", spec.script.display()));
+    a
+}
+
+/// Runs the plan under vng with a hard deadline.
+pub fn boot(spec: &Spec) -> Result<Booted> {
+    let vng = find()
+        .ok_or_else(|| Error::Setup("vng is not installed (pip install virtme-ng)".into()))?;
+    std::fs::write(&spec.script, script(&spec.plan))
+        .ctx(|| format!("writing {}", spec.script.display()))?;
+    let mut log = std::fs::File::create(&spec.console)
+        .ctx(|| format!("creating {}", spec.console.display()))?;
+    let (reader, writer) = std::io::pipe().ctx(|| "pipe".into())?;
+    let mut cmd = Command::new(vng);
+    cmd.args(vng_args(spec))
+        .stdin(Stdio::null())
+        .stdout(writer.try_clone().ctx(|| "pipe".into())?)
+        .stderr(writer)
+        // Its own process group, so the deadline kills QEMU too.
+        .process_group(0);
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| Error::Setup(format!("cannot start vng: {e}")))?;
+    drop(cmd);
+    let start = Instant::now();
+    let (tx, rx) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(reader).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut text = String::new();
+    let mut first_result = None;
+    let end = loop {
+        let Some(left) = spec.timeout.checked_sub(start.elapsed()) else {
+            kill_group(&mut child);
+            break End::TimedOut { running: None };
+        };
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                let _ = writeln!(log, "{line}");
+                if spec.verbose {
+                    eprintln!("{line}");
+                }
+                if line.contains("udp-repair-init: unit") && line.contains(" end ") {
+                    first_result.get_or_insert(start.elapsed());
+                }
+                text.push_str(line.trim_end_matches('\r'));
+                text.push('\n');
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => continue,
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                let status = child.wait().ctx(|| "waiting for vng".into())?;
+                break End::Exited(status.code());
+            }
+        }
+    };
+    Ok(Booted {
+        accel: spec.accel,
+        end,
+        console: text.clone(),
+        results: text,
+        elapsed: start.elapsed(),
+        first_result,
+        stderr: String::new(),
+    })
+}
+
+fn kill_group(child: &mut std::process::Child) {
+    if let Some(pid) = rustix::process::Pid::from_raw(child.id() as i32) {
+        let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Whether `path` is visible inside a vng guest (the host root is shared,
+/// but vng mounts a fresh tmpfs over /tmp).
+pub fn visible_in_guest(path: &Path) -> bool {
+    !path.starts_with("/tmp")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn script_runs_the_plan_and_reports_done() {
+        let s = script(&[PlanUnit {
+            argv: vec!["/x/t".into(), "base::".into()],
+            timeout_s: 9,
+        }]);
+        assert!(s.contains("R=/dev/stdout"));
+        assert!(s.contains("unit 0 9 /x/t base::\n"));
+        assert!(s.trim_end().ends_with("echo \"@@udp-repair done\""));
+    }
+
+    #[test]
+    fn tcg_disables_kvm() {
+        let spec = Spec {
+            bzimage: "/k/bzImage".into(),
+            plan: Vec::new(),
+            script: "/r/plan.sh".into(),
+            memory_mb: 1024,
+            cpus: 2,
+            accel: Accel::Tcg,
+            timeout: Duration::from_secs(1),
+            console: "/r/c.log".into(),
+            verbose: false,
+        };
+        let a = vng_args(&spec);
+        assert!(a.contains(&"--disable-kvm".to_string()));
+        assert_eq!(a.last().unwrap(), "sh /r/plan.sh");
+    }
+}
