@@ -53,14 +53,50 @@ pub struct Unit {
 }
 
 /// Every unit, in run order.
-pub const UNITS: &[Unit] = &[Unit {
-    suite: "base",
-    name: "selftests",
-    program: Program::Selftests { filter: "base::" },
-    args: &[],
-    format: Format::KtapFile,
-    timeout_s: 300,
-}];
+pub const UNITS: &[Unit] = &[
+    Unit {
+        suite: "base",
+        name: "selftests",
+        program: Program::Selftests { filter: "base::" },
+        args: &[],
+        format: Format::KtapFile,
+        timeout_s: 300,
+    },
+    Unit {
+        suite: "getsockopt",
+        name: "selftests",
+        program: Program::Selftests {
+            filter: "getsockopt::",
+        },
+        args: &[],
+        format: Format::KtapFile,
+        timeout_s: 300,
+    },
+    // Each kernel series carries its own udp_repair.c: one row serves both.
+    Unit {
+        suite: "kselftest",
+        name: "udp_repair",
+        program: Program::Kselftest {
+            src: "tools/testing/selftests/net/udp_repair.c",
+            libs: &[],
+        },
+        args: &[],
+        format: Format::TapStdout,
+        timeout_s: 120,
+    },
+    // The SO_PEEK_OFF fix for zero-length datagrams (getsockopt series, patch 1).
+    Unit {
+        suite: "kselftest",
+        name: "udp_peek_zerolen",
+        program: Program::Kselftest {
+            src: "tools/testing/selftests/net/udp_peek_zerolen.c",
+            libs: &[],
+        },
+        args: &[],
+        format: Format::TapStdout,
+        timeout_s: 60,
+    },
+];
 
 /// The suite names, in order of first appearance.
 pub fn suite_names() -> Vec<&'static str> {

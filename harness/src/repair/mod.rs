@@ -7,6 +7,7 @@
 //! - `dump`, `restore`: checkpoint and restore of a whole socket.
 
 pub mod dump;
+pub mod getsockopt;
 pub mod inject;
 pub mod netns;
 pub mod options;

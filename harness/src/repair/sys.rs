@@ -73,6 +73,39 @@ pub fn getsockopt_bytes(
     }
 }
 
+/// `getsockopt(fd, level, name, buf, &len)` for options that also report
+/// a length when they fail (`ERANGE` with the length needed, e.g.
+/// `UDP_REPAIR_PENDING`): returns the call's result and the length the
+/// kernel left in `len` (on success, the bytes it wrote into `buf`).
+pub fn getsockopt_bytes_len(
+    fd: BorrowedFd<'_>,
+    level: i32,
+    name: i32,
+    buf: &mut [u8],
+) -> (io::Result<()>, usize) {
+    let Ok(mut len) = libc::socklen_t::try_from(buf.len()) else {
+        return (Err(io::Error::from(io::ErrorKind::InvalidInput)), 0);
+    };
+    // SAFETY: `buf` is a live, writable slice of `len` bytes; the kernel
+    // writes at most `len` bytes into it and stores a length in `len`,
+    // which outlives the call. The fd is borrowed, so it stays open.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            buf.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    let r = if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    };
+    (r, len as usize)
+}
+
 /// What one [`recvmsg_bytes`] returned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RecvMsgOut {
