@@ -11,6 +11,7 @@ pub mod getsockopt;
 pub mod inject;
 pub mod netns;
 pub mod options;
+pub mod recvmsg;
 pub mod restore;
 pub mod sys;
 pub mod wire;

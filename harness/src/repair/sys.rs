@@ -264,6 +264,63 @@ pub fn set_interface_up(fd: BorrowedFd<'_>, name: &str) -> io::Result<()> {
     Ok(())
 }
 
+/// An `ifreq` naming interface `name`, every other byte zero.
+fn ifreq_named(name: &str) -> io::Result<libc::ifreq> {
+    // SAFETY: an all-zero ifreq is a valid value.
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    if name.len() >= ifr.ifr_name.len() {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    }
+    for (d, s) in ifr.ifr_name.iter_mut().zip(name.bytes()) {
+        *d = s as libc::c_char;
+    }
+    Ok(ifr)
+}
+
+/// Sets the MTU of interface `name` (`SIOCSIFMTU` through any socket `fd`
+/// of the namespace). Needs CAP_NET_ADMIN.
+pub fn set_interface_mtu(fd: BorrowedFd<'_>, name: &str, mtu: i32) -> io::Result<()> {
+    let mut ifr = ifreq_named(name)?;
+    ifr.ifr_ifru.ifru_mtu = mtu;
+    // SAFETY: SIOCSIFMTU only reads `ifr`, which lives on this stack frame.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCSIFMTU, &ifr) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Adds the IPv6 address `addr/prefix_len` to interface `name`
+/// (`SIOCGIFINDEX`, then `SIOCSIFADDR` with an `in6_ifreq`), through an
+/// IPv6 socket `fd` of the namespace. Needs CAP_NET_ADMIN. The address may
+/// be tentative for a moment (duplicate address detection).
+pub fn add_ipv6_address(
+    fd: BorrowedFd<'_>,
+    name: &str,
+    addr: std::net::Ipv6Addr,
+    prefix_len: u32,
+) -> io::Result<()> {
+    let mut ifr = ifreq_named(name)?;
+    // SAFETY: SIOCGIFINDEX reads ifr_name and writes ifr_ifindex inside
+    // `ifr`, which lives on this stack frame.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCGIFINDEX, &mut ifr) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let req = libc::in6_ifreq {
+        ifr6_addr: libc::in6_addr {
+            s6_addr: addr.octets(),
+        },
+        ifr6_prefixlen: prefix_len,
+        // SAFETY: the union member ifru_ifindex is the one SIOCGIFINDEX filled.
+        ifr6_ifindex: unsafe { ifr.ifr_ifru.ifru_ifindex },
+    };
+    // SAFETY: SIOCSIFADDR on an IPv6 socket only reads an in6_ifreq, and
+    // `req` is one, on this stack frame.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCSIFADDR, &req) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// `dup2(fd, target)`: makes `target` (e.g. 3 for socket activation) a copy
 /// of `fd`, without `FD_CLOEXEC`, so an `exec` passes it on. Whatever was
 /// open at `target` is closed; the caller owns the number afterwards.
