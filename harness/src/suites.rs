@@ -96,7 +96,158 @@ pub const UNITS: &[Unit] = &[
         format: Format::TapStdout,
         timeout_s: 60,
     },
+    // The recvmsg series from Rust (selftests/src/recvmsg.rs); SKIPs on a
+    // kernel without it.
+    Unit {
+        suite: "recvmsg",
+        name: "selftests",
+        program: Program::Selftests {
+            filter: "recvmsg::",
+        },
+        args: &[],
+        format: Format::KtapFile,
+        timeout_s: 300,
+    },
+    // The kernel's own UDP selftests, for regressions in the code the
+    // series touch, built as their Makefile builds them and run as their
+    // scripts run them (cwd /kselftest, lo up, root).
+    // sk_so_peek_off: SO_PEEK_OFF over TCP and UDP on lo; in TEST_GEN_PROGS,
+    // so kselftest runs it as it is; no extra libraries.
+    Unit {
+        suite: "regression",
+        name: "sk_so_peek_off",
+        program: Program::Kselftest {
+            src: "tools/testing/selftests/net/sk_so_peek_off.c",
+            libs: &[],
+        },
+        args: &[],
+        format: Format::ExitCode,
+        timeout_s: 60,
+    },
+    // reuseport_addr_any.sh runs it in a fresh netns (in_netns.sh) where it
+    // needs only lo up (127.0.0.1, ::1, ::ffff:127.0.0.1); its Makefile
+    // links no extra library; DCCP is not configured, which it reports and
+    // skips itself.
+    Unit {
+        suite: "regression",
+        name: "reuseport_addr_any",
+        program: Program::Kselftest {
+            src: "tools/testing/selftests/net/reuseport_addr_any.c",
+            libs: &[],
+        },
+        args: &[],
+        format: Format::ExitCode,
+        timeout_s: 60,
+    },
+    // udpgso: the cases of udpgso.sh, named and ordered as it prints them,
+    // each after the set-up its script gives it (selftests/src/regression.rs; the rows must stay in
+    // this order). Left out: the hw-gso/sw-gso cases (`-R` on a dummy
+    // device tuned with ethtool: no CONFIG_DUMMY in the guest, no ethtool
+    // in busybox).
+    Unit {
+        suite: "regression",
+        name: "udpgso_setup_dev_mtu",
+        program: Program::Selftests {
+            filter: "regression::udpgso::setup_dev_mtu",
+        },
+        args: &[],
+        format: Format::KtapFile,
+        timeout_s: 30,
+    },
+    Unit {
+        suite: "regression",
+        name: "udpgso_ipv4_cmsg",
+        program: UDPGSO,
+        args: &["-4", "-C"],
+        format: Format::ExitCode,
+        timeout_s: 120,
+    },
+    Unit {
+        suite: "regression",
+        name: "udpgso_ipv4_setsockopt",
+        program: UDPGSO,
+        args: &["-4", "-C", "-s"],
+        format: Format::ExitCode,
+        timeout_s: 120,
+    },
+    Unit {
+        suite: "regression",
+        name: "udpgso_ipv6_cmsg",
+        program: UDPGSO,
+        args: &["-6", "-C"],
+        format: Format::ExitCode,
+        timeout_s: 120,
+    },
+    Unit {
+        suite: "regression",
+        name: "udpgso_ipv6_setsockopt",
+        program: UDPGSO,
+        args: &["-6", "-C", "-s"],
+        format: Format::ExitCode,
+        timeout_s: 120,
+    },
+    Unit {
+        suite: "regression",
+        name: "udpgso_ipv4_msg_more",
+        program: UDPGSO,
+        args: &["-4", "-C", "-m"],
+        format: Format::ExitCode,
+        timeout_s: 120,
+    },
+    Unit {
+        suite: "regression",
+        name: "udpgso_ipv6_msg_more",
+        program: UDPGSO,
+        args: &["-6", "-C", "-m"],
+        format: Format::ExitCode,
+        timeout_s: 120,
+    },
+    Unit {
+        suite: "regression",
+        name: "udpgso_setup_route_mtu",
+        program: Program::Selftests {
+            filter: "regression::udpgso::setup_route_mtu",
+        },
+        args: &[],
+        format: Format::KtapFile,
+        timeout_s: 30,
+    },
+    Unit {
+        suite: "regression",
+        name: "udpgso_ipv4_connected",
+        program: UDPGSO,
+        args: &["-4", "-c"],
+        format: Format::ExitCode,
+        timeout_s: 120,
+    },
+    Unit {
+        suite: "regression",
+        name: "udpgso_ipv6_connected",
+        program: UDPGSO,
+        args: &["-6", "-c"],
+        format: Format::ExitCode,
+        timeout_s: 120,
+    },
+    Unit {
+        suite: "regression",
+        name: "udpgso_teardown",
+        program: Program::Selftests {
+            filter: "regression::udpgso::teardown",
+        },
+        args: &[],
+        format: Format::KtapFile,
+        timeout_s: 30,
+    },
+    // Left out: so_txtime (so_txtime.sh needs `tc` to install the fq and
+    // etf qdiscs, which busybox lacks; without them the delivery times it
+    // checks are not enforced, so it could not pass honestly).
 ];
+
+/// udpgso.c, which several rows run with different arguments.
+const UDPGSO: Program = Program::Kselftest {
+    src: "tools/testing/selftests/net/udpgso.c",
+    libs: &[],
+};
 
 /// The suite names, in order of first appearance.
 pub fn suite_names() -> Vec<&'static str> {

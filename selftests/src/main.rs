@@ -6,9 +6,13 @@
 
 mod base;
 pub mod ktap;
+mod recvmsg;
+mod regression;
 
 fn main() -> std::process::ExitCode {
     let mut tests = Vec::new();
     tests.extend(base::tests());
+    tests.extend(recvmsg::tests());
+    tests.extend(regression::tests());
     ktap::run(tests)
 }
