@@ -111,8 +111,23 @@ pub fn boot(spec: &Spec) -> Result<Booted> {
     });
     let mut text = String::new();
     let mut first_result = None;
+    // Without ACPI in the kernel the guest halts instead of powering off
+    // and vng never returns: once the plan reported `done`, give it a
+    // moment to exit, then stop it ourselves.
+    let mut done_at: Option<Instant> = None;
     let end = loop {
-        let Some(left) = spec.timeout.checked_sub(start.elapsed()) else {
+        if done_at.is_some_and(|t| t.elapsed() > Duration::from_secs(5)) {
+            kill_group(&mut child);
+            break End::Exited(None);
+        }
+        let deadline = match done_at {
+            Some(t) => (t + Duration::from_secs(5)).saturating_duration_since(start),
+            None => spec.timeout,
+        };
+        let Some(left) = deadline.checked_sub(start.elapsed()) else {
+            if done_at.is_some() {
+                continue;
+            }
             kill_group(&mut child);
             break End::TimedOut { running: None };
         };
@@ -124,6 +139,9 @@ pub fn boot(spec: &Spec) -> Result<Booted> {
                 }
                 if line.contains("udp-repair-init: unit") && line.contains(" end ") {
                     first_result.get_or_insert(start.elapsed());
+                }
+                if line.trim_end() == "@@udp-repair done" {
+                    done_at = Some(Instant::now());
                 }
                 text.push_str(line.trim_end_matches('\r'));
                 text.push('\n');
