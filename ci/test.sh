@@ -15,6 +15,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test (host)"
 cargo test --workspace --locked
 
+echo "== patches: apply in order, checkpatch --strict clean"
+cargo run -q --release --locked -p udp-repair -- patches --variant all
+
 echo "== failure modes (broken patch, hung guest, kernel panic)"
 bash ci/failure-modes.sh
 

@@ -2,6 +2,7 @@
 //! the dump/restore of a UDP socket's state.
 
 pub mod bench;
+pub mod patches;
 pub mod pipeline;
 pub mod repair;
 pub mod report;

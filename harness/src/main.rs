@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 use udp_repair::pipeline::{self, Options, Runner};
-use udp_repair::{bench, report, suites};
+use udp_repair::{bench, patches, report, suites};
 use udp_repair_vm::qemu::Accel;
 use udp_repair_vm::Cache;
 
@@ -74,6 +74,16 @@ enum Cmd {
         /// Also write one JSON record per test to FILE.
         #[arg(long, value_name = "FILE")]
         json: Option<PathBuf>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Check each series as a reviewer would: it applies in order to the
+    /// pinned base, it has a cover letter, and every patch passes
+    /// checkpatch.pl with netdev CI's flags (--strict --codespell ...).
+    Patches {
+        /// Variant, or all (repeatable).
+        #[arg(long, short, default_value = "all")]
+        variant: Vec<String>,
         #[command(flatten)]
         common: Common,
     },
@@ -201,6 +211,15 @@ fn main() -> ExitCode {
                 Err(e) => return infra(&e),
             }
             ExitCode::SUCCESS
+        }
+        Cmd::Patches { variant, common } => {
+            let opts = common.options();
+            let variants = pipeline::expand_variants(&opts.root, &variant);
+            match patches::check(&opts, &cache, &variants) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::from(1),
+                Err(e) => infra(&e),
+            }
         }
         Cmd::Bench { vng, common } => match bench::run(&common.options(), &cache, vng) {
             Ok(()) => ExitCode::SUCCESS,
