@@ -24,6 +24,7 @@ fn sample(n: usize) -> Checkpoint {
                 sec: 1_700_000_000,
                 nsec: 5,
             }),
+            peeked: false,
         })
         .collect();
     let bytes = datagrams.iter().map(|d| d.payload.len() as u64).sum();
@@ -203,6 +204,7 @@ fn arb_checkpoint() -> impl Strategy<Value = Checkpoint> {
                 ttl,
                 tos: ttl,
                 timestamp: None,
+                peeked: false,
             });
         (
             arb_addr(v6),
