@@ -100,10 +100,24 @@ fn bracket(addr: &str) -> String {
     }
 }
 
-/// udpgso.sh's `setup_loopback`.
+/// udpgso.sh's `setup_loopback`. Busybox's `ip` has no `noprefixroute`,
+/// so the prefix route the address brings (on `lo`, a reject route at
+/// metric 256) is deleted by hand: without multiple IPv6 tables it shares
+/// the table of the local routes, and it would win over the local route
+/// that `setup_route_mtu` re-adds at metric 1024.
 fn setup_loopback() -> Result<(), Failed> {
     ip(&["addr", "add", "dev", "lo", &format!("{ADDR4}/32")])?;
     ip(&["-6", "addr", "add", "dev", "lo", &format!("{ADDR6}/128")])?;
+    ip(&[
+        "-6",
+        "route",
+        "del",
+        &format!("{ADDR6}/128"),
+        "dev",
+        "lo",
+        "metric",
+        "256",
+    ])?;
     bindable(ADDR4)?;
     bindable(ADDR6)
 }
