@@ -36,6 +36,8 @@
 //!    socket cannot see them: which is exactly what the flag warns about.
 //!
 //! # Send queue
+//! Read before the receive queue, so that a dump refused there (pending data
+//! that cannot be read) has changed nothing at all.
 //! A corked socket's pending datagram is read through a [`SendQueueReader`]
 //! (the kernel series' uapi: `getsockopt` with the full cork state, else
 //! `recvmsg` with payload and destination only). On a kernel without either,
@@ -184,6 +186,15 @@ impl<'a> Guard<'a> {
         }
     }
 
+    /// Remembers an int option's current value, to be put back at the end
+    /// whatever changes it meanwhile (SO_PEEK_OFF: the walk moves it, and
+    /// the `recvmsg` series' UDP_REPAIR resets it to -1).
+    pub(crate) fn remember(&mut self, level: i32, name: i32) -> io::Result<()> {
+        let old = sys::getsockopt_int(self.fd, level, name)?;
+        self.saved.push((level, name, old));
+        Ok(())
+    }
+
     /// Sets an int option if it differs, remembering the old value.
     /// `Ok(false)`: the socket does not have this option.
     pub(crate) fn set(&mut self, level: i32, name: i32, value: i32) -> io::Result<bool> {
@@ -240,6 +251,12 @@ impl<'a> Guard<'a> {
             }
         }
         while let Some((level, name, old)) = self.saved.pop() {
+            // Only what changed is set: setting SO_PEEK_OFF has a side
+            // effect on kernels with the peek fix (it clears the `peeked`
+            // marks), so it must not be set for nothing.
+            if sys::getsockopt_int(self.fd, level, name).ok() == Some(old) {
+                continue;
+            }
             if let Err(e) = sys::setsockopt_int(self.fd, level, name, old) {
                 if first.is_ok() {
                     first = Err(io::Error::new(
@@ -687,12 +704,7 @@ pub fn dump_with(fd: BorrowedFd<'_>, opts: &DumpOptions) -> Result<v1::Checkpoin
             .push(format!("multicast memberships: {}", groups.join(", ")));
     }
 
-    let mut guard = Guard::new(fd);
-    let rq = dump_receive_queue(fd, &mut guard, v6, bound.port(), opts);
-    let sq = rq.and_then(|rq| dump_send_queue(fd, &mut guard, opts).map(|sq| (rq, sq)));
-    let put_back = guard.finish();
-    let (rq, sq) = sq?;
-    step("putting the socket's options back", put_back)?;
+    let (rq, sq) = dump_queues(fd, v6, bound.port(), opts)?;
     cp.receive_queue = Some(rq);
     cp.send_queue = Some(sq);
     step(
@@ -700,6 +712,36 @@ pub fn dump_with(fd: BorrowedFd<'_>, opts: &DumpOptions) -> Result<v1::Checkpoin
         udp_repair_proto::validate(&cp).map_err(io::Error::other),
     )?;
     Ok(cp)
+}
+
+/// Both queues. The send queue first, so that a dump refused there has
+/// changed nothing (on a kernel without the peek fix the receive queue's
+/// walk marks zero-length datagrams for good), and under its own guard:
+/// repair mode must be off again before the receive queue is peeked (in
+/// repair mode the `recvmsg` series' `MSG_PEEK` reads the send queue).
+fn dump_queues(
+    fd: BorrowedFd<'_>,
+    v6: bool,
+    port: u16,
+    opts: &DumpOptions,
+) -> Result<(v1::ReceiveQueue, v1::SendQueue), DumpError> {
+    let mut guard = Guard::new(fd);
+    // Turning the `recvmsg` series' repair mode on resets SO_PEEK_OFF.
+    let sq = step(
+        "SO_PEEK_OFF",
+        guard.remember(libc::SOL_SOCKET, libc::SO_PEEK_OFF),
+    )
+    .and_then(|()| dump_send_queue(fd, &mut guard, opts));
+    let put_back = guard.finish();
+    let sq = sq?;
+    step("putting the socket's options back", put_back)?;
+
+    let mut guard = Guard::new(fd);
+    let rq = dump_receive_queue(fd, &mut guard, v6, port, opts);
+    let put_back = guard.finish();
+    let rq = rq?;
+    step("putting the socket's options back", put_back)?;
+    Ok((rq, sq))
 }
 
 fn dump_receive_queue(
@@ -728,13 +770,11 @@ fn dump_receive_queue(
     // this bound only stops a walk that traffic keeps feeding.
     let max = rcvbuf / 256 + 1024;
     step(
-        "setting SO_PEEK_OFF to 0",
-        guard
-            .set(libc::SOL_SOCKET, libc::SO_PEEK_OFF, 0)
-            .map(|_| ()),
+        "SO_PEEK_OFF",
+        guard.remember(libc::SOL_SOCKET, libc::SO_PEEK_OFF),
     )?;
-    // guard.set skips the set when the value is already 0; set it again so
-    // a kernel that restarts the walk on SO_PEEK_OFF does so.
+    // Set even when it is 0 already: a kernel with the peek fix restarts
+    // the walk (clears the `peeked` marks) on every set.
     step(
         "setting SO_PEEK_OFF to 0",
         sys::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, 0),

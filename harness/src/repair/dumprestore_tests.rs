@@ -573,3 +573,62 @@ fn multicast_membership_is_refused_unless_dropped() {
         dump::dump(b.as_fd()).unwrap();
     });
 }
+
+/// SO_PEEK_OFF 0 (walking from the start, nothing peeked yet) is an
+/// application value like any other: the dump puts it back.
+#[test]
+fn dump_puts_a_peek_offset_of_zero_back() {
+    ns(|| {
+        let a = udp("127.0.0.1:5015");
+        let b = udp("127.0.0.1:0");
+        b.send_to(b"abc", "127.0.0.1:5015").unwrap();
+        wait_queued(a.as_fd(), true);
+        set(a.as_fd(), libc::SOL_SOCKET, libc::SO_PEEK_OFF, 0);
+        let cp = dump::dump(a.as_fd()).unwrap();
+        assert_eq!(cp.peek_offset, 0);
+        assert_eq!(
+            sys::getsockopt_int(a.as_fd(), libc::SOL_SOCKET, libc::SO_PEEK_OFF).unwrap(),
+            0
+        );
+    });
+}
+
+/// A dump refused for pending data has not walked the receive queue: on a
+/// kernel without the peek fix that walk would have hidden the empty
+/// datagram from the application's own walks for good.
+#[test]
+fn refused_dump_leaves_the_receive_queue_untouched() {
+    ns(|| {
+        let a = udp("127.0.0.1:5016");
+        let b = udp("127.0.0.1:0");
+        b.send_to(b"", "127.0.0.1:5016").unwrap();
+        b.send_to(b"x", "127.0.0.1:5016").unwrap();
+        wait_queued(a.as_fd(), true);
+        rustix::net::sendto(
+            a.as_fd(),
+            b"pending",
+            rustix::net::SendFlags::MORE,
+            &"127.0.0.1:9".parse::<SocketAddr>().unwrap(),
+        )
+        .unwrap();
+        let opts = DumpOptions {
+            readers: Vec::new(),
+            ..Default::default()
+        };
+        let e = dump::dump_with(a.as_fd(), &opts).unwrap_err();
+        assert_eq!(e.step, "send queue", "{e}");
+        set(a.as_fd(), libc::SOL_SOCKET, libc::SO_PEEK_OFF, 0);
+        let mut buf = [0u8; 4];
+        let peek = |buf: &mut [u8]| {
+            rustix::net::recv(a.as_fd(), buf, rustix::net::RecvFlags::PEEK)
+                .unwrap()
+                .0
+        };
+        assert_eq!(
+            peek(&mut buf),
+            0,
+            "the walk still returns the empty datagram"
+        );
+        assert_eq!(peek(&mut buf), 1);
+    });
+}
