@@ -35,6 +35,13 @@
 //!    marks the zero-length datagrams it sees, so a second dump of the same
 //!    socket cannot see them: which is exactly what the flag warns about.
 //!
+//! The marks are part of what the application observes, and the image keeps
+//! them (`RecvDatagram.peeked`) where they can be observed: with the peek fix
+//! only at the application's offset (setting SO_PEEK_OFF clears the others,
+//! and the offset never moves back onto them), where the dump counts them
+//! before its own walk and marks them again afterwards; without it, the
+//! hidden zero-length head. The restore marks them again by peeking.
+//!
 //! # Send queue
 //! Read before the receive queue, so that a dump refused there (pending data
 //! that cannot be read) has changed nothing at all.
@@ -704,7 +711,52 @@ pub fn dump_with(fd: BorrowedFd<'_>, opts: &DumpOptions) -> Result<v1::Checkpoin
             .push(format!("multicast memberships: {}", groups.join(", ")));
     }
 
-    let (rq, sq) = dump_queues(fd, v6, bound.port(), opts)?;
+    // Zero-length datagrams that the application's walk has already
+    // returned at its offset: counted first, as setting SO_PEEK_OFF (which
+    // the dump does) clears their marks on a kernel with the peek fix, and
+    // marked again at the end, also when the dump fails.
+    let restarts = peek_walk_restarts();
+    let marked = if restarts == Some(true) && cp.peek_offset >= 0 {
+        step(
+            "zero-length datagrams at the peek offset",
+            marked_at_offset(fd, cp.peek_offset),
+        )?
+    } else {
+        0
+    };
+    let queues = dump_queues(fd, v6, bound.port(), opts);
+    let remarked = if marked > 0 {
+        remark_at_offset(fd, cp.peek_offset, marked)
+    } else {
+        Ok(())
+    };
+    let (mut rq, sq) = queues?;
+    step(
+        "marking the peeked zero-length datagrams at the peek offset again",
+        remarked,
+    )?;
+    if marked > 0 {
+        let mut at = 0usize;
+        let mut left = marked;
+        for d in &mut rq.datagrams {
+            if left > 0 && d.payload.is_empty() && at == cp.peek_offset as usize {
+                d.peeked = true;
+                left -= 1;
+            }
+            at += d.payload.len();
+        }
+        if left > 0 {
+            return Err(DumpError {
+                step: "receive queue".into(),
+                error: io::Error::other(format!(
+                    "{marked} peeked zero-length datagram(s) at offset {} but the walk found {} there: \
+                     the queue changed while dumping",
+                    cp.peek_offset,
+                    marked - left
+                )),
+            });
+        }
+    }
     cp.receive_queue = Some(rq);
     cp.send_queue = Some(sq);
     step(
@@ -742,6 +794,85 @@ fn dump_queues(
     let rq = rq?;
     step("putting the socket's options back", put_back)?;
     Ok((rq, sq))
+}
+
+/// A peek without buffer at the current peek offset: `Some(true)` it
+/// returned a zero-length datagram (and marked it peeked), `Some(false)` a
+/// datagram with data (no `MSG_TRUNC` only for an empty one), `None`
+/// nothing. Moves no offset: it copies nothing.
+pub(crate) fn peek_empty(fd: BorrowedFd<'_>) -> io::Result<Option<bool>> {
+    let mut name = [0u8; 128];
+    loop {
+        match sys::recvmsg_bytes(
+            fd,
+            &mut [],
+            &mut name,
+            &mut [],
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        ) {
+            Ok(o) => return Ok(Some(o.flags & libc::MSG_TRUNC == 0)),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Peeks without buffer at the current offset until a datagram with data,
+/// or nothing, comes back: how many zero-length datagrams came back (each
+/// is marked peeked by the kernel).
+fn count_empty_at_offset(fd: BorrowedFd<'_>) -> io::Result<usize> {
+    let mut n = 0usize;
+    while peek_empty(fd)? == Some(true) {
+        n += 1;
+        if n > 1 << 20 {
+            return Err(io::Error::other(
+                "zero-length datagrams keep coming at the peek offset",
+            ));
+        }
+    }
+    Ok(n)
+}
+
+/// Sets SO_PEEK_OFF to `off` (on a kernel with the peek fix this clears
+/// every `peeked` mark) and peeks the first `n` zero-length datagrams at
+/// that offset, which marks them as the application's walk had.
+pub(crate) fn remark_at_offset(fd: BorrowedFd<'_>, off: i32, n: usize) -> io::Result<()> {
+    sys::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, off)?;
+    for i in 0..n {
+        match peek_empty(fd)? {
+            Some(true) => {}
+            other => {
+                return Err(io::Error::other(format!(
+                    "zero-length datagram {} of {n} at offset {off} is not there ({})",
+                    i + 1,
+                    if other.is_some() {
+                        "a datagram with data is"
+                    } else {
+                        "nothing is"
+                    }
+                )))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// On a kernel with the peek fix, how many of the zero-length datagrams at
+/// byte offset `off` (the application's SO_PEEK_OFF) a peek has already
+/// returned: its next peek skips them. Those a walk returns are always the
+/// first ones there, so a count says which. Leaves the marks as it found
+/// them: count the unmarked ones (marking them), set the offset (clearing
+/// every mark), count them all, and mark the first ones again.
+fn marked_at_offset(fd: BorrowedFd<'_>, off: i32) -> io::Result<usize> {
+    let unmarked = count_empty_at_offset(fd)?;
+    sys::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, off)?;
+    let all = count_empty_at_offset(fd)?;
+    let marked = all.checked_sub(unmarked).ok_or_else(|| {
+        io::Error::other("the receive queue changed while dumping (zero-length datagrams)")
+    })?;
+    remark_at_offset(fd, off, marked)?;
+    Ok(marked)
 }
 
 fn dump_receive_queue(
@@ -800,7 +931,9 @@ fn dump_receive_queue(
         if let Some(h) = head {
             let first_is_empty = walk.datagrams.first().is_some_and(|d| d.payload.is_empty());
             if h.payload.is_empty() && !first_is_empty {
-                walk.datagrams.insert(0, h);
+                // Hidden from the walk: a peek has returned it before.
+                walk.datagrams
+                    .insert(0, v1::RecvDatagram { peeked: true, ..h });
                 recovered = 1;
             }
         }

@@ -632,3 +632,36 @@ fn refused_dump_leaves_the_receive_queue_untouched() {
         assert_eq!(peek(&mut buf), 1);
     });
 }
+
+/// The application's walk has returned the empty datagram at its offset:
+/// its next peek returns the one after it, also after a dump and on the
+/// restored socket (the image records the mark, the restore peeks again).
+#[test]
+fn peeked_zero_length_datagram_stays_peeked() {
+    ns(|| {
+        let a = udp("127.0.0.1:5017");
+        let b = udp("127.0.0.1:0");
+        b.send_to(b"", "127.0.0.1:5017").unwrap();
+        b.send_to(b"x", "127.0.0.1:5017").unwrap();
+        wait_queued(a.as_fd(), true);
+        set(a.as_fd(), libc::SOL_SOCKET, libc::SO_PEEK_OFF, 0);
+        let peek = |fd: BorrowedFd<'_>| {
+            let mut buf = [0u8; 4];
+            let n = rustix::net::recv(fd, &mut buf, rustix::net::RecvFlags::PEEK)
+                .unwrap()
+                .0;
+            buf[..n].to_vec()
+        };
+        assert_eq!(peek(a.as_fd()), b"");
+        let cp = dump::dump(a.as_fd()).unwrap();
+        let q = cp.receive_queue.as_ref().unwrap();
+        assert_eq!(payloads(&cp), vec![vec![], b"x".to_vec()]);
+        assert!(q.datagrams[0].peeked, "{q:?}");
+        assert!(!q.datagrams[1].peeked);
+        assert_eq!(peek(a.as_fd()), b"x", "the original after the dump");
+        drop(a);
+        let r = restore::restore(&cp).unwrap();
+        assert_eq!(peek(r.as_fd()), b"x", "the restored socket");
+        assert_eq!(recv_all(r.as_fd()).len(), 2);
+    });
+}

@@ -276,6 +276,10 @@ pub fn restore_with(
         format!("SO_PEEK_OFF {}", cp.peek_offset),
         sys::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, cp.peek_offset),
     )?;
+    step(
+        "marking the peeked zero-length datagrams",
+        mark_peeked(fd, &rq.datagrams, cp.peek_offset),
+    )?;
 
     // 5. Send queue.
     if let Some(sq) = &cp.send_queue {
@@ -417,6 +421,47 @@ fn verify_queue(
         }
         std::thread::sleep(Duration::from_millis(2));
     }
+}
+
+/// Marks the zero-length datagrams the image records as peeked
+/// (`skb->peeked`) by peeking them, so that the application's next walk
+/// skips them as it would have on the original socket. With the peek fix
+/// only those at the peek offset can be observed (setting SO_PEEK_OFF
+/// cleared the others); without it each is peeked at its own offset, and
+/// the application's offset is set back afterwards.
+fn mark_peeked(
+    fd: BorrowedFd<'_>,
+    datagrams: &[v1::RecvDatagram],
+    peek_offset: i32,
+) -> io::Result<()> {
+    let mut at = 0usize;
+    let mut positions = Vec::new();
+    for d in datagrams {
+        if d.peeked && d.payload.is_empty() {
+            positions.push(at);
+        }
+        at += d.payload.len();
+    }
+    if positions.is_empty() {
+        return Ok(());
+    }
+    if dump::peek_walk_restarts() == Some(true) {
+        let n = positions
+            .iter()
+            .filter(|p| i32::try_from(**p).ok() == Some(peek_offset))
+            .count();
+        return if n > 0 {
+            dump::remark_at_offset(fd, peek_offset, n)
+        } else {
+            Ok(())
+        };
+    }
+    for p in positions {
+        let off =
+            i32::try_from(p).map_err(|_| io::Error::other("queue too long for SO_PEEK_OFF"))?;
+        dump::remark_at_offset(fd, off, 1)?;
+    }
+    sys::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, peek_offset)
 }
 
 fn is_mapped(ip: &[u8]) -> bool {
