@@ -73,12 +73,15 @@ pub fn build_dir(cache: &Cache, tree: &Tree, configs: &[String]) -> PathBuf {
 pub struct BuildLock(#[allow(dead_code)] std::fs::File);
 
 impl BuildLock {
-    /// Takes the machine-wide build lock, waiting for it.
+    /// Takes the machine-wide build lock (`$UDP_REPAIR_BUILD_LOCK`, else
+    /// `build.lock` in the cache), waiting for it.
     pub fn take(cache: &Cache) -> Result<Self> {
         use rustix::fs::{flock, FlockOperation};
         std::fs::create_dir_all(cache.root())
             .ctx(|| format!("creating {}", cache.root().display()))?;
-        let path = cache.root().join("build.lock");
+        let path = std::env::var_os("UDP_REPAIR_BUILD_LOCK")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| cache.root().join("build.lock"));
         let f = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
