@@ -208,6 +208,8 @@ enum Planned {
     Runs(usize),
     /// Not run: SKIP with this reason.
     Skip(String),
+    /// Not run: ERROR, the program did not build.
+    Error(String),
 }
 
 /// Default guest deadline: boot allowance plus every unit's own.
@@ -333,18 +335,18 @@ fn boot_and_parse(
     let mut planned = Vec::new();
     let ks_dir = k.built.dir.join("kselftest");
     for u in units {
-        let argv0 = match u.program {
+        let prepared = match u.program {
             Program::Selftests { filter } => {
                 let mut argv = vec![
                     "/tests/udp-repair-selftests".to_string(),
                     filter.to_string(),
                 ];
                 argv.extend(u.args.iter().map(|s| s.to_string()));
-                Some(argv)
+                Ok(argv)
             }
             Program::Kselftest { src, libs } => {
-                match build::kselftest(&k.tree, &k.built, src, libs, &ks_dir)? {
-                    Some(bin) => {
+                match build::kselftest(&k.tree, &k.built, src, libs, &ks_dir) {
+                    Ok(Some(bin)) => {
                         let name = bin
                             .file_name()
                             .map(|n| n.to_string_lossy().into_owned())
@@ -355,27 +357,24 @@ fn boot_and_parse(
                         }
                         let mut argv = vec![guest];
                         argv.extend(u.args.iter().map(|s| s.to_string()));
-                        Some(argv)
+                        Ok(argv)
                     }
-                    None => None,
+                    Ok(None) => Err(Planned::Skip(format!("{src} is not in this kernel tree"))),
+                    // The series' own test does not compile: that test fails,
+                    // the other suites still run on the kernel.
+                    Err(e) => Err(Planned::Error(e.to_string())),
                 }
             }
         };
-        match argv0 {
-            Some(argv) => {
+        match prepared {
+            Ok(argv) => {
                 planned.push(Planned::Runs(contents.plan.len()));
                 contents.plan.push(PlanUnit {
                     argv,
                     timeout_s: u.timeout_s,
                 });
             }
-            None => {
-                let src = match u.program {
-                    Program::Kselftest { src, .. } => src,
-                    Program::Selftests { .. } => "",
-                };
-                planned.push(Planned::Skip(format!("{src} is not in this kernel tree")));
-            }
+            Err(p) => planned.push(p),
         }
     }
     let timeout = opts.timeout.unwrap_or_else(|| default_timeout(units));
@@ -399,6 +398,15 @@ fn boot_and_parse(
                 Status::Skip,
                 None,
                 reason.clone(),
+            )),
+            Planned::Error(why) => run.tests.push(record(
+                u,
+                &run.kernel,
+                &run.variant,
+                u.name,
+                Status::Error,
+                None,
+                why.clone(),
             )),
             Planned::Runs(idx) => {
                 let out = outputs.iter().find(|o| o.idx == *idx);
