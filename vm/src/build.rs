@@ -350,8 +350,10 @@ pub fn kselftest(
     let out = out_dir.join(&name);
     let log_path = out_dir.join(format!("{name}.log"));
     let selftests = tree.src.join("tools/testing/selftests");
+    // The flags of the selftests' lib.mk: `-D_GNU_SOURCE=` (empty), as
+    // the programs define _GNU_SOURCE themselves.
     let output = Command::new("gcc")
-        .args(["-static", "-O2", "-Wall", "-D_GNU_SOURCE"])
+        .args(["-static", "-O2", "-Wall", "-D_GNU_SOURCE="])
         .arg("-isystem")
         .arg(&built.headers)
         .arg("-I")
