@@ -96,6 +96,18 @@ pub const UNITS: &[Unit] = &[
         format: Format::TapStdout,
         timeout_s: 60,
     },
+    // The dump/restore library on the booted kernel
+    // (selftests/src/dumprestore.rs), with its proptest state machine.
+    Unit {
+        suite: "dumprestore",
+        name: "selftests",
+        program: Program::Selftests {
+            filter: "dumprestore::",
+        },
+        args: &[],
+        format: Format::KtapFile,
+        timeout_s: 600,
+    },
     // The recvmsg series from Rust (selftests/src/recvmsg.rs); SKIPs on a
     // kernel without it.
     Unit {

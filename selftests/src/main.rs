@@ -5,6 +5,7 @@
 //! to get a KTAP report besides libtest's own output.
 
 mod base;
+mod dumprestore;
 mod getsockopt;
 pub mod ktap;
 mod recvmsg;
@@ -13,6 +14,7 @@ mod regression;
 fn main() -> std::process::ExitCode {
     let mut tests = Vec::new();
     tests.extend(base::tests());
+    tests.extend(dumprestore::tests());
     tests.extend(getsockopt::tests());
     tests.extend(recvmsg::tests());
     tests.extend(regression::tests());

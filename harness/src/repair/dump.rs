@@ -134,6 +134,28 @@ pub fn default_readers() -> Vec<Box<dyn SendQueueReader>> {
     Vec::new()
 }
 
+/// The first of `readers` that the running kernel supports, asked of a
+/// scratch UDP socket with nothing pending: the reader [`dump_with`] uses.
+/// `None`: a socket with pending data cannot be dumped here.
+pub fn probe_reader(readers: &[Box<dyn SendQueueReader>]) -> Option<&'static str> {
+    let s = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    let fd = s.as_fd();
+    for r in readers {
+        let mut guard = Guard::new(fd);
+        if r.needs_repair_mode()
+            && !matches!(guard.set(libc::SOL_UDP, super::UDP_REPAIR, 1), Ok(true))
+        {
+            continue;
+        }
+        let got = r.read(fd);
+        let _ = guard.finish();
+        if matches!(got, Ok(SendQueueRead::Empty)) {
+            return Some(r.name());
+        }
+    }
+    None
+}
+
 /// What the caller accepts to lose, and how strict to be.
 #[derive(Debug)]
 pub struct DumpOptions {
