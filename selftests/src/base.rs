@@ -19,11 +19,11 @@ use std::time::Duration;
 
 use rustix::io::Errno;
 use rustix::net::{recvmsg, sendto, RecvAncillaryBuffer, RecvFlags, ReturnFlags, SendFlags};
-use rustix::thread::{capabilities, set_capabilities, CapabilitySet};
 use udp_repair::repair::sys::{getsockopt_int, setsockopt_int};
 use udp_repair::repair::UDP_REPAIR;
 
 use crate::ktap::{self, Context, Failed, Outcome, Test};
+use crate::util::without_cap_net_admin;
 use crate::{check, check_eq};
 
 /// How long a receive waits for a datagram that should be there.
@@ -764,37 +764,6 @@ fn repair_get(s: &UdpSocket) -> Result<i32, Failed> {
 
 fn repair_set(s: &UdpSocket, v: i32) -> std::io::Result<()> {
     setsockopt_int(s.as_fd(), libc::SOL_UDP, UDP_REPAIR, v)
-}
-
-/// Runs `body` on a new thread that has dropped CAP_NET_ADMIN from all its
-/// capability sets (capabilities are per thread; the thread then ends).
-fn without_cap_net_admin<T: Send>(body: impl FnOnce() -> T + Send) -> Result<T, Failed> {
-    std::thread::scope(|scope| {
-        scope
-            .spawn(|| -> Result<T, Failed> {
-                let mut caps = capabilities(None).ctx("capget")?;
-                caps.effective.remove(CapabilitySet::NET_ADMIN);
-                caps.permitted.remove(CapabilitySet::NET_ADMIN);
-                caps.inheritable.remove(CapabilitySet::NET_ADMIN);
-                set_capabilities(None, caps).ctx("capset without CAP_NET_ADMIN")?;
-                let now = capabilities(None).ctx("capget")?;
-                check!(
-                    !now.effective.contains(CapabilitySet::NET_ADMIN),
-                    "CAP_NET_ADMIN still effective after capset: {now:?}"
-                );
-                // The kernel agrees: SO_RCVBUFFORCE needs CAP_NET_ADMIN.
-                let probe = UdpSocket::bind("127.0.0.1:0").ctx("bind a probe socket")?;
-                let e = setsockopt_int(probe.as_fd(), libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, 4096);
-                check_eq!(
-                    e.map_err(|e| e.raw_os_error()),
-                    Err(Some(libc::EPERM)),
-                    "SO_RCVBUFFORCE in the thread without CAP_NET_ADMIN"
-                );
-                Ok(body())
-            })
-            .join()
-            .map_err(|_| Failed::from("thread without CAP_NET_ADMIN panicked"))?
-    })
 }
 
 /// Enabling repair mode needs CAP_NET_ADMIN.

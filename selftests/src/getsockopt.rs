@@ -21,18 +21,18 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::Duration;
 
 use rustix::net::{AddressFamily, SocketType};
-use rustix::thread::{capabilities, set_capabilities, CapabilitySet};
 use udp_repair::repair::getsockopt::{
     self as gs, CorkedBy, Family as DataFamily, Pending, RawPending, SIZE_VER0, UDP_REPAIR_PENDING,
 };
 use udp_repair::repair::sys::{
     getsockopt_bytes_len, getsockopt_int, recvmsg_bytes, sendmsg_bytes, set_interface_mtu,
-    set_interface_up, setsockopt_bytes, setsockopt_int, unshare_netns,
+    setsockopt_bytes, setsockopt_int,
 };
 use udp_repair::repair::wire::{self, CmsgBuilder};
 use udp_repair::repair::UDP_REPAIR;
 
 use crate::ktap::{self, Completion, Context, Failed, Outcome, Test};
+use crate::util::{in_netns, without_cap_net_admin};
 use crate::{check, check_eq};
 
 /// `SO_TXTIME` / `SCM_TXTIME` (asm-generic/socket.h; not in `libc`).
@@ -902,35 +902,3 @@ fn mode_values() -> Result<(), Failed> {
 
 // ---------------------------------------------------------------------------
 // Threads with another namespace or fewer capabilities
-
-/// Runs `body` on a new thread in a new network namespace with `lo` up.
-fn in_netns<T: Send>(body: impl FnOnce() -> Result<T, Failed> + Send) -> Result<T, Failed> {
-    std::thread::scope(|scope| {
-        scope
-            .spawn(|| -> Result<T, Failed> {
-                unshare_netns().ctx("unshare(CLONE_NEWNET)")?;
-                let s = UdpSocket::bind("0.0.0.0:0").ctx("bind a socket in the netns")?;
-                set_interface_up(s.as_fd(), "lo").ctx("lo up")?;
-                body()
-            })
-            .join()
-            .map_err(|_| Failed::from("thread in a new netns panicked"))?
-    })
-}
-
-/// Runs `body` on a new thread that has dropped CAP_NET_ADMIN.
-fn without_cap_net_admin<T: Send>(body: impl FnOnce() -> T + Send) -> Result<T, Failed> {
-    std::thread::scope(|scope| {
-        scope
-            .spawn(|| -> Result<T, Failed> {
-                let mut caps = capabilities(None).ctx("capget")?;
-                caps.effective.remove(CapabilitySet::NET_ADMIN);
-                caps.permitted.remove(CapabilitySet::NET_ADMIN);
-                caps.inheritable.remove(CapabilitySet::NET_ADMIN);
-                set_capabilities(None, caps).ctx("capset without CAP_NET_ADMIN")?;
-                Ok(body())
-            })
-            .join()
-            .map_err(|_| Failed::from("thread without CAP_NET_ADMIN panicked"))?
-    })
-}

@@ -10,6 +10,7 @@ mod getsockopt;
 pub mod ktap;
 mod recvmsg;
 mod regression;
+mod util;
 
 fn main() -> std::process::ExitCode {
     let mut tests = Vec::new();

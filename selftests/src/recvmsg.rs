@@ -26,14 +26,13 @@ use rustix::io::Errno;
 use rustix::net::{
     recvmsg, sendto, AddressFamily, RecvAncillaryBuffer, RecvFlags, SendFlags, SocketType,
 };
-use rustix::thread::{capabilities, set_capabilities, CapabilitySet};
 use udp_repair::repair::recvmsg::{self as rr, Len, PendingRead, Support};
 use udp_repair::repair::sys::{
-    add_ipv6_address, getsockopt_int, set_interface_mtu, set_interface_up, setsockopt_int,
-    unshare_netns,
+    add_ipv6_address, getsockopt_int, set_interface_mtu, setsockopt_int,
 };
 
 use crate::ktap::{self, Completion, Context, Failed, Outcome, Test};
+use crate::util::{in_netns, without_cap_net_admin};
 use crate::{check, check_eq};
 
 /// How long a receive waits for a datagram that should be there.
@@ -240,45 +239,6 @@ fn peek(s: &UdpSocket, buf: &mut [u8], len: Len, what: &str) -> Result<PendingRe
     rr::peek_pending(s.as_fd(), buf, len)
         .ctx(what)?
         .ok_or_else(|| Failed::from(format!("{what}: nothing pending")))
-}
-
-/// Runs `body` on a new thread in a new network namespace with `lo` up
-/// (namespaces are per thread; the thread then ends).
-fn in_netns<T: Send>(body: impl FnOnce() -> Result<T, Failed> + Send) -> Result<T, Failed> {
-    std::thread::scope(|scope| {
-        scope
-            .spawn(|| -> Result<T, Failed> {
-                unshare_netns().ctx("unshare(CLONE_NEWNET)")?;
-                let s = UdpSocket::bind("0.0.0.0:0").ctx("bind a socket in the netns")?;
-                set_interface_up(s.as_fd(), "lo").ctx("lo up")?;
-                body()
-            })
-            .join()
-            .map_err(|_| Failed::from("thread in a new netns panicked"))?
-    })
-}
-
-/// Runs `body` on a new thread that has dropped CAP_NET_ADMIN
-/// (capabilities are per thread; the thread then ends).
-fn without_cap_net_admin<T: Send>(body: impl FnOnce() -> T + Send) -> Result<T, Failed> {
-    std::thread::scope(|scope| {
-        scope
-            .spawn(|| -> Result<T, Failed> {
-                let mut caps = capabilities(None).ctx("capget")?;
-                caps.effective.remove(CapabilitySet::NET_ADMIN);
-                caps.permitted.remove(CapabilitySet::NET_ADMIN);
-                caps.inheritable.remove(CapabilitySet::NET_ADMIN);
-                set_capabilities(None, caps).ctx("capset without CAP_NET_ADMIN")?;
-                let now = capabilities(None).ctx("capget")?;
-                check!(
-                    !now.effective.contains(CapabilitySet::NET_ADMIN),
-                    "CAP_NET_ADMIN still effective after capset: {now:?}"
-                );
-                Ok(body())
-            })
-            .join()
-            .map_err(|_| Failed::from("thread without CAP_NET_ADMIN panicked"))?
-    })
 }
 
 /// Which receiver a datagram goes to.
