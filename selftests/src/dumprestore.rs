@@ -570,6 +570,16 @@ fn rx_peeked_zero_length_kept(f: Family) -> Result<(), Failed> {
         .ctx("peek")?;
         Ok((n, b[..n].to_vec()))
     };
+    if Kernel::get()?.fixed_peek {
+        // Not peeked yet, and a dump does not change that (without the
+        // peek fix its own walk marks it for good).
+        let cp = dump::dump(s.as_fd()).ctx("dump before the peek")?;
+        let q = cp.receive_queue.clone().unwrap_or_default();
+        check!(
+            !q.datagrams.first().is_some_and(|d| d.peeked),
+            "nothing peeked yet: {q:?}"
+        );
+    }
     check_eq!(
         peek(s.as_fd())?,
         (0, Vec::new()),

@@ -747,7 +747,10 @@ pub fn dump_with(fd: BorrowedFd<'_>, opts: &DumpOptions) -> Result<v1::Checkpoin
         0
     };
     let queues = dump_queues(fd, v6, bound.port(), opts);
-    let remarked = if marked > 0 {
+    // Also when none was marked: the walk marked every zero-length datagram,
+    // and when it left the offset where it was (only zero-length datagrams
+    // at it) nothing has set it since to clear them.
+    let remarked = if restarts == Some(true) && cp.peek_offset >= 0 {
         remark_at_offset(fd, cp.peek_offset, marked)
     } else {
         Ok(())
