@@ -56,6 +56,12 @@ pub struct Kernel {
 }
 
 impl Kernel {
+    /// The dump's reader saves the whole cork state (the getsockopt
+    /// series'), not payload and destination only (the recvmsg series').
+    pub fn reader_saves_cork(&self) -> bool {
+        self.reader == Some("getsockopt")
+    }
+
     /// Probed once, in a network namespace of its own.
     pub fn get() -> Result<Kernel, Failed> {
         static K: OnceLock<Result<Kernel, String>> = OnceLock::new();
@@ -623,6 +629,16 @@ enum Held {
     Empty,
 }
 
+impl Held {
+    fn name(self) -> &'static str {
+        match self {
+            Held::UdpCork => "udp_cork",
+            Held::MsgMore => "msg_more",
+            Held::Empty => "zero_length",
+        }
+    }
+}
+
 /// The TTL and TOS the first send fixes in the datagram by cmsgs.
 const CORK_TTL: i32 = 7;
 const CORK_TOS: i32 = 0x28;
@@ -789,13 +805,14 @@ fn tx_round_trip(f: Family, how: Held) -> Outcome {
         .clone()
         .ok_or_else(|| Failed::from("the image has no pending datagram"))?;
     check_eq!(p.payload, first, "the image's pending payload");
-    let dest = p
-        .destination
-        .as_ref()
-        .map(|d| wire::canonical(wire::from_proto(d)));
+    // Address and port (flowinfo and scope id are the flow's).
+    let dest = p.destination.as_ref().map(|d| {
+        let a = wire::canonical(wire::from_proto(d));
+        (a.ip(), a.port())
+    });
     check_eq!(
         dest,
-        Some(wire::canonical(to)),
+        Some((wire::canonical(to).ip(), to.port())),
         "the image's destination (the first send's)"
     );
     check!(outq(fd)? > 0, "the dump left the datagram pending");
@@ -850,8 +867,13 @@ fn tx_round_trip(f: Family, how: Held) -> Outcome {
             "the {reader} reader: the socket's TTL and TOS"
         );
         println!(
-            "# dumprestore::tx::{:?}::{}: the {reader} reader saves payload and destination only: TTL/TOS {:?}/{:?} became {:?}/{:?}",
-            how, f.name, a.ttl, a.tos, b.ttl, b.tos
+            "# dumprestore::tx::{}::{}: the {reader} reader saves payload and destination only: TTL/TOS {:?}/{:?} became {:?}/{:?}",
+            how.name(),
+            f.name,
+            a.ttl,
+            a.tos,
+            b.ttl,
+            b.tos
         );
     }
     check_eq!(outq(fd)?, 0, "nothing pending on the original");

@@ -128,10 +128,11 @@ pub trait SendQueueReader: std::fmt::Debug + Send + Sync {
     }
 }
 
-/// The readers this build knows, best first. Filled in as the kernel series'
-/// modules land.
+/// The readers this build knows, best first: the getsockopt series' (whole
+/// cork state), then the recvmsg series' (payload and destination). Each
+/// answers `Unsupported` on a kernel without its interface.
 pub fn default_readers() -> Vec<Box<dyn SendQueueReader>> {
-    Vec::new()
+    super::readers::all()
 }
 
 /// The first of `readers` that the running kernel supports, asked of a

@@ -5,12 +5,14 @@
 //! - `recvmsg`: the uapi of the `recvmsg` series.
 //! - `getsockopt`: the uapi of the `getsockopt` series.
 //! - `dump`, `restore`: checkpoint and restore of a whole socket.
+//! - `readers`: the dump's send-queue readers over `getsockopt` and `recvmsg`.
 
 pub mod dump;
 pub mod getsockopt;
 pub mod inject;
 pub mod netns;
 pub mod options;
+pub mod readers;
 pub mod recvmsg;
 pub mod restore;
 pub mod sys;

@@ -512,16 +512,15 @@ fn restore_send_queue(
     let sock_int = |level, name| sys::getsockopt_int(fd, level, name).ok();
     let mut c = wire::CmsgBuilder::default();
     if p.family == libc::AF_INET as u32 {
-        if let Some(ttl) = cork
-            .ttl
-            .filter(|t| Some(*t as i32) != sock_int(libc::SOL_IP, libc::IP_TTL))
-        {
+        // IPv4 TTL and TOS are fixed in the datagram only by a cmsg of the
+        // first send; otherwise it takes the socket's values when it leaves.
+        // A complete image records them only when fixed: pass them even when
+        // the socket has the same value, so that they stay fixed.
+        let fixed = |v: u32, level, name| p.complete || Some(v as i32) != sock_int(level, name);
+        if let Some(ttl) = cork.ttl.filter(|t| fixed(*t, libc::SOL_IP, libc::IP_TTL)) {
             c.push_int(libc::SOL_IP, libc::IP_TTL, ttl as i32);
         }
-        if let Some(tos) = cork
-            .tos
-            .filter(|t| Some(*t as i32) != sock_int(libc::SOL_IP, libc::IP_TOS))
-        {
+        if let Some(tos) = cork.tos.filter(|t| fixed(*t, libc::SOL_IP, libc::IP_TOS)) {
             c.push_int(libc::SOL_IP, libc::IP_TOS, tos as i32);
         }
         if let Some(o) = cork.ip_options.as_ref().filter(|o| !o.is_empty()) {

@@ -189,7 +189,11 @@ pub enum Op {
         len: u16,
         /// `MSG_MORE`.
         more: bool,
+        /// A TTL / hop limit cmsg (`IP_TTL`, `IPV6_HOPLIMIT`).
+        ttl: Option<u8>,
     },
+    /// `setsockopt(IP_TTL)` (and `IPV6_UNICAST_HOPS` on an IPv6 socket).
+    SetTtl(u8),
     /// Dump, and keep using the socket.
     Dump,
     /// Dump, close the socket, restore it, and use the restored one.
@@ -222,8 +226,9 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         3 => (cap_strategy(), prop::bool::weighted(0.15)).prop_map(|(cap, trunc)| Op::Recv { cap, trunc }),
         4 => off_strategy().prop_map(Op::SetPeekOff),
         2 => any::<bool>().prop_map(Op::Cork),
-        3 => (any::<u8>(), len_strategy(), any::<bool>())
-            .prop_map(|(to, len, more)| Op::Send { to, len, more }),
+        3 => (any::<u8>(), len_strategy(), any::<bool>(), prop::option::weighted(0.3, 1u8..=255))
+            .prop_map(|(to, len, more, ttl)| Op::Send { to, len, more, ttl }),
+        1 => prop_oneof![Just(64u8), 1u8..=255].prop_map(Op::SetTtl),
         1 => Just(Op::Dump),
         2 => Just(Op::DumpRestore),
     ]
@@ -244,6 +249,16 @@ struct MDgram {
     marked: bool,
 }
 
+/// The TTL a pending datagram will leave with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PendTtl {
+    /// Fixed when corked: an IPv4 `IP_TTL` cmsg of the first send; IPv6
+    /// always (the cmsg's or the socket's at that time).
+    Fixed(u8),
+    /// IPv4 without a cmsg: the socket's when it leaves.
+    Socket,
+}
+
 /// The modelled pending datagram.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct MPending {
@@ -252,6 +267,7 @@ struct MPending {
     /// Receiver index.
     to: usize,
     payload: Vec<u8>,
+    ttl: PendTtl,
 }
 
 /// What one `recvmsg` returns: bytes copied, return value, `MSG_TRUNC`,
@@ -286,8 +302,10 @@ struct Model {
     peek_off: i32,
     cork: bool,
     pending: Option<MPending>,
-    /// Per receiver: datagrams sent and not yet received.
-    rx: Vec<VecDeque<Vec<u8>>>,
+    /// The socket's TTL / hop limit (the kernel's default 64 until set).
+    ttl: u8,
+    /// Per receiver: datagrams (payload, TTL) sent and not yet received.
+    rx: Vec<VecDeque<(Vec<u8>, u8)>>,
     /// Payload sequence number: every payload is distinct.
     seq: u32,
 }
@@ -308,6 +326,7 @@ impl Model {
             peek_off: -1,
             cork: false,
             pending: None,
+            ttl: 64,
             rx: vec![VecDeque::new(); layout.receivers().len()],
             seq: 0,
         }
@@ -435,12 +454,23 @@ impl Model {
 
     fn push(&mut self) {
         if let Some(p) = self.pending.take() {
-            self.rx[p.to].push_back(p.payload);
+            let ttl = match p.ttl {
+                PendTtl::Fixed(t) => t,
+                PendTtl::Socket => self.ttl,
+            };
+            self.rx[p.to].push_back((p.payload, ttl));
         }
     }
 
-    /// A send of the socket; the errno is EINVAL.
-    fn send(&mut self, to: usize, data: Vec<u8>, more: bool) -> Result<usize, i32> {
+    /// A send of the socket; the errno is EINVAL. A cmsg counts only on a
+    /// send that is not appended to pending data.
+    fn send(
+        &mut self,
+        to: usize,
+        data: Vec<u8>,
+        more: bool,
+        cmsg_ttl: Option<u8>,
+    ) -> Result<usize, i32> {
         let n = data.len();
         let dest_v6 = self.layout.receivers()[to];
         let corkreq = self.cork || more;
@@ -453,13 +483,19 @@ impl Model {
                 self.push();
             }
         } else if corkreq {
+            let ttl = match (dest_v6, cmsg_ttl) {
+                (_, Some(t)) => PendTtl::Fixed(t),
+                (true, None) => PendTtl::Fixed(self.ttl),
+                (false, None) => PendTtl::Socket,
+            };
             self.pending = Some(MPending {
                 v6: dest_v6,
                 to,
                 payload: data,
+                ttl,
             });
         } else {
-            self.rx[to].push_back(data);
+            self.rx[to].push_back((data, cmsg_ttl.unwrap_or(self.ttl)));
         }
         Ok(n)
     }
@@ -550,8 +586,20 @@ impl Model {
         }
     }
 
-    /// The restored socket: the image's datagrams, marked as recorded.
+    /// The restored socket: the image's datagrams, marked as recorded; the
+    /// pending datagram re-sent, with its TTL where the reader saved it,
+    /// else with the socket's (fixed at the re-send for IPv6 data).
     fn after_restore(&mut self, datagrams: Vec<(Vec<u8>, SocketAddr, bool)>) {
+        if !self.kernel.reader_saves_cork() {
+            let ttl = self.ttl;
+            if let Some(p) = &mut self.pending {
+                p.ttl = if p.v6 {
+                    PendTtl::Fixed(ttl)
+                } else {
+                    PendTtl::Socket
+                };
+            }
+        }
         self.queue = datagrams
             .into_iter()
             .map(|(payload, from, marked)| MDgram {
@@ -599,6 +647,12 @@ impl World {
                 };
                 let r = UdpSocket::bind(SocketAddr::new(ip, 0))?;
                 r.set_read_timeout(Some(ARRIVAL))?;
+                let (level, name) = if v6 {
+                    (libc::SOL_IPV6, libc::IPV6_RECVHOPLIMIT)
+                } else {
+                    (libc::SOL_IP, libc::IP_RECVTTL)
+                };
+                sys::setsockopt_int(r.as_fd(), level, name, 1)?;
                 Ok(r)
             })
             .collect::<std::io::Result<Vec<_>>>()
@@ -698,17 +752,36 @@ impl World {
         }
     }
 
-    fn send(&self, to: usize, data: &[u8], more: bool) -> Result<usize, String> {
+    fn send(&self, to: usize, data: &[u8], more: bool, ttl: Option<u8>) -> Result<usize, String> {
         let dest = self.dest(to)?;
         let flags = if more { libc::MSG_MORE } else { 0 };
+        let mut c = wire::CmsgBuilder::default();
+        if let Some(t) = ttl {
+            if self.layout.receivers()[to] {
+                c.push_int(libc::SOL_IPV6, libc::IPV6_HOPLIMIT, i32::from(t));
+            } else {
+                c.push_int(libc::SOL_IP, libc::IP_TTL, i32::from(t));
+            }
+        }
         sys::sendmsg_bytes(
             self.fd(),
             data,
             &wire::sockaddr_bytes(&dest),
-            &[],
+            c.bytes(),
             flags | libc::MSG_DONTWAIT,
         )
         .map_err(|e| format!("errno {}", e.raw_os_error().unwrap_or(-1)))
+    }
+
+    fn set_ttl(&self, ttl: u8) -> Result<(), String> {
+        let t = i32::from(ttl);
+        sys::setsockopt_int(self.fd(), libc::SOL_IP, libc::IP_TTL, t)
+            .map_err(|e| io_err("IP_TTL", e))?;
+        if self.layout.socket_v6() {
+            sys::setsockopt_int(self.fd(), libc::SOL_IPV6, libc::IPV6_UNICAST_HOPS, t)
+                .map_err(|e| io_err("IPV6_UNICAST_HOPS", e))?;
+        }
+        Ok(())
     }
 
     fn int(&self, level: i32, name: i32, what: &str) -> Result<i32, String> {
@@ -753,14 +826,28 @@ fn check_state(m: &mut Model, w: &World) -> Result<(), String> {
     }
     for (i, r) in w.receivers.iter().enumerate() {
         let want_src = w.source_seen_by(i);
-        while let Some(want) = m.rx[i].pop_front() {
+        while let Some((want, want_ttl)) = m.rx[i].pop_front() {
             let mut buf = vec![0u8; 70_000];
-            let (n, from) = r.recv_from(&mut buf).map_err(|e| {
-                format!("receiver {i}: expected a {}-byte datagram: {e}", want.len())
-            })?;
-            if buf[..n] != want[..] || wire::canonical(from) != want_src {
+            let mut name = [0u8; 128];
+            let mut control = [0u8; 128];
+            let o = sys::recvmsg_bytes(r.as_fd(), &mut buf, &mut name, &mut control, 0).map_err(
+                |e| format!("receiver {i}: expected a {}-byte datagram: {e}", want.len()),
+            )?;
+            let from =
+                wire::parse_sockaddr(&name[..o.name_len.min(name.len())]).map(wire::canonical);
+            let ttl = wire::cmsgs(&control[..o.control_len.min(control.len())])
+                .find(|c| {
+                    matches!(
+                        (c.level, c.kind),
+                        (libc::SOL_IP, libc::IP_TTL) | (libc::SOL_IPV6, libc::IPV6_HOPLIMIT)
+                    )
+                })
+                .and_then(|c| c.data.get(..4))
+                .map(|d| i32::from_ne_bytes([d[0], d[1], d[2], d[3]]));
+            let n = o.len;
+            if buf[..n] != want[..] || from != Some(want_src) || ttl != Some(i32::from(want_ttl)) {
                 return Err(format!(
-                    "receiver {i} got {n} bytes from {from} ({}), expected {} bytes from {want_src} ({})",
+                    "receiver {i} got {n} bytes from {from:?} ({}) TTL {ttl:?}, expected {} bytes from {want_src} ({}) TTL {want_ttl}",
                     hex(&buf[..n]),
                     want.len(),
                     hex(&want)
@@ -980,7 +1067,11 @@ fn step(m: &mut Model, w: &mut World, op: Op, log: &mut String) -> Result<(), St
                 .map_err(|e| io_err("UDP_CORK", e))?;
             m.set_cork(on);
         }
-        Op::Send { to, len, more } => {
+        Op::SetTtl(t) => {
+            w.set_ttl(t)?;
+            m.ttl = t;
+        }
+        Op::Send { to, len, more, ttl } => {
             let to = usize::from(to) % w.receivers.len();
             let grown = m.pending.as_ref().map_or(0, |p| p.payload.len()) + usize::from(len);
             if grown > MAX_PENDING {
@@ -988,8 +1079,8 @@ fn step(m: &mut Model, w: &mut World, op: Op, log: &mut String) -> Result<(), St
                 return Ok(());
             }
             let data = m.next_payload(len);
-            let want = m.send(to, data.clone(), more);
-            let got = w.send(to, &data, more);
+            let want = m.send(to, data.clone(), more, ttl);
+            let got = w.send(to, &data, more, ttl);
             let _ = write!(log, " {}B to receiver {to}: {got:?}", data.len());
             let same = match (&want, &got) {
                 (Ok(a), Ok(b)) => a == b,
