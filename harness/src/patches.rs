@@ -49,16 +49,18 @@ impl Verdict {
 /// checked` line.
 pub fn parse_total(output: &str) -> Option<(u32, u32, u32)> {
     let line = output.lines().find(|l| l.starts_with("total: "))?;
-    let nums: Vec<u32> = line
-        .trim_start_matches("total: ")
-        .split(", ")
-        .filter_map(|part| part.split_whitespace().next()?.parse().ok())
-        .collect();
-    match nums.as_slice() {
-        [e, w, c, ..] => Some((*e, *w, *c)),
-        [e, w] => Some((*e, *w, 0)),
-        _ => None,
+    let (mut errors, mut warnings, mut checks) = (None, None, Some(0));
+    for part in line.trim_start_matches("total: ").split(", ") {
+        let mut words = part.split_whitespace();
+        let n: Option<u32> = words.next().and_then(|w| w.parse().ok());
+        match words.next() {
+            Some("errors") => errors = n,
+            Some("warnings") => warnings = n,
+            Some("checks") => checks = n,
+            _ => {}
+        }
     }
+    Some((errors?, warnings?, checks?))
 }
 
 /// Runs checkpatch on `patch` from the base tree.
