@@ -191,6 +191,7 @@ const CASES_TX: &[(&str, SkippableCase)] = &[
     ("tx::udp_cork", |f| tx_round_trip(f, Held::UdpCork)),
     ("tx::msg_more", |f| tx_round_trip(f, Held::MsgMore)),
     ("tx::zero_length", |f| tx_round_trip(f, Held::Empty)),
+    ("tx::repair_mode_left_on", tx_repair_mode_left_on),
 ];
 
 /// All tests of the suite.
@@ -881,6 +882,65 @@ fn tx_round_trip(f: Family, how: Held) -> Outcome {
         outq(r.as_fd())?,
         0,
         "nothing pending on the restored socket"
+    );
+    Ok(Completion::Completed)
+}
+
+/// A socket that a restore tool left in repair mode, with a datagram
+/// received and one pending: the dump reads each queue as it is (in the
+/// recvmsg series' repair mode `MSG_PEEK` reads the send queue, so the
+/// receive queue must be read with repair mode off) and leaves repair mode
+/// and the peek offset as they were.
+fn tx_repair_mode_left_on(f: Family) -> Outcome {
+    let k = Kernel::get()?;
+    if !k.repair {
+        return ktap::skip("kernel has no UDP_REPAIR (ENOPROTOOPT)");
+    }
+    let s = bind(SocketAddr::new(f.local, 0))?;
+    let fd = s.as_fd();
+    let port = s.local_addr().ctx("getsockname")?.port();
+    let tx = bind(SocketAddr::new(f.senders[0], 0))?;
+    let rx = bind(SocketAddr::new(f.local, 0))?;
+    let to = rx.local_addr().ctx("getsockname")?;
+    send_wait(&tx, b"received", target(f.senders[0], port), fd)?;
+    send_cmsg(
+        fd,
+        b"pending",
+        to,
+        &wire::CmsgBuilder::default(),
+        libc::MSG_MORE,
+    )?;
+    set(fd, libc::SOL_UDP, UDP_REPAIR, 1)?;
+    set(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, 3)?;
+    let cp = dump::dump(fd).ctx("dump in repair mode")?;
+    check_eq!(
+        payloads(&cp),
+        vec![b"received".to_vec()],
+        "the image's receive queue"
+    );
+    let p = cp
+        .send_queue
+        .as_ref()
+        .and_then(|q| q.pending.clone())
+        .map(|p| p.payload);
+    check_eq!(p, Some(b"pending".to_vec()), "the image's pending datagram");
+    check_eq!(
+        sys::getsockopt_int(fd, libc::SOL_UDP, UDP_REPAIR).ctx("UDP_REPAIR")?,
+        1,
+        "repair mode still on"
+    );
+    check_eq!(peek_off(fd)?, 3, "the peek offset kept");
+    set(fd, libc::SOL_UDP, UDP_REPAIR, 0)?;
+    check_eq!(
+        recv_all(fd).into_iter().map(|d| d.0).collect::<Vec<_>>(),
+        vec![b"received".to_vec()],
+        "the receive queue"
+    );
+    uncork(fd, Held::MsgMore, to)?;
+    check_eq!(
+        recv_meta(rx.as_fd())?.data,
+        b"pending!",
+        "the pending datagram"
     );
     Ok(Completion::Completed)
 }

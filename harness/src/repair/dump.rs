@@ -908,6 +908,24 @@ fn dump_receive_queue(
     port: u16,
     opts: &DumpOptions,
 ) -> Result<v1::ReceiveQueue, DumpError> {
+    // First, so that it is put back last: turning the `recvmsg` series'
+    // repair mode back on (below) resets SO_PEEK_OFF.
+    step(
+        "SO_PEEK_OFF",
+        guard.remember(libc::SOL_SOCKET, libc::SO_PEEK_OFF),
+    )?;
+    // A socket the application (a restore tool) left in repair mode: the
+    // `recvmsg` series' MSG_PEEK would read the send queue.
+    match guard.set(libc::SOL_UDP, super::UDP_REPAIR, 0) {
+        Ok(_) => {}
+        Err(e) if e.raw_os_error() == Some(libc::ENOPROTOOPT) => {}
+        Err(e) => {
+            return Err(DumpError {
+                step: "UDP_REPAIR off".into(),
+                error: e,
+            })
+        }
+    }
     let what = "turning on receive metadata";
     step(what, guard.set(libc::SOL_IP, libc::IP_PKTINFO, 1))?;
     step(what, guard.set(libc::SOL_IP, libc::IP_RECVTTL, 1))?;
@@ -926,10 +944,6 @@ fn dump_receive_queue(
     // Every queued skb costs at least a few hundred bytes of truesize:
     // this bound only stops a walk that traffic keeps feeding.
     let max = rcvbuf / 256 + 1024;
-    step(
-        "SO_PEEK_OFF",
-        guard.remember(libc::SOL_SOCKET, libc::SO_PEEK_OFF),
-    )?;
     // Set even when it is 0 already: a kernel with the peek fix restarts
     // the walk (clears the `peeked` marks) on every set.
     step(

@@ -28,15 +28,22 @@
 //! - sends: `UDP_CORK` or `MSG_MORE` keep the datagram pending; while data is
 //!   pending, further sends append to it whatever their destination, except
 //!   that a v4-mapped destination while IPv6 data is pending is `EINVAL`;
-//!   clearing `UDP_CORK` or a send without `MSG_MORE` (cork off) sends it.
+//!   clearing `UDP_CORK` or a send without `MSG_MORE` (cork off) sends it;
+//! - TTL: a plain send leaves with its cmsg's or the socket's; a pending
+//!   datagram's is fixed when corked by an `IP_TTL` cmsg of the first send
+//!   (IPv4) or always (IPv6 data: the cmsg's or the socket's then), else it
+//!   takes the socket's when it leaves.
 //!
 //! And what the library promises for a dump (see `harness/src/repair/dump.rs`):
 //! it refuses a socket with pending data when no reader can read it, and
 //! changes nothing then; otherwise it sees every datagram, except, on a
 //! kernel without the peek fix, zero-length datagrams already peeked (then
-//! it must not vouch for the queue); it keeps the peek offset; it records
-//! the zero-length datagrams the application's walk has already returned
-//! at its current offset, and the restore marks them again.
+//! it must not vouch for the queue, and its own walk marks them all); it
+//! keeps the peek offset; it records the zero-length datagrams the
+//! application's walk has already returned at its current offset, and the
+//! restore marks them again; the restored pending datagram keeps its TTL
+//! where the reader saves the cork state (getsockopt), else takes the
+//! socket's (recvmsg).
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
