@@ -129,11 +129,15 @@ pub fn recvmsg_bytes(
     control: &mut [u8],
     flags: i32,
 ) -> io::Result<RecvMsgOut> {
-    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
     // SAFETY: an all-zero msghdr is a valid value (null pointers, zero lengths).
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_name = name.as_mut_ptr().cast();
-    msg.msg_namelen = libc::socklen_t::try_from(name.len()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    msg.msg_namelen = libc::socklen_t::try_from(name.len())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     msg.msg_iov = &mut iov;
     msg.msg_iovlen = 1;
     msg.msg_control = control.as_mut_ptr().cast();
@@ -157,14 +161,23 @@ pub fn recvmsg_bytes(
 /// `sendmsg(fd, {name, [payload], control}, flags)`: `name` is a
 /// `sockaddr_*` as bytes (empty: none), `control` cmsgs as bytes (empty:
 /// none), laid out by the caller at `CMSG_ALIGN` offsets.
-pub fn sendmsg_bytes(fd: BorrowedFd<'_>, payload: &[u8], name: &[u8], control: &[u8], flags: i32) -> io::Result<usize> {
-    let mut iov = libc::iovec { iov_base: payload.as_ptr().cast_mut().cast(), iov_len: payload.len() };
+pub fn sendmsg_bytes(
+    fd: BorrowedFd<'_>,
+    payload: &[u8],
+    name: &[u8],
+    control: &[u8],
+    flags: i32,
+) -> io::Result<usize> {
+    let mut iov = libc::iovec {
+        iov_base: payload.as_ptr().cast_mut().cast(),
+        iov_len: payload.len(),
+    };
     // SAFETY: an all-zero msghdr is a valid value (null pointers, zero lengths).
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     if !name.is_empty() {
         msg.msg_name = name.as_ptr().cast_mut().cast();
-        msg.msg_namelen =
-            libc::socklen_t::try_from(name.len()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        msg.msg_namelen = libc::socklen_t::try_from(name.len())
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     }
     msg.msg_iov = &mut iov;
     msg.msg_iovlen = 1;
@@ -187,20 +200,26 @@ pub fn sendmsg_bytes(fd: BorrowedFd<'_>, payload: &[u8], name: &[u8], control: &
 /// how many messages the kernel sent (it stops at the first error, which is
 /// returned only when nothing was sent).
 pub fn sendmmsg_bytes(fd: BorrowedFd<'_>, msgs: &[(&[u8], &[u8])]) -> io::Result<usize> {
-    let mut iovs: Vec<libc::iovec> =
-        msgs.iter().map(|(p, _)| libc::iovec { iov_base: p.as_ptr().cast_mut().cast(), iov_len: p.len() }).collect();
+    let mut iovs: Vec<libc::iovec> = msgs
+        .iter()
+        .map(|(p, _)| libc::iovec {
+            iov_base: p.as_ptr().cast_mut().cast(),
+            iov_len: p.len(),
+        })
+        .collect();
     let mut hdrs = Vec::with_capacity(msgs.len());
     for (i, (_, name)) in msgs.iter().enumerate() {
         // SAFETY: an all-zero mmsghdr is a valid value.
         let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
         h.msg_hdr.msg_name = name.as_ptr().cast_mut().cast();
-        h.msg_hdr.msg_namelen =
-            libc::socklen_t::try_from(name.len()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        h.msg_hdr.msg_namelen = libc::socklen_t::try_from(name.len())
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
         h.msg_hdr.msg_iov = &mut iovs[i];
         h.msg_hdr.msg_iovlen = 1;
         hdrs.push(h);
     }
-    let n = libc::c_uint::try_from(hdrs.len()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let n = libc::c_uint::try_from(hdrs.len())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     // SAFETY: `hdrs` holds `n` headers whose pointers refer to `iovs` and to
     // the caller's payload and name slices, all alive for the call; the
     // kernel only reads them and writes `msg_len` inside `hdrs`.
@@ -340,7 +359,10 @@ pub fn attach_filter(fd: BorrowedFd<'_>, insns: &[u8]) -> io::Result<()> {
     if insns.is_empty() || !insns.len().is_multiple_of(8) || insns.len() / 8 > u16::MAX as usize {
         return Err(io::Error::from(io::ErrorKind::InvalidInput));
     }
-    let prog = libc::sock_fprog { len: (insns.len() / 8) as u16, filter: insns.as_ptr().cast_mut().cast() };
+    let prog = libc::sock_fprog {
+        len: (insns.len() / 8) as u16,
+        filter: insns.as_ptr().cast_mut().cast(),
+    };
     // SAFETY: `prog` points to `len` instructions inside `insns`, alive for
     // the call; the kernel copies them and only reads. `prog` lives on this
     // stack frame and the length passed is its size.
