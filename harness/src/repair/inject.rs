@@ -145,6 +145,24 @@ impl Destinations {
     }
 }
 
+/// A close-on-exec datagram socket of the family of `v6` and the IP
+/// protocol `protocol` (17 UDP, 136 UDP-Lite).
+pub(crate) fn udp_socket(v6: bool, protocol: u8) -> io::Result<OwnedFd> {
+    use rustix::net::{socket_with, AddressFamily, Protocol, RawProtocol, SocketFlags, SocketType};
+    let fam = if v6 {
+        AddressFamily::INET6
+    } else {
+        AddressFamily::INET
+    };
+    let raw = RawProtocol::new(u32::from(protocol)).ok_or(io::ErrorKind::InvalidInput)?;
+    Ok(socket_with(
+        fam,
+        SocketType::DGRAM,
+        SocketFlags::CLOEXEC,
+        Some(Protocol::from_raw(raw)),
+    )?)
+}
+
 fn raw_socket(v6: bool, device: &str) -> io::Result<OwnedFd> {
     use rustix::net::{socket_with, AddressFamily, Protocol, SocketFlags, SocketType};
     let fam = if v6 {
@@ -273,16 +291,8 @@ fn transparent_one(
     device: &str,
     protocol: u8,
 ) -> io::Result<()> {
-    use rustix::net::{socket_with, AddressFamily, Protocol, SocketFlags, SocketType};
     let v6 = src.is_ipv6();
-    let fam = if v6 {
-        AddressFamily::INET6
-    } else {
-        AddressFamily::INET
-    };
-    let proto =
-        Protocol::from_raw(rustix::net::RawProtocol::new(u32::from(protocol)).expect("nonzero"));
-    let s = socket_with(fam, SocketType::DGRAM, SocketFlags::CLOEXEC, Some(proto))?;
+    let s = udp_socket(v6, protocol)?;
     let fd = s.as_fd();
     if v6 {
         sys::setsockopt_int(fd, libc::SOL_IPV6, libc::IPV6_TRANSPARENT, 1)?;

@@ -116,7 +116,6 @@ pub fn restore_with(
     cp: &v1::Checkpoint,
     opts: &RestoreOptions,
 ) -> Result<(OwnedFd, RestoreReport), RestoreError> {
-    use rustix::net::{socket_with, AddressFamily, Protocol, SocketFlags, SocketType};
     step(
         "validating the checkpoint",
         udp_repair_proto::validate(cp).map_err(io::Error::other),
@@ -127,17 +126,7 @@ pub fn restore_with(
     } else {
         17
     };
-    let fam = if v6 {
-        AddressFamily::INET6
-    } else {
-        AddressFamily::INET
-    };
-    let proto =
-        Protocol::from_raw(rustix::net::RawProtocol::new(u32::from(protocol)).expect("nonzero"));
-    let sock = step(
-        "socket()",
-        socket_with(fam, SocketType::DGRAM, SocketFlags::CLOEXEC, Some(proto)).map_err(Into::into),
-    )?;
+    let sock = step("socket()", inject::udp_socket(v6, protocol))?;
     let fd = sock.as_fd();
     let mut report = RestoreReport::default();
 

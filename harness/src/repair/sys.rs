@@ -52,25 +52,8 @@ pub fn getsockopt_bytes(
     name: i32,
     buf: &mut [u8],
 ) -> io::Result<usize> {
-    let mut len = libc::socklen_t::try_from(buf.len())
-        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    // SAFETY: `buf` is a live, writable slice of `len` bytes; the kernel
-    // writes at most `len` bytes into it and stores the length in `len`,
-    // which outlives the call. The fd is borrowed, so it stays open.
-    let rc = unsafe {
-        libc::getsockopt(
-            fd.as_raw_fd(),
-            level,
-            name,
-            buf.as_mut_ptr().cast(),
-            &mut len,
-        )
-    };
-    if rc == 0 {
-        Ok(len as usize)
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    let (rc, len) = getsockopt_bytes_len(fd, level, name, buf);
+    rc.map(|()| len)
 }
 
 /// `getsockopt(fd, level, name, buf, &len)` for options that also report
