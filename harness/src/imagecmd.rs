@@ -327,6 +327,9 @@ pub fn show_text(cp: &v1::Checkpoint, payloads: bool) -> String {
         if let Some(t) = &d.timestamp {
             let _ = write!(s, " at {}.{:09}", t.sec, t.nsec);
         }
+        if d.peeked {
+            let _ = write!(s, " (already peeked)");
+        }
         if payloads {
             let _ = write!(s, " {}", hex(&d.payload, 64));
         }
@@ -410,6 +413,7 @@ pub fn to_json(cp: &v1::Checkpoint, payloads: bool) -> serde_json::Value {
                 "ttl": d.ttl,
                 "tos": d.tos,
                 "timestamp": d.timestamp.as_ref().map(|t| format!("{}.{:09}", t.sec, t.nsec)),
+                "peeked": d.peeked,
                 "payload_hex": payloads.then(|| hex(&d.payload, usize::MAX)),
             })).collect::<Vec<_>>(),
         },
