@@ -172,9 +172,7 @@ fn boot_to_first_result(
 
 /// `vng --build` on a fresh worktree of the base, without ccache.
 fn vng_cold_build(cache: &Cache, opts: &Options) -> Result<f64> {
-    let vng = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
-        .map(|d| d.join("vng"))
-        .find(|p| p.is_file())
+    let vng = udp_repair_vm::vng::find()
         .ok_or_else(|| Error::Setup("vng is not installed (pip install virtme-ng)".into()))?;
     let pin = base::Pin::load(&opts.root.join("kernel-patches/BASE"))?;
     let git = base::ensure_base_repo(&pin, cache)?;

@@ -303,14 +303,16 @@ pub fn json(runs: &[Run]) -> serde_json::Value {
     let tests: Vec<&Record> = runs.iter().flat_map(|r| &r.tests).collect();
     serde_json::json!({
         "exit_code": exit_code(runs),
-        "runs": runs.iter().map(|r| serde_json::json!({
-            "variant": r.variant, "kernel": r.kernel, "accel": r.accel,
-            "build_s": r.build_s, "boot_s": r.boot_s, "first_result_s": r.first_result_s,
-            "infra_error": r.infra_error, "logs": r.logs, "totals": {
-                "pass": Totals::of(&r.tests).pass, "fail": Totals::of(&r.tests).fail,
-                "skip": Totals::of(&r.tests).skip, "error": Totals::of(&r.tests).error,
-            }
-        })).collect::<Vec<_>>(),
+        "runs": runs.iter().map(|r| {
+            let t = Totals::of(&r.tests);
+            serde_json::json!({
+                "variant": r.variant, "kernel": r.kernel, "accel": r.accel,
+                "build_s": r.build_s, "boot_s": r.boot_s, "first_result_s": r.first_result_s,
+                "infra_error": r.infra_error, "logs": r.logs, "totals": {
+                    "pass": t.pass, "fail": t.fail, "skip": t.skip, "error": t.error,
+                }
+            })
+        }).collect::<Vec<_>>(),
         "tests": tests,
     })
 }

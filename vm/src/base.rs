@@ -115,7 +115,8 @@ fn installed_version(package: &str) -> Option<String> {
         .map(|v| v.trim().to_string())
 }
 
-fn which(tool: &str) -> Option<PathBuf> {
+/// The first `tool` on `$PATH`.
+pub(crate) fn which(tool: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
         .map(|d| d.join(tool))

@@ -41,10 +41,7 @@ pub struct Spec {
 
 /// The `vng` executable, if installed.
 pub fn find() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join("vng"))
-        .find(|p| p.is_file())
+    crate::base::which("vng")
 }
 
 /// The script run in the guest.
