@@ -86,10 +86,9 @@ pub fn run(cmd: ImageCmd) -> ExitCode {
                 drop_filter,
                 drop_multicast,
                 require_vouched: strict,
-                proc_net: format!("/proc/{pid}/net").into(),
                 ..Default::default()
             };
-            match dump_pid(pid, fd, &opts, &output) {
+            match dump_pid(pid, fd, opts, &output) {
                 Ok(cp) => {
                     let q = cp.receive_queue.clone().unwrap_or_default();
                     eprintln!(
@@ -164,17 +163,16 @@ fn describe_sq(sq: Option<&v1::SendQueue>) -> String {
 fn dump_pid(
     pid: i32,
     fd: i32,
-    opts: &dump::DumpOptions,
+    opts: dump::DumpOptions,
     out: &PathBuf,
 ) -> Result<v1::Checkpoint, String> {
-    use rustix::process::{pidfd_getfd, pidfd_open, Pid, PidfdFlags, PidfdGetfdFlags};
-    let p = Pid::from_raw(pid).ok_or_else(|| format!("bad pid {pid}"))?;
-    let pidfd =
-        pidfd_open(p, PidfdFlags::empty()).map_err(|e| format!("pidfd_open({pid}): {e}"))?;
-    let sock = pidfd_getfd(&pidfd, fd, PidfdGetfdFlags::empty()).map_err(|e| {
-        format!("pidfd_getfd(pid {pid}, fd {fd}): {e} (needs PTRACE_MODE_ATTACH rights)")
+    let cp = dump::dump_pid(pid, fd, opts).map_err(|e| {
+        if e.error.raw_os_error() == Some(libc::EPERM) && e.step.starts_with("pidfd_getfd") {
+            format!("{e} (needs ptrace rights over pid {pid}: CAP_SYS_PTRACE)")
+        } else {
+            e.to_string()
+        }
     })?;
-    let cp = dump::dump_with(sock.as_fd(), opts).map_err(|e| e.to_string())?;
     let img = udp_repair_proto::encode(&cp).map_err(|e| e.to_string())?;
     // Write beside, then rename: a reader never sees a partial image.
     let tmp = out.with_extension("tmp");

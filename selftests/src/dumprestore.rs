@@ -14,6 +14,9 @@
 //!   same bytes twice from the same address, and the same TTL and TOS where
 //!   the kernel's reader saves the cork state. Without `UDP_REPAIR` they
 //!   check that the dump refuses and changes nothing, then SKIP.
+//! - `tx::dump_pid_of_unprivileged_app`: `udp-repair dump --pid`'s path
+//!   ([`dump::dump_pid`]) on an application running as `nobody`: its
+//!   corked datagram is in the image and still goes out afterwards.
 //! - `model::`: a proptest state machine (see [`model`]), 64 cases per
 //!   socket layout from a fixed seed (`UDP_REPAIR_PROPTEST_SEED`,
 //!   `UDP_REPAIR_PROPTEST_CASES` override them).
@@ -213,6 +216,19 @@ pub fn tests() -> Vec<Test> {
             ));
         }
     }
+    tests.push(Test::skippable(
+        "dumprestore::tx::dump_pid_of_unprivileged_app",
+        || {
+            ns(|| {
+                if Kernel::get()?.reader.is_none() {
+                    return ktap::skip(
+                        "no send-queue reader on this kernel: a corked socket's dump is refused (tx:: checks that)",
+                    );
+                }
+                crate::handover::dump_pid_of_unprivileged_app().map(|()| Completion::Completed)
+            })
+        },
+    ));
     for (layout, name) in model::Layout::ALL {
         tests.push(Test::new(
             format!("dumprestore::model::{name}"),

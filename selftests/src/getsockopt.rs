@@ -124,7 +124,23 @@ pub fn tests() -> Vec<Test> {
             guarded(body)
         }));
     }
+    for (case, body) in crate::handover::cases("getsockopt", read_payload_and_destination) {
+        tests.push(Test::skippable(
+            format!("getsockopt::privilege::{case}"),
+            move || guarded(body),
+        ));
+    }
     tests
+}
+
+/// The payload and destination of the pending datagram, read with
+/// `UDP_REPAIR_PENDING` (the socket is in repair mode; for
+/// [`crate::handover`]).
+pub fn read_payload_and_destination(fd: BorrowedFd<'_>) -> Result<(Vec<u8>, SocketAddr), Failed> {
+    let p = gs::read_pending(fd)
+        .ctx("UDP_REPAIR_PENDING")?
+        .ok_or_else(|| Failed::from("nothing pending"))?;
+    Ok((p.payload, p.cork.destination))
 }
 
 /// Runs `body` if the kernel has `UDP_REPAIR_PENDING`, else SKIPs.

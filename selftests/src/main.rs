@@ -7,12 +7,21 @@
 mod base;
 mod dumprestore;
 mod getsockopt;
+mod handover;
 pub mod ktap;
 mod recvmsg;
 mod regression;
 mod util;
 
 fn main() -> std::process::ExitCode {
+    // A case that needs a process of its own (a user namespace can only be
+    // entered single-threaded; an application running as another user).
+    if let Some(name) = std::env::args()
+        .nth(1)
+        .and_then(|a| a.strip_prefix("--helper=").map(str::to_string))
+    {
+        return std::process::ExitCode::from(handover::helper_main(&name) as u8);
+    }
     let mut tests = Vec::new();
     tests.extend(base::tests());
     tests.extend(dumprestore::tests());

@@ -115,7 +115,24 @@ pub fn tests() -> Vec<Test> {
         "recvmsg::read::ipv6_scope_and_flowinfo",
         || guarded(read_ipv6_scope_and_flowinfo),
     ));
+    for (case, body) in crate::handover::cases("recvmsg", read_payload_and_destination) {
+        tests.push(Test::skippable(
+            format!("recvmsg::privilege::{case}"),
+            move || guarded(body),
+        ));
+    }
     tests
+}
+
+/// The payload and destination of the pending datagram, read with this
+/// series' `recvmsg(MSG_PEEK)` in repair mode (for [`crate::handover`]).
+pub fn read_payload_and_destination(
+    fd: std::os::fd::BorrowedFd<'_>,
+) -> Result<(Vec<u8>, SocketAddr), Failed> {
+    let p = rr::read_pending(fd)
+        .ctx("recvmsg(MSG_PEEK) in repair mode")?
+        .ok_or_else(|| Failed::from("nothing pending"))?;
+    Ok((p.data, p.dest))
 }
 
 /// Runs `body` if the kernel has this series' `UDP_REPAIR`, else SKIPs

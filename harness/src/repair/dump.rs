@@ -631,6 +631,28 @@ pub fn dump(fd: BorrowedFd<'_>) -> Result<v1::Checkpoint, DumpError> {
     dump_with(fd, &DumpOptions::default())
 }
 
+/// Checkpoints socket `fd` of process `pid`, as a checkpoint/restore tool
+/// finds it: a copy of the descriptor is taken with `pidfd_open(2)` and
+/// `pidfd_getfd(2)` ([`sys::take_fd`]; the caller needs
+/// `PTRACE_MODE_ATTACH_REALCREDS` over `pid`, e.g. `CAP_SYS_PTRACE`), and
+/// multicast memberships are read from `/proc/PID/net` (replacing
+/// `opts.proc_net`). The socket may have been opened by any user: the
+/// repair mode of both kernel series, like `TCP_REPAIR`, checks only the
+/// caller's `CAP_NET_ADMIN` over the socket's network namespace
+/// (`udp_lib_setsockopt()` in net/ipv4/udp.c).
+///
+/// # Errors
+/// The step `pidfd_getfd(pid PID, fd FD)` when the descriptor cannot be
+/// taken; else as [`dump_with`].
+pub fn dump_pid(pid: i32, fd: i32, mut opts: DumpOptions) -> Result<v1::Checkpoint, DumpError> {
+    let sock = step(
+        &format!("pidfd_getfd(pid {pid}, fd {fd})"),
+        sys::take_fd(pid, fd),
+    )?;
+    opts.proc_net = format!("/proc/{pid}/net").into();
+    dump_with(sock.as_fd(), &opts)
+}
+
 /// Checkpoints the socket. On success and on failure the socket is left as
 /// it was found (see the module documentation).
 pub fn dump_with(fd: BorrowedFd<'_>, opts: &DumpOptions) -> Result<v1::Checkpoint, DumpError> {

@@ -7,7 +7,7 @@
 
 use std::io;
 use std::mem::size_of;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 
 /// `setsockopt(fd, level, name, &value, sizeof(int))`.
 pub fn setsockopt_int(fd: BorrowedFd<'_>, level: i32, name: i32, value: i32) -> io::Result<()> {
@@ -225,6 +225,43 @@ pub fn ioctl_get_int(fd: BorrowedFd<'_>, request: libc::c_ulong) -> io::Result<i
         Err(io::Error::last_os_error())
     } else {
         Ok(v)
+    }
+}
+
+/// A copy of descriptor `fd` of process `pid`: `pidfd_open(2)`, then
+/// `pidfd_getfd(2)` (needs `PTRACE_MODE_ATTACH_REALCREDS` over `pid`).
+///
+/// # Errors
+/// `InvalidInput` for a pid that is not positive; the kernel's errno
+/// otherwise: `ESRCH` no such process, `EPERM` no ptrace rights, `EBADF`
+/// no such descriptor.
+pub fn take_fd(pid: i32, fd: i32) -> io::Result<OwnedFd> {
+    use rustix::process::{pidfd_getfd, pidfd_open, Pid, PidfdFlags, PidfdGetfdFlags};
+    let p = Pid::from_raw(pid)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("bad pid {pid}")))?;
+    let pidfd = pidfd_open(p, PidfdFlags::empty())?;
+    Ok(pidfd_getfd(&pidfd, fd, PidfdGetfdFlags::empty())?)
+}
+
+/// `unshare(CLONE_NEWUSER)`, with `CLONE_NEWNET` too when `netns`: the
+/// calling process enters a new user namespace (and a new network
+/// namespace that it owns), holding every capability there and none
+/// over the namespaces it left (tests of the privilege rule).
+///
+/// # Errors
+/// `EINVAL` when the process has more than one thread (the kernel's rule
+/// for `CLONE_NEWUSER`), `EPERM` or `ENOSPC` where user namespaces are
+/// restricted.
+pub fn unshare_userns(netns: bool) -> io::Result<()> {
+    let flags = libc::CLONE_NEWUSER | if netns { libc::CLONE_NEWNET } else { 0 };
+    // SAFETY: unshare takes no pointers. The kernel refuses CLONE_NEWUSER
+    // in a multithreaded process, so no other thread can see its
+    // credentials or namespaces change.
+    let rc = unsafe { libc::unshare(flags) };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
     }
 }
 
