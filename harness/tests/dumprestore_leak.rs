@@ -21,6 +21,16 @@ fn restore_failure_leaves_nothing_behind() {
         let cp = dump::dump(a.as_fd()).unwrap();
         assert_eq!(cp.receive_queue.as_ref().unwrap().count, 1);
         let fds = fd_count();
+        // An option the dump never saves: refused before socket().
+        let mut foreign = cp.clone();
+        foreign.options.push(v1::SockOpt {
+            level: libc::SOL_SOCKET,
+            name: libc::SO_DEBUG,
+            value: Some(v1::sock_opt::Value::Int(1)),
+        });
+        let e = restore::restore(&foreign).unwrap_err();
+        assert_eq!(e.step, "validating the socket options", "{e}");
+        assert_eq!(fd_count(), fds, "no socket was created");
         // The original still holds the port: bind fails, early.
         let e = restore::restore(&cp).unwrap_err();
         assert!(e.step.starts_with("bind(127.0.0.1:5005)"), "{e}");

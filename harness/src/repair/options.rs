@@ -208,6 +208,168 @@ pub fn lookup(level: i32, name: i32) -> Option<&'static Opt> {
     TABLE.iter().find(|o| o.level == level && o.name == name)
 }
 
+/// Options a checkpoint keeps outside its option list: an image that puts
+/// one of them in `options` would bypass the step that restores it.
+const HANDLED_ELSEWHERE: &[(i32, i32, &str, &str)] = &[
+    (
+        SOL_SOCKET,
+        libc::SO_BINDTODEVICE,
+        "SO_BINDTODEVICE",
+        "bound_device",
+    ),
+    (SOL_SOCKET, libc::SO_PEEK_OFF, "SO_PEEK_OFF", "peek_offset"),
+    (
+        SOL_SOCKET,
+        libc::SO_ATTACH_FILTER,
+        "SO_ATTACH_FILTER",
+        "filter",
+    ),
+    (SOL_SOCKET, libc::SO_LOCK_FILTER, "SO_LOCK_FILTER", "filter"),
+    (SOL_UDP, libc::UDP_CORK, "UDP_CORK", "send_queue"),
+];
+
+/// uapi names of some options the table does not hold, so that a refusal
+/// names them (asm-generic/socket.h, linux/in.h, linux/in6.h).
+const FOREIGN_LABELS: &[(i32, i32, &str)] = &[
+    (SOL_SOCKET, libc::SO_DEBUG, "SO_DEBUG"),
+    (SOL_SOCKET, libc::SO_OOBINLINE, "SO_OOBINLINE"),
+    (SOL_SOCKET, libc::SO_LINGER, "SO_LINGER"),
+    (SOL_SOCKET, libc::SO_DETACH_FILTER, "SO_DETACH_FILTER"),
+    (SOL_SOCKET, libc::SO_ATTACH_BPF, "SO_ATTACH_BPF"),
+    (
+        SOL_SOCKET,
+        libc::SO_ATTACH_REUSEPORT_CBPF,
+        "SO_ATTACH_REUSEPORT_CBPF",
+    ),
+    (
+        SOL_SOCKET,
+        libc::SO_ATTACH_REUSEPORT_EBPF,
+        "SO_ATTACH_REUSEPORT_EBPF",
+    ),
+    (SOL_SOCKET, libc::SO_NOFCS, "SO_NOFCS"),
+    (SOL_SOCKET, libc::SO_RCVBUFFORCE, "SO_RCVBUFFORCE"),
+    (SOL_SOCKET, libc::SO_SNDBUFFORCE, "SO_SNDBUFFORCE"),
+    (SOL_IP, libc::IP_HDRINCL, "IP_HDRINCL"),
+    (SOL_IP, libc::IP_ROUTER_ALERT, "IP_ROUTER_ALERT"),
+    (SOL_IP, libc::IP_ADD_MEMBERSHIP, "IP_ADD_MEMBERSHIP"),
+    (SOL_IP, libc::IP_IPSEC_POLICY, "IP_IPSEC_POLICY"),
+    (SOL_IP, libc::IP_XFRM_POLICY, "IP_XFRM_POLICY"),
+    (SOL_IPV6, libc::IPV6_ADDRFORM, "IPV6_ADDRFORM"),
+    (SOL_IPV6, libc::IPV6_ADD_MEMBERSHIP, "IPV6_ADD_MEMBERSHIP"),
+    (SOL_IPV6, libc::IPV6_IPSEC_POLICY, "IPV6_IPSEC_POLICY"),
+    (SOL_IPV6, libc::IPV6_XFRM_POLICY, "IPV6_XFRM_POLICY"),
+];
+
+fn level_label(level: i32) -> String {
+    match level {
+        SOL_SOCKET => "SOL_SOCKET".into(),
+        SOL_IP => "SOL_IP".into(),
+        SOL_IPV6 => "SOL_IPV6".into(),
+        SOL_UDP => "SOL_UDP".into(),
+        SOL_UDPLITE => "SOL_UDPLITE".into(),
+        l => format!("level {l}"),
+    }
+}
+
+/// Checks an image's option list against [`TABLE`] before anything is
+/// created: restore sets only options the table holds, each once, with a
+/// value of the row's layout ([`Kind::Int`] and [`Kind::Doubled`]: an
+/// integer that fits a C `int`; [`Kind::Bytes`]: raw bytes no longer than
+/// the row allows), and the `SOL_UDPLITE` rows only on a UDP-Lite socket.
+///
+/// An image is untrusted input and `restore` usually runs as root, so an
+/// option the dump never saves (`SO_DEBUG`, say, which needs
+/// `CAP_NET_ADMIN`) must not reach setsockopt.
+///
+/// # Errors
+/// The first offending option, named (its uapi name where known, else its
+/// level and number), and why.
+pub fn check_saved(saved: &[v1::SockOpt], udplite: bool) -> Result<(), String> {
+    for (i, o) in saved.iter().enumerate() {
+        let name = || {
+            FOREIGN_LABELS
+                .iter()
+                .find(|(l, n, _)| *l == o.level && *n == o.name)
+                .map(|(_, _, s)| format!("{} ({}, {})", s, level_label(o.level), o.name))
+                .unwrap_or_else(|| format!("{} option {}", level_label(o.level), o.name))
+        };
+        if let Some((_, _, label, field)) = HANDLED_ELSEWHERE
+            .iter()
+            .find(|(l, n, _, _)| *l == o.level && *n == o.name)
+        {
+            return Err(format!(
+                "option {i}: {label} is not restored from the option list \
+                 (the checkpoint keeps it in `{field}`)"
+            ));
+        }
+        let Some(row) = lookup(o.level, o.name) else {
+            return Err(format!(
+                "option {i}: {} is not one udp-repair saves; refusing to set it",
+                name()
+            ));
+        };
+        if saved[..i]
+            .iter()
+            .any(|p| p.level == o.level && p.name == o.name)
+        {
+            return Err(format!("option {i}: {} appears twice", row.label));
+        }
+        if row.level == SOL_UDPLITE && !udplite {
+            return Err(format!(
+                "option {i}: {} exists only on UDP-Lite sockets",
+                row.label
+            ));
+        }
+        match (&o.value, row.kind) {
+            (Some(v1::sock_opt::Value::Int(v)), Kind::Int | Kind::Doubled) => {
+                if i32::try_from(*v).is_err() {
+                    return Err(format!(
+                        "option {i}: {} = {v} does not fit a C int",
+                        row.label
+                    ));
+                }
+            }
+            (Some(v1::sock_opt::Value::Raw(b)), Kind::Bytes(max)) => {
+                if b.len() > max {
+                    return Err(format!(
+                        "option {i}: {} holds {} bytes, at most {max} are valid",
+                        row.label,
+                        b.len()
+                    ));
+                }
+            }
+            (None, _) => return Err(format!("option {i}: {} has no value", row.label)),
+            (Some(_), Kind::Bytes(_)) => {
+                return Err(format!(
+                    "option {i}: {} takes raw bytes, the image has an integer",
+                    row.label
+                ))
+            }
+            (Some(_), _) => {
+                return Err(format!(
+                    "option {i}: {} takes an integer, the image has raw bytes",
+                    row.label
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The row of a saved option, or an error naming it (see [`check_saved`]).
+fn row_of(o: &v1::SockOpt) -> io::Result<&'static Opt> {
+    lookup(o.level, o.name).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{} option {} is not in the option table",
+                level_label(o.level),
+                o.name
+            ),
+        )
+    })
+}
+
 /// A readable name for `(level, name)`.
 pub fn label(level: i32, name: i32) -> String {
     match lookup(level, name) {
@@ -265,11 +427,23 @@ pub fn save(fd: BorrowedFd<'_>, udplite: bool) -> io::Result<Vec<v1::SockOpt>> {
 }
 
 /// Sets one saved option's value.
+///
+/// # Errors
+/// `InvalidInput` for an option the table does not hold or an integer that
+/// does not fit a C `int`; else setsockopt's error.
 pub fn write(fd: BorrowedFd<'_>, o: &v1::SockOpt) -> io::Result<()> {
-    let kind = lookup(o.level, o.name).map(|r| r.kind).unwrap_or(Kind::Int);
+    let kind = row_of(o)?.kind;
+    let int = |v: i64| {
+        i32::try_from(v).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{v} does not fit a C int"),
+            )
+        })
+    };
     match (&o.value, kind) {
         (Some(v1::sock_opt::Value::Int(v)), Kind::Doubled) => {
-            let half = (*v / 2) as i32;
+            let half = int(*v / 2)?;
             // The FORCE variants ignore rmem_max/wmem_max (CAP_NET_ADMIN);
             // without the capability fall back to the capped option.
             let force = if o.name == libc::SO_RCVBUF {
@@ -281,7 +455,7 @@ pub fn write(fd: BorrowedFd<'_>, o: &v1::SockOpt) -> io::Result<()> {
                 .or_else(|_| sys::setsockopt_int(fd, o.level, o.name, half))
         }
         (Some(v1::sock_opt::Value::Int(v)), _) => {
-            sys::setsockopt_int(fd, o.level, o.name, *v as i32)
+            sys::setsockopt_int(fd, o.level, o.name, int(*v)?)
         }
         (Some(v1::sock_opt::Value::Raw(b)), _) => sys::setsockopt_bytes(fd, o.level, o.name, b),
         (None, _) => Ok(()),
@@ -299,10 +473,8 @@ pub fn apply(
         if skip(o) {
             continue;
         }
-        let row = lookup(o.level, o.name)
-            .copied()
-            .unwrap_or(int(o.level, o.name, "?"));
-        let now = read(fd, &row)
+        let row = row_of(o)?;
+        let now = read(fd, row)
             .map_err(|e| io::Error::new(e.kind(), format!("getsockopt {}: {e}", row.label)))?;
         if now.as_ref() == o.value.as_ref() {
             continue;
@@ -331,10 +503,8 @@ pub fn verify(
         if skip(o) {
             continue;
         }
-        let row = lookup(o.level, o.name)
-            .copied()
-            .unwrap_or(int(o.level, o.name, "?"));
-        let now = read(fd, &row)?;
+        let row = row_of(o)?;
+        let now = read(fd, row)?;
         if now.as_ref() != o.value.as_ref() {
             return Err(io::Error::other(format!(
                 "{} reads {} after restore, the checkpoint has {}",

@@ -3,6 +3,11 @@
 //! [`restore`] builds a new socket step by step; on any failure the socket
 //! (and every temporary socket) is closed and the error names the step.
 //! Order, and why:
+//! 0. the image is checked before any socket exists: the schema
+//!    (`udp_repair_proto::validate`), and every option must be a row of
+//!    [`options::TABLE`] with a value of its layout
+//!    ([`options::check_saved`]): an image naming any other option is
+//!    refused, so a hostile image cannot make a root `restore` set it;
 //! 1. socket(); the options, except those that would change how the
 //!    re-injected datagrams are received (UDP_ENCAP, IP_MINTTL,
 //!    IPV6_MINHOPCOUNT) and SO_RCVBUF, which is raised (SO_RCVBUFFORCE) so
@@ -121,11 +126,15 @@ pub fn restore_with(
         udp_repair_proto::validate(cp).map_err(io::Error::other),
     )?;
     let v6 = cp.family == v1::Family::Inet6 as i32;
-    let protocol: u8 = if cp.protocol == v1::Protocol::Udplite as i32 {
-        136
-    } else {
-        17
-    };
+    let udplite = cp.protocol == v1::Protocol::Udplite as i32;
+    let protocol: u8 = if udplite { 136 } else { 17 };
+    // Before any socket exists: only the table's options, with values of
+    // their rows' layouts (an image is untrusted input).
+    step(
+        "validating the socket options",
+        options::check_saved(&cp.options, udplite)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e)),
+    )?;
     let sock = step("socket()", inject::udp_socket(v6, protocol))?;
     let fd = sock.as_fd();
     let mut report = RestoreReport::default();
