@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The harness must fail loudly: exit status 2 and a message that says what
-# went wrong, for a patch that does not apply, a guest that hangs and a
-# kernel panic; and `run` must run a command in the guest. Prints TAP.
+# went wrong, for a patch that does not apply, a guest that hangs, a
+# kernel panic and QEMU's own fatal errors (at once, not at the deadline);
+# and `run` must run a command in the guest, under both runners. Prints TAP.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 cargo build -q --release --locked -p udp-repair
@@ -24,15 +25,27 @@ expect() { # name rc pattern -- command...
 	fi
 }
 
+# expect, and it must end within SECS seconds.
+expect_within() { # secs name rc pattern -- command...
+	local secs=$1 start=$SECONDS
+	shift
+	expect "$@"
+	if [ $((SECONDS - start)) -gt "$secs" ]; then
+		echo "not ok $n $1 took $((SECONDS - start))s, more than ${secs}s"
+		failed=$((failed + 1))
+	fi
+}
+
 echo "TAP version 13"
-echo "1..4"
+echo "1..8"
 
 expect "run prints the guest kernel's release" 0 "^6\.12\.117" -- \
 	"$bin" run --variant none --accel tcg -- uname -r
 
-# A series whose patch cannot apply, in a scratch copy of the project.
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
+
+# A series whose patch cannot apply, in a scratch copy of the project.
 mkdir -p "$tmp/kernel-patches/broken" "$tmp/vm"
 cp kernel-patches/BASE "$tmp/kernel-patches/"
 cp -r vm/configs "$tmp/vm/"
@@ -66,6 +79,42 @@ expect "a guest that hangs is killed at its deadline" 2 "killed after 25s timeou
 # busybox as init prints its help and exits: the kernel panics.
 expect "a kernel panic" 2 "Kernel panic" -- \
 	"$bin" run --variant none --accel tcg --cmdline rdinit=/bin/busybox -- true
+
+# QEMU's own fatal errors end the run at once, quoting QEMU, for both
+# runners; they are not left to the deadline. A machine that cannot start:
+expect_within 60 "QEMU that cannot start the machine" 2 "QEMU failed: .*cannot set up guest memory" -- \
+	"$bin" run --variant none --accel tcg --memory 4000000000 --timeout 200 -- true
+
+# KVM's internal error stops the vCPU and leaves QEMU waiting: a stand-in
+# QEMU that says so (as QEMU does under a KVM that cannot run this guest)
+# and then hangs, and the same through a stand-in vng.
+# (The vng kernel is built first, outside the timed checks.)
+"$bin" build --variant none --runner vng >"$tmp/vng-build.log" 2>&1 ||
+	{ echo "# building the vng kernel failed:"; tail -n 25 "$tmp/vng-build.log" | sed 's/^/# /'; }
+mkdir -p "$tmp/bin"
+cat >"$tmp/bin/qemu-system-x86_64" <<'FAKE'
+#!/bin/sh
+case "$*" in *--version*) echo "QEMU emulator version 0.0 (stand-in)"; exit 0 ;; esac
+echo "KVM internal error. Suberror: 1" >&2
+echo "emulation failure" >&2
+exec sleep 600
+FAKE
+cp "$tmp/bin/qemu-system-x86_64" "$tmp/bin/vng"
+chmod +x "$tmp/bin/qemu-system-x86_64" "$tmp/bin/vng"
+expect_within 60 "KVM internal error under the QEMU runner" 2 "QEMU failed: KVM internal error" -- \
+	env PATH="$tmp/bin:$PATH" "$bin" run --variant none --accel tcg --timeout 200 -- true
+expect_within 60 "KVM internal error under the vng runner" 2 "QEMU failed: KVM internal error" -- \
+	env PATH="$tmp/bin:$PATH" "$bin" run --variant none --runner vng --accel tcg --timeout 200 -- true
+
+# The real vng under the default accelerator follows the KVM probe's
+# verdict (here: KVM guests hang, so TCG) and ends in seconds.
+if command -v vng >/dev/null; then
+	expect_within 120 "vng under --accel auto" 0 "^vng-ok" -- \
+		"$bin" run --variant none --runner vng --timeout 200 -- echo vng-ok
+else
+	n=$((n + 1))
+	echo "ok $n vng under --accel auto # SKIP vng is not installed (pip install virtme-ng)"
+fi
 
 echo "# $((n - failed)) passed, $failed failed"
 [ "$failed" -eq 0 ]

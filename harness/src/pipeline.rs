@@ -73,16 +73,12 @@ fn boot_plan(
             .plan
             .iter()
             .map(|u| {
-                let mut argv = u.argv.clone();
-                if let Some((_, host, _)) = contents.files.iter().find(|(g, _, _)| *g == argv[0]) {
-                    argv[0] = host.display().to_string();
-                }
-                PlanUnit {
-                    argv,
+                Ok(PlanUnit {
+                    argv: host_argv(&u.argv, &contents.files)?,
                     timeout_s: u.timeout_s,
-                }
+                })
             })
-            .collect();
+            .collect::<Result<Vec<_>>>()?;
         let vspec = udp_repair_vm::vng::Spec {
             bzimage: k.built.bzimage.clone(),
             plan,
@@ -94,10 +90,63 @@ fn boot_plan(
             console: spec.console.clone(),
             verbose: opts.verbose,
         };
-        return Ok((udp_repair_vm::vng::boot(&vspec)?, spec));
+        return Ok((udp_repair_vm::vng::boot(cache, &vspec)?, spec));
     }
     initramfs::write(&initrd, contents)?;
     Ok((qemu::boot(cache, &spec, opts.accel)?, spec))
+}
+
+/// A plan unit's words for a vng guest, which runs programs from the
+/// host's root instead of an initramfs: every guest path of `files`
+/// (`/tests/...`, `/kselftest/...`, `/include/NAME`), as a word or inside
+/// one (`sh -c '/include/a.out -v'`), becomes the file's absolute host
+/// path. vng mounts a fresh tmpfs on `/tmp`, so a file there is refused
+/// with the reason instead of going missing in the guest.
+fn host_argv(argv: &[String], files: &[(String, PathBuf, u32)]) -> Result<Vec<String>> {
+    let mut out = Vec::with_capacity(argv.len());
+    for word in argv {
+        let mut w = word.clone();
+        for (guest, host, _) in files {
+            if !contains_path(&w, guest) {
+                continue;
+            }
+            let abs = std::path::absolute(host)
+                .map_err(|e| Error::Io(format!("absolute path of {}", host.display()), e))?;
+            if !udp_repair_vm::vng::visible_in_guest(&abs) {
+                return Err(Error::Setup(format!(
+                    "{} (for {guest}): under --runner vng the guest sees the host's root \
+                     but a fresh /tmp, so this file would be missing there; \
+                     move it out of /tmp or use --runner qemu",
+                    abs.display()
+                )));
+            }
+            w = replace_path(&w, guest, &abs.display().to_string());
+        }
+        out.push(w);
+    }
+    Ok(out)
+}
+
+/// Whether `word` holds the path `p` as a whole path (not as the prefix of
+/// a longer name: `/include/a` is not in `/include/ab`).
+fn contains_path(word: &str, p: &str) -> bool {
+    replace_path(word, p, "\0") != word
+}
+
+/// `word` with every whole occurrence of path `p` replaced by `to`.
+fn replace_path(word: &str, p: &str, to: &str) -> String {
+    let mut out = String::new();
+    let mut rest = word;
+    while let Some(i) = rest.find(p) {
+        let end = i + p.len();
+        let next = rest[end..].chars().next();
+        let whole = !next.is_some_and(|c| c.is_alphanumeric() || "._-+".contains(c));
+        out.push_str(&rest[..i]);
+        out.push_str(if whole { to } else { p });
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// A kernel ready to boot.
@@ -247,6 +296,11 @@ fn boot_failure(
     let splats = console::splats(&b.console);
     let console = spec.console.clone();
     match &b.end {
+        // QEMU (or KVM under it) failed: the guest never had a chance.
+        End::QemuFatal(line) => Some(Error::Boot {
+            reason: format!("QEMU failed: {line}"),
+            console,
+        }),
         End::TimedOut { .. } | End::NoLife => Some(Error::Timeout {
             after: spec.timeout,
             console,
@@ -622,9 +676,11 @@ pub fn run_command(
                 inc.display()
             )));
         }
+        let host = std::path::absolute(inc)
+            .map_err(|e| Error::Io(format!("--include {}", inc.display()), e))?;
         contents
             .files
-            .push((format!("/include/{name}"), inc.clone(), 0o755));
+            .push((format!("/include/{name}"), host, 0o755));
     }
     let timeout = opts.timeout.unwrap_or(Duration::from_secs(300));
     contents.plan.push(PlanUnit {
@@ -644,4 +700,50 @@ pub fn run_command(
     }
     let out = outputs.into_iter().next().unwrap_or_default();
     Ok((out.raw, out.rc.unwrap_or(-1), k.built.release))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn files() -> Vec<(String, PathBuf, u32)> {
+        vec![
+            ("/include/a.out".into(), "/work/p/a.out".into(), 0o755),
+            ("/tests/t".into(), "/work/target/t".into(), 0o755),
+        ]
+    }
+
+    #[test]
+    fn vng_plans_run_included_files_from_their_host_paths() {
+        let argv: Vec<String> = [
+            "/include/a.out",
+            "-x",
+            "sh -c '/include/a.out -v; /include/a.outer'",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(
+            host_argv(&argv, &files()).unwrap(),
+            vec![
+                "/work/p/a.out".to_string(),
+                "-x".into(),
+                "sh -c '/work/p/a.out -v; /include/a.outer'".into()
+            ]
+        );
+        assert_eq!(
+            host_argv(&["/tests/t".into(), "base::".into()], &files()).unwrap(),
+            vec!["/work/target/t".to_string(), "base::".into()]
+        );
+    }
+
+    #[test]
+    fn vng_refuses_an_included_file_in_tmp() {
+        let f = vec![("/include/x".to_string(), PathBuf::from("/tmp/x"), 0o755)];
+        let e = host_argv(&["/include/x".into()], &f)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("/tmp/x") && e.contains("fresh /tmp"), "{e}");
+        // Not named in the plan: nothing to refuse.
+        assert!(host_argv(&["true".into()], &f).is_ok());
+    }
 }

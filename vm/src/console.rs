@@ -36,6 +36,46 @@ pub const SPLAT_MARKERS: &[&str] = &[
     "------------[ cut here ]------------",
 ];
 
+/// Messages of QEMU itself (or of the hypervisor under it) after which the
+/// guest cannot go on, though QEMU may keep running: KVM's internal and
+/// emulation errors stop the vCPU and leave the process waiting
+/// (`kvm_cpu_exec()` in QEMU's accel/kvm/kvm-all.c).
+pub const QEMU_FATAL_MARKERS: &[&str] = &[
+    "KVM internal error",
+    "error: kvm run failed",
+    "KVM: entry failed",
+];
+
+/// Whether `line`, from QEMU's stderr or a runner's merged output, is a
+/// fatal error of QEMU: one of [`QEMU_FATAL_MARKERS`], or an error that
+/// QEMU reports as `qemu-system-ARCH: MESSAGE` or `qemu: MESSAGE`
+/// (`error_report()`, hw/core/loader.c: a
+/// device, a machine or a file that fails to start), but not its
+/// warnings, the note it prints when it is stopped by a signal, nor an
+/// accelerator that fails to start when another follows (`-accel kvm:tcg`
+/// prints "failed to initialize kvm", then "falling back to tcg"; with no
+/// fallback QEMU exits by itself and its stderr is reported).
+pub fn qemu_fatal(line: &str) -> bool {
+    let line = line.trim();
+    if QEMU_FATAL_MARKERS.iter().any(|m| line.contains(m)) {
+        return true;
+    }
+    let msg = if let Some(rest) = line.strip_prefix("qemu-system-") {
+        match rest.split_once(": ") {
+            Some((_, msg)) => msg,
+            None => return false,
+        }
+    } else if let Some(msg) = line.strip_prefix("qemu: ") {
+        msg
+    } else {
+        return false;
+    };
+    !(msg.starts_with("warning:")
+        || msg.starts_with("terminating on signal")
+        || msg.contains("falling back to")
+        || msg.contains("failed to initialize kvm"))
+}
+
 /// The console lines carrying a splat marker, in order.
 pub fn splats(console: &str) -> Vec<String> {
     console
@@ -296,6 +336,29 @@ mod tests {
         assert_eq!((units[0].rc, units[0].ms), (Some(0), Some(40)));
         assert_eq!(units[1].rc, None);
         assert_eq!(units[1].raw, "half\n");
+    }
+
+    #[test]
+    fn qemu_fatal_errors_are_told_from_warnings() {
+        for l in [
+            "KVM internal error. Suberror: 1",
+            "error: kvm run failed Bad address",
+            "qemu-system-x86_64: -device virtio-foo: 'virtio-foo' is not a valid device model name",
+            "qemu-system-x86_64: cannot set up guest memory 'pc.ram': Cannot allocate memory",
+            "qemu: could not open kernel file '/nope': No such file or directory",
+        ] {
+            assert!(qemu_fatal(l), "{l}");
+        }
+        for l in [
+            "qemu-system-x86_64: warning: host doesn't support requested feature",
+            "qemu-system-x86_64: terminating on signal 15 from pid 42",
+            "qemu-system-x86_64: -accel kvm: failed to initialize kvm: Permission denied",
+            "qemu-system-x86_64: falling back to tcg",
+            "[    1.0] udp-repair-init: up 6.12.117+",
+            "Linux version 6.12.117+ (KVM guest)",
+        ] {
+            assert!(!qemu_fatal(l), "{l}");
+        }
     }
 
     #[test]

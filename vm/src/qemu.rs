@@ -82,6 +82,9 @@ pub enum End {
     },
     /// No sign of life from the init in time (used to reject KVM).
     NoLife,
+    /// QEMU reported a fatal error of its own (see
+    /// [`crate::console::qemu_fatal`]) and was stopped at once: the line.
+    QemuFatal(String),
 }
 
 /// What a boot left behind.
@@ -160,6 +163,12 @@ fn chardev_file(id: &str, path: &Path) -> OsString {
     s
 }
 
+/// A line from QEMU: the serial console (stdout, raw bytes) or its stderr.
+enum Out {
+    Console(Vec<u8>),
+    Stderr(String),
+}
+
 /// Kills and reaps QEMU however the caller leaves.
 struct Guard(Child);
 
@@ -191,12 +200,18 @@ fn boot_once(spec: &Spec, accel: Accel, life: Duration) -> Result<Booted> {
     let start = Instant::now();
     let stdout = guard.0.stdout.take().expect("piped stdout");
     let mut stderr_pipe = guard.0.stderr.take().expect("piped stderr");
-    let err_thread = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = std::io::Read::read_to_string(&mut stderr_pipe, &mut s);
-        s
+    // Both pipes feed one channel, so that a fatal error on stderr is seen
+    // as it comes, and a disconnect means both have ended.
+    let (tx, rx) = mpsc::channel::<Out>();
+    let err_tx = tx.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(&mut stderr_pipe).lines() {
+            let Ok(line) = line else { break };
+            if err_tx.send(Out::Stderr(line)).is_err() {
+                break;
+            }
+        }
     });
-    let (tx, rx) = mpsc::channel::<Vec<u8>>();
     std::thread::spawn(move || {
         let mut r = BufReader::new(stdout);
         loop {
@@ -204,7 +219,7 @@ fn boot_once(spec: &Spec, accel: Accel, life: Duration) -> Result<Booted> {
             match r.read_until(b'\n', &mut line) {
                 Ok(0) | Err(_) => break,
                 Ok(_) => {
-                    if tx.send(line).is_err() {
+                    if tx.send(Out::Console(line)).is_err() {
                         break;
                     }
                 }
@@ -212,6 +227,7 @@ fn boot_once(spec: &Spec, accel: Accel, life: Duration) -> Result<Booted> {
         }
     });
 
+    let mut stderr = String::new();
     let mut console = String::new();
     let mut alive = false;
     let mut running = None;
@@ -233,7 +249,17 @@ fn boot_once(spec: &Spec, accel: Accel, life: Duration) -> Result<Booted> {
             };
         };
         match rx.recv_timeout(left) {
-            Ok(bytes) => {
+            Ok(Out::Stderr(line)) => {
+                if spec.verbose {
+                    eprintln!("qemu: {line}");
+                }
+                stderr.push_str(&line);
+                stderr.push('\n');
+                if crate::console::qemu_fatal(&line) {
+                    break End::QemuFatal(line);
+                }
+            }
+            Ok(Out::Console(bytes)) => {
                 let _ = console_log.write_all(&bytes);
                 let line = String::from_utf8_lossy(&bytes).replace('\r', "");
                 if spec.verbose {
@@ -266,7 +292,10 @@ fn boot_once(spec: &Spec, accel: Accel, life: Duration) -> Result<Booted> {
     };
     drop(guard); // kills QEMU if still running, reaps it
     let _ = console_log.flush();
-    let stderr = err_thread.join().unwrap_or_default();
+    if !stderr.is_empty() {
+        // Kept beside the console: QEMU's own account of a failure.
+        let _ = std::fs::write(spec.console.with_file_name("qemu-stderr.log"), &stderr);
+    }
     let results = std::fs::read(&spec.results)
         .map(|b| String::from_utf8_lossy(&b).into_owned())
         .unwrap_or_default();
@@ -283,32 +312,42 @@ fn boot_once(spec: &Spec, accel: Accel, life: Duration) -> Result<Booted> {
 
 /// How long an init may take to say it is up under KVM before KVM is
 /// judged broken here.
-const KVM_LIFE: Duration = Duration::from_secs(20);
+pub(crate) const KVM_LIFE: Duration = Duration::from_secs(20);
+
+/// What [`Accel::Auto`] means here without a new probe: `Some(Tcg)` when
+/// `/dev/kvm` does not open or the cached verdict says KVM guests do not
+/// come up on this host (`kvm-probe` in the cache, per QEMU version and
+/// host kernel), `Some(Kvm)` when the verdict says they do, `None` when
+/// no probe has been recorded. A forced accelerator is returned as it is.
+/// Both runners follow it (the vng runner probes the same way).
+pub fn resolve_accel(cache: &Cache, accel: Accel) -> Option<Accel> {
+    match accel {
+        Accel::Auto => match kvm_verdict(cache) {
+            Some(false) => Some(Accel::Tcg),
+            _ if !kvm_usable() => Some(Accel::Tcg),
+            Some(true) => Some(Accel::Kvm),
+            None => None,
+        },
+        other => Some(other),
+    }
+}
 
 /// Boots `spec`. With [`Accel::Auto`], KVM is used when `/dev/kvm` opens
 /// and a probe boot (this boot, bounded) shows life; the verdict is cached
 /// per QEMU and host kernel, and a KVM that hangs falls back to TCG.
 pub fn boot(cache: &Cache, spec: &Spec, accel: Accel) -> Result<Booted> {
-    let accel = match accel {
-        Accel::Auto => match kvm_verdict(cache) {
-            Some(false) => Accel::Tcg,
-            _ if !kvm_usable() => Accel::Tcg,
-            Some(true) => Accel::Kvm,
-            None => {
-                let b = boot_once(spec, Accel::Kvm, KVM_LIFE)?;
-                let works = b.console.contains("udp-repair-init: up");
-                record_kvm_verdict(cache, works, &b);
-                if works {
-                    return Ok(b);
-                }
-                eprintln!(
-                    "udp-repair: KVM showed no sign of life within {}s here; using TCG",
-                    KVM_LIFE.as_secs()
-                );
-                Accel::Tcg
+    let accel = match resolve_accel(cache, accel) {
+        Some(a) => a,
+        None => {
+            let b = boot_once(spec, Accel::Kvm, KVM_LIFE)?;
+            let works = b.console.contains("udp-repair-init: up");
+            record_kvm_verdict(cache, works, &b);
+            if works {
+                return Ok(b);
             }
-        },
-        other => other,
+            eprintln!("udp-repair: {}; using TCG", kvm_failure(&b));
+            Accel::Tcg
+        }
     };
     boot_once(spec, accel, spec.timeout)
 }
@@ -351,7 +390,19 @@ fn kvm_verdict(cache: &Cache) -> Option<bool> {
     (key == probe_key()).then(|| verdict.starts_with("ok"))
 }
 
-fn record_kvm_verdict(cache: &Cache, works: bool, b: &Booted) {
+/// Why probe boot `b` under KVM is judged a failure, for people.
+pub(crate) fn kvm_failure(b: &Booted) -> String {
+    match &b.end {
+        End::QemuFatal(line) => format!("KVM failed at once here ({line})"),
+        _ => format!(
+            "KVM showed no sign of life within {}s here",
+            KVM_LIFE.as_secs()
+        ),
+    }
+}
+
+/// Records whether KVM guests come up here, from probe boot `b`.
+pub(crate) fn record_kvm_verdict(cache: &Cache, works: bool, b: &Booted) {
     let why = match &b.end {
         End::NoLife => format!("no sign of life in {}s", KVM_LIFE.as_secs()),
         End::Exited(c) => format!(
@@ -359,6 +410,7 @@ fn record_kvm_verdict(cache: &Cache, works: bool, b: &Booted) {
             b.stderr.lines().last().unwrap_or("")
         ),
         End::TimedOut { .. } => "timed out".into(),
+        End::QemuFatal(line) => format!("qemu: {line}"),
     };
     let line = format!(
         "{} => {}\n",

@@ -8,7 +8,7 @@
 
 use crate::initramfs::{plan_script, PlanUnit, UNIT_FN};
 use crate::qemu::{Accel, Booted, End};
-use crate::{Error, IoCtx, Result};
+use crate::{Cache, Error, IoCtx, Result};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -29,7 +29,7 @@ pub struct Spec {
     pub memory_mb: u32,
     /// Guest CPUs.
     pub cpus: u32,
-    /// KVM or TCG (`auto` lets vng decide).
+    /// KVM, TCG, or `auto` (resolved by [`boot`] as the QEMU runner does).
     pub accel: Accel,
     /// Deadline from vng's start.
     pub timeout: Duration,
@@ -53,8 +53,8 @@ pub fn script(plan: &[PlanUnit]) -> String {
     )
 }
 
-/// vng's arguments.
-pub fn vng_args(spec: &Spec) -> Vec<String> {
+/// vng's arguments under `accel` (Kvm or Tcg: [`boot`] resolves Auto).
+pub fn vng_args(spec: &Spec, accel: Accel) -> Vec<String> {
     let mut a = vec![
         "--run".to_string(),
         spec.bzimage.display().to_string(),
@@ -68,7 +68,7 @@ pub fn vng_args(spec: &Spec) -> Vec<String> {
         "--cwd".into(),
         "/".into(),
     ];
-    if spec.accel == Accel::Tcg {
+    if accel != Accel::Kvm {
         a.push("--disable-kvm".into());
     }
     a.push("--exec".into());
@@ -76,8 +76,34 @@ pub fn vng_args(spec: &Spec) -> Vec<String> {
     a
 }
 
-/// Runs the plan under vng with a hard deadline.
-pub fn boot(spec: &Spec) -> Result<Booted> {
+/// Runs the plan under vng with a hard deadline. The accelerator follows
+/// the QEMU runner's rule ([`crate::qemu::resolve_accel`]): with
+/// [`Accel::Auto`] and a cached verdict that KVM guests do not come up
+/// here (or no usable `/dev/kvm`), vng gets `--disable-kvm`; with no
+/// verdict yet, this boot is the probe: under KVM, bounded to the probe's
+/// time to show life, recorded, then again under TCG if KVM failed. A
+/// fatal error of QEMU on vng's output ends the boot at once
+/// ([`End::QemuFatal`]).
+pub fn boot(cache: &Cache, spec: &Spec) -> Result<Booted> {
+    let accel = match crate::qemu::resolve_accel(cache, spec.accel) {
+        Some(a) => a,
+        None => {
+            let b = boot_once(spec, Accel::Kvm, Some(crate::qemu::KVM_LIFE))?;
+            let works = b.console.contains("udp-repair-init: up");
+            crate::qemu::record_kvm_verdict(cache, works, &b);
+            if works {
+                return Ok(b);
+            }
+            eprintln!("udp-repair: {}; using TCG", crate::qemu::kvm_failure(&b));
+            Accel::Tcg
+        }
+    };
+    boot_once(spec, accel, None)
+}
+
+/// One vng boot under `accel` (Kvm or Tcg). With `life`, a boot whose
+/// plan has not said it is up by then ends as [`End::NoLife`].
+fn boot_once(spec: &Spec, accel: Accel, life: Option<Duration>) -> Result<Booted> {
     let vng = find()
         .ok_or_else(|| Error::Setup("vng is not installed (pip install virtme-ng)".into()))?;
     std::fs::write(&spec.script, script(&spec.plan))
@@ -86,7 +112,7 @@ pub fn boot(spec: &Spec) -> Result<Booted> {
         .ctx(|| format!("creating {}", spec.console.display()))?;
     let (reader, writer) = std::io::pipe().ctx(|| "pipe".into())?;
     let mut cmd = Command::new(vng);
-    cmd.args(vng_args(spec))
+    cmd.args(vng_args(spec, accel))
         .stdin(Stdio::null())
         .stdout(writer.try_clone().ctx(|| "pipe".into())?)
         .stderr(writer)
@@ -112,17 +138,24 @@ pub fn boot(spec: &Spec) -> Result<Booted> {
     // and vng never returns: once the plan reported `done`, give it a
     // moment to exit, then stop it ourselves.
     let mut done_at: Option<Instant> = None;
+    let mut alive = false;
+    let life = life.map(|l| l.min(spec.timeout));
     let end = loop {
+        if life.is_some_and(|l| !alive && start.elapsed() >= l) {
+            kill_group(&mut child);
+            break End::NoLife;
+        }
         if done_at.is_some_and(|t| t.elapsed() > Duration::from_secs(5)) {
             kill_group(&mut child);
             break End::Exited(None);
         }
-        let deadline = match done_at {
-            Some(t) => (t + Duration::from_secs(5)).saturating_duration_since(start),
-            None => spec.timeout,
+        let deadline = match (done_at, life) {
+            (Some(t), _) => (t + Duration::from_secs(5)).saturating_duration_since(start),
+            (None, Some(l)) if !alive => l,
+            (None, _) => spec.timeout,
         };
         let Some(left) = deadline.checked_sub(start.elapsed()) else {
-            if done_at.is_some() {
+            if done_at.is_some() || (life.is_some() && !alive) {
                 continue;
             }
             kill_group(&mut child);
@@ -133,6 +166,15 @@ pub fn boot(spec: &Spec) -> Result<Booted> {
                 let _ = writeln!(log, "{line}");
                 if spec.verbose {
                     eprintln!("{line}");
+                }
+                if line.contains("udp-repair-init: up") {
+                    alive = true;
+                }
+                if crate::console::qemu_fatal(&line) {
+                    text.push_str(line.trim_end_matches('\r'));
+                    text.push('\n');
+                    kill_group(&mut child);
+                    break End::QemuFatal(line.trim().to_string());
                 }
                 if line.contains("udp-repair-init: unit") && line.contains(" end ") {
                     first_result.get_or_insert(start.elapsed());
@@ -151,7 +193,7 @@ pub fn boot(spec: &Spec) -> Result<Booted> {
         }
     };
     Ok(Booted {
-        accel: spec.accel,
+        accel,
         end,
         console: text.clone(),
         results: text,
@@ -203,8 +245,9 @@ mod tests {
             console: "/r/c.log".into(),
             verbose: false,
         };
-        let a = vng_args(&spec);
+        let a = vng_args(&spec, Accel::Tcg);
         assert!(a.contains(&"--disable-kvm".to_string()));
+        assert!(!vng_args(&spec, Accel::Kvm).contains(&"--disable-kvm".to_string()));
         assert_eq!(a.last().unwrap(), "sh /r/plan.sh");
     }
 }
