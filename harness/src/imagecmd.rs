@@ -5,8 +5,8 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use udp_repair::repair::inject::Strategy;
-use udp_repair::repair::{dump, options, restore, sys, wire};
+use udp_repair_engine::inject::Strategy;
+use udp_repair_engine::{dump, options, restore, sys, wire};
 use udp_repair_proto::v1;
 
 /// The image subcommands, flattened into the top-level command.

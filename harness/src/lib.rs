@@ -1,9 +1,9 @@
-//! The UDP repair library: the `UDP_REPAIR` uapi of each kernel series and
-//! the dump/restore of a UDP socket's state.
+//! The `udp-repair` harness: build, boot and test `UDP_REPAIR` kernels,
+//! the patch workflow, and the checkpoint image commands over the engine
+//! (`udp-repair-engine`).
 
 pub mod bench;
 pub mod patches;
 pub mod pipeline;
-pub mod repair;
 pub mod report;
 pub mod suites;

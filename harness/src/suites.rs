@@ -96,7 +96,7 @@ pub const UNITS: &[Unit] = &[
         format: Format::TapStdout,
         timeout_s: 60,
     },
-    // The dump/restore library on the booted kernel
+    // The dump/restore engine on the booted kernel
     // (selftests/src/dumprestore.rs), with its proptest state machine.
     Unit {
         suite: "dumprestore",

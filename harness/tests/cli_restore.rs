@@ -5,7 +5,7 @@
 use std::net::UdpSocket;
 use std::os::fd::AsFd;
 use std::process::Command;
-use udp_repair::repair::dump;
+use udp_repair_engine::dump;
 use udp_repair_proto::v1;
 
 #[test]

@@ -19,8 +19,8 @@ use std::time::Duration;
 
 use rustix::io::Errno;
 use rustix::net::{recvmsg, sendto, RecvAncillaryBuffer, RecvFlags, ReturnFlags, SendFlags};
-use udp_repair::repair::sys::{getsockopt_int, setsockopt_int};
-use udp_repair::repair::UDP_REPAIR;
+use udp_repair_engine::sys::{getsockopt_int, setsockopt_int};
+use udp_repair_engine::UDP_REPAIR;
 
 use crate::ktap::{self, Context, Failed, Outcome, Test};
 use crate::util::without_cap_net_admin;

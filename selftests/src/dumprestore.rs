@@ -1,4 +1,4 @@
-//! `dumprestore::`: the dump/restore library (`udp_repair::repair::dump`,
+//! `dumprestore::`: the dump/restore library (`udp_repair_engine::dump`,
 //! `restore`) on the booted kernel.
 //!
 //! - `rx::`: receive-queue round trips with the raw and the transparent
@@ -31,11 +31,11 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use udp_repair::repair::dump::{self, DumpOptions};
-use udp_repair::repair::inject::Strategy;
-use udp_repair::repair::netns::in_new_netns;
-use udp_repair::repair::restore::{self, RestoreOptions};
-use udp_repair::repair::{options, sys, wire, UDP_REPAIR};
+use udp_repair_engine::dump::{self, DumpOptions};
+use udp_repair_engine::inject::Strategy;
+use udp_repair_engine::netns::in_new_netns;
+use udp_repair_engine::restore::{self, RestoreOptions};
+use udp_repair_engine::{options, sys, wire, UDP_REPAIR};
 
 use crate::ktap::{self, Completion, Context, Failed, Outcome, Test};
 use crate::{check, check_eq};
@@ -126,12 +126,12 @@ fn send_wait(
     to: SocketAddr,
     rx: BorrowedFd<'_>,
 ) -> Result<(), Failed> {
-    let (before, _) = dump::meminfo(rx).ctx("SO_MEMINFO")?;
+    let (before, _) = udp_repair_engine::peek::meminfo(rx).ctx("SO_MEMINFO")?;
     let n = tx.send_to(data, to).ctx(&format!("send to {to}"))?;
     check_eq!(n, data.len(), "a short send");
     let deadline = Instant::now() + TIMEOUT;
     loop {
-        let (now, _) = dump::meminfo(rx).ctx("SO_MEMINFO")?;
+        let (now, _) = udp_repair_engine::peek::meminfo(rx).ctx("SO_MEMINFO")?;
         if now != before {
             return Ok(());
         }
@@ -467,7 +467,7 @@ fn rx_round_trip(f: Family, strategy: Strategy) -> Result<(), Failed> {
 fn rx_dump_twice(f: Family) -> Result<(), Failed> {
     let k = Kernel::get()?;
     check_eq!(
-        dump::peek_walk_restarts(),
+        udp_repair_engine::peek::peek_walk_restarts(),
         Some(k.fixed_peek),
         "the library's probe agrees with the kernel's behaviour"
     );

@@ -1,5 +1,5 @@
 //! `getsockopt::`: the `UDP_REPAIR_PENDING` option of the `getsockopt`
-//! series, through `udp_repair::repair::getsockopt`: in repair mode
+//! series, through `udp_repair_engine::uapi::getsockopt`: in repair mode
 //! `getsockopt(SOL_UDP, UDP_REPAIR_PENDING)` returns the pending datagram
 //! with its whole cork state, enough to send it again identically.
 //!
@@ -21,15 +21,15 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::Duration;
 
 use rustix::net::{AddressFamily, SocketType};
-use udp_repair::repair::getsockopt::{
-    self as gs, CorkedBy, Family as DataFamily, Pending, RawPending, SIZE_VER0, UDP_REPAIR_PENDING,
-};
-use udp_repair::repair::sys::{
+use udp_repair_engine::sys::{
     getsockopt_bytes_len, getsockopt_int, recvmsg_bytes, sendmsg_bytes, set_interface_mtu,
     setsockopt_bytes, setsockopt_int,
 };
-use udp_repair::repair::wire::{self, CmsgBuilder};
-use udp_repair::repair::UDP_REPAIR;
+use udp_repair_engine::uapi::getsockopt::{
+    self as gs, CorkedBy, Family as DataFamily, Pending, RawPending, SIZE_VER0, UDP_REPAIR_PENDING,
+};
+use udp_repair_engine::wire::{self, CmsgBuilder};
+use udp_repair_engine::UDP_REPAIR;
 
 use crate::ktap::{self, Completion, Context, Failed, Outcome, Test};
 use crate::util::{in_netns, without_cap_net_admin};

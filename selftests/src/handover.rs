@@ -25,11 +25,11 @@ use rustix::net::{
     SendAncillaryBuffer, SendAncillaryMessage, SendFlags, SocketType,
 };
 use rustix::thread::{capabilities, set_capabilities, CapabilitySet};
-use udp_repair::repair::dump::{self, DumpOptions};
-use udp_repair::repair::sys::{
+use udp_repair_engine::dump::{self, DumpOptions};
+use udp_repair_engine::sys::{
     getsockopt_int, set_interface_up, setsockopt_int, unshare_netns, unshare_userns,
 };
-use udp_repair::repair::UDP_REPAIR;
+use udp_repair_engine::UDP_REPAIR;
 
 use crate::ktap::{Context, Failed};
 use crate::{check, check_eq};

@@ -1,5 +1,5 @@
 //! `recvmsg::`: the `UDP_REPAIR` of the `recvmsg` series, through the
-//! wrappers of `udp_repair::repair::recvmsg`: in repair mode
+//! wrappers of `udp_repair_engine::uapi::recvmsg`: in repair mode
 //! `recvmsg(MSG_PEEK)` reads the datagram that `UDP_CORK` or `MSG_MORE`
 //! keeps pending, with its destination, and leaves the socket as it was.
 //!
@@ -26,10 +26,8 @@ use rustix::io::Errno;
 use rustix::net::{
     recvmsg, sendto, AddressFamily, RecvAncillaryBuffer, RecvFlags, SendFlags, SocketType,
 };
-use udp_repair::repair::recvmsg::{self as rr, Len, PendingRead, Support};
-use udp_repair::repair::sys::{
-    add_ipv6_address, getsockopt_int, set_interface_mtu, setsockopt_int,
-};
+use udp_repair_engine::sys::{add_ipv6_address, getsockopt_int, set_interface_mtu, setsockopt_int};
+use udp_repair_engine::uapi::recvmsg::{self as rr, Len, PendingRead, Support};
 
 use crate::ktap::{self, Completion, Context, Failed, Outcome, Test};
 use crate::util::{in_netns, without_cap_net_admin};

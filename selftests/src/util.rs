@@ -6,7 +6,7 @@ use std::net::UdpSocket;
 use std::os::fd::AsFd;
 
 use rustix::thread::{capabilities, set_capabilities, CapabilitySet};
-use udp_repair::repair::sys::{set_interface_up, setsockopt_int, unshare_netns};
+use udp_repair_engine::sys::{set_interface_up, setsockopt_int, unshare_netns};
 
 use crate::ktap::{Context, Failed};
 use crate::{check, check_eq};

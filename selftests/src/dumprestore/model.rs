@@ -34,7 +34,7 @@
 //!   (IPv4) or always (IPv6 data: the cmsg's or the socket's then), else it
 //!   takes the socket's when it leaves.
 //!
-//! And what the library promises for a dump (see `harness/src/repair/dump.rs`):
+//! And what the library promises for a dump (see `engine/src/dump.rs`):
 //! it refuses a socket with pending data when no reader can read it, and
 //! changes nothing then; otherwise it sees every datagram, except, on a
 //! kernel without the peek fix, zero-length datagrams already peeked (then
@@ -53,8 +53,8 @@ use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestError, TestRng, TestRunner};
-use udp_repair::repair::restore::{self, RestoreOptions};
-use udp_repair::repair::{dump, sys, wire};
+use udp_repair_engine::restore::{self, RestoreOptions};
+use udp_repair_engine::{dump, sys, wire};
 use udp_repair_proto::v1;
 
 use super::Kernel;
@@ -713,7 +713,8 @@ impl World {
     fn deliver(&self, sender: usize, data: &[u8]) -> Result<SocketAddr, String> {
         let tx = &self.senders[sender];
         let to = self.target(tx)?;
-        let (rmem, _) = dump::meminfo(self.fd()).map_err(|e| io_err("SO_MEMINFO", e))?;
+        let (rmem, _) =
+            udp_repair_engine::peek::meminfo(self.fd()).map_err(|e| io_err("SO_MEMINFO", e))?;
         let n = tx
             .send_to(data, to)
             .map_err(|e| io_err("send to the socket", e))?;
@@ -723,7 +724,8 @@ impl World {
         // Every datagram adds its truesize to rmem_alloc: wait for it.
         let deadline = Instant::now() + ARRIVAL;
         loop {
-            let (now, _) = dump::meminfo(self.fd()).map_err(|e| io_err("SO_MEMINFO", e))?;
+            let (now, _) =
+                udp_repair_engine::peek::meminfo(self.fd()).map_err(|e| io_err("SO_MEMINFO", e))?;
             if now != rmem {
                 break;
             }

@@ -21,8 +21,8 @@
 //! thread is pinned to one CPU while injecting, so the per-CPU backlog keeps
 //! the queue order.
 
-use super::sys;
-use super::wire::{self, RawDatagram};
+use crate::sys;
+use crate::wire::{self, RawDatagram};
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};

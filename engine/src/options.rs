@@ -12,7 +12,7 @@
 //! (`filter`), and SO_RCVBUF's final value (restored after the receive
 //! queue, see restore.rs).
 
-use super::sys;
+use crate::sys;
 use std::io;
 use std::os::fd::BorrowedFd;
 use udp_repair_proto::v1;

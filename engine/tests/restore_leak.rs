@@ -4,7 +4,7 @@
 
 use std::net::UdpSocket;
 use std::os::fd::AsFd;
-use udp_repair::repair::{dump, netns, restore};
+use udp_repair_engine::{dump, netns, restore};
 use udp_repair_proto::v1;
 
 fn fd_count() -> usize {

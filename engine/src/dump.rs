@@ -51,110 +51,34 @@
 //! the dump checks whether anything is pending (SIOCOUTQ stays non-zero once
 //! datagrams in flight have left) and refuses, unless told to drop it.
 
-use super::options;
-use super::sys;
-use super::wire;
+use crate::error::{Error, Op};
+use crate::guard::Guard;
+use crate::peek::{
+    marked_at_offset, meminfo, peek_one, peek_walk, peek_walk_restarts, remark_at_offset,
+    CONTROL_BUF, PEEK_BUF,
+};
+pub use crate::readers::{default_readers, probe_reader, SendQueueRead, SendQueueReader};
+use crate::{options, sys, wire};
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, BorrowedFd};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 use udp_repair_proto::v1;
 
-/// Largest UDP datagram plus room for a UDP_GRO aggregate.
-const PEEK_BUF: usize = 1 << 17;
-/// Room for every cmsg the dump turns on (pktinfo, ttl, tos, timestamps).
-const CONTROL_BUF: usize = 512;
+/// The dump's error: see [`Error`].
+pub type DumpError = Error;
 
-/// Why a dump failed: the step, and the error.
-#[derive(Debug)]
-pub struct DumpError {
-    /// What the dump was doing.
-    pub step: String,
-    /// The error (`Unsupported` for state that cannot be saved).
-    pub error: io::Error,
+fn step<T>(what: &str, r: io::Result<T>) -> Result<T, Error> {
+    r.map_err(|error| Error::new(Op::Dump, what, error))
 }
 
-impl std::fmt::Display for DumpError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "dump failed at {}: {}", self.step, self.error)
-    }
-}
-
-impl std::error::Error for DumpError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.error)
-    }
-}
-
-fn step<T>(what: &str, r: io::Result<T>) -> Result<T, DumpError> {
-    r.map_err(|error| DumpError {
-        step: what.to_string(),
-        error,
-    })
-}
-
-fn refuse(what: &str, msg: String) -> DumpError {
-    DumpError {
-        step: what.to_string(),
-        error: io::Error::new(io::ErrorKind::Unsupported, msg),
-    }
-}
-
-/// What a [`SendQueueReader`] found.
-#[derive(Debug, Clone, PartialEq)]
-pub enum SendQueueRead {
-    /// The kernel lacks this reader's interface (ENOPROTOOPT).
-    Unsupported,
-    /// Nothing pending.
-    Empty,
-    /// The pending datagram.
-    Pending(Box<v1::PendingDatagram>),
-}
-
-/// One way to read a corked socket's pending datagram. Implemented over the
-/// kernel series' uapi (getsockopt.rs, recvmsg.rs); readers are tried in
-/// order and the first supported one is used.
-pub trait SendQueueReader: std::fmt::Debug + Send + Sync {
-    /// Name stored in the image (`"getsockopt"`, `"recvmsg"`).
-    fn name(&self) -> &'static str;
-    /// Reads the pending datagram. Must leave the socket as it was (repair
-    /// mode is switched on and off by the dump's guard through
-    /// [`SendQueueReader::needs_repair_mode`]).
-    fn read(&self, fd: BorrowedFd<'_>) -> io::Result<SendQueueRead>;
-    /// Whether `read` needs UDP_REPAIR switched on around it.
-    fn needs_repair_mode(&self) -> bool {
-        true
-    }
-}
-
-/// The readers this build knows, best first: the getsockopt series' (whole
-/// cork state), then the recvmsg series' (payload and destination). Each
-/// answers `Unsupported` on a kernel without its interface.
-pub fn default_readers() -> Vec<Box<dyn SendQueueReader>> {
-    super::readers::all()
-}
-
-/// The first of `readers` that the running kernel supports, asked of a
-/// scratch UDP socket with nothing pending: the reader [`dump_with`] uses.
-/// `None`: a socket with pending data cannot be dumped here.
-pub fn probe_reader(readers: &[Box<dyn SendQueueReader>]) -> Option<&'static str> {
-    let s = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
-    let fd = s.as_fd();
-    for r in readers {
-        let mut guard = Guard::new(fd);
-        if r.needs_repair_mode()
-            && !matches!(guard.set(libc::SOL_UDP, super::UDP_REPAIR, 1), Ok(true))
-        {
-            continue;
-        }
-        let got = r.read(fd);
-        let _ = guard.finish();
-        if matches!(got, Ok(SendQueueRead::Empty)) {
-            return Some(r.name());
-        }
-    }
-    None
+fn refuse(what: &str, msg: String) -> Error {
+    Error::with_kind(
+        Op::Dump,
+        what,
+        crate::Kind::Refused,
+        io::Error::new(io::ErrorKind::Unsupported, msg),
+    )
 }
 
 /// What the caller accepts to lose, and how strict to be.
@@ -195,310 +119,6 @@ impl Default for DumpOptions {
     }
 }
 
-/// Changes socket options for the duration of the dump and puts the
-/// application's values back, in reverse order, on [`Guard::finish`] or on
-/// drop (best effort, when the dump fails midway).
-#[derive(Debug)]
-pub(crate) struct Guard<'a> {
-    fd: BorrowedFd<'a>,
-    saved: Vec<(i32, i32, i32)>,
-    timestamps: Option<[i32; 4]>,
-    done: bool,
-}
-
-impl<'a> Guard<'a> {
-    pub(crate) fn new(fd: BorrowedFd<'a>) -> Self {
-        Guard {
-            fd,
-            saved: Vec::new(),
-            timestamps: None,
-            done: false,
-        }
-    }
-
-    /// Remembers an int option's current value, to be put back at the end
-    /// whatever changes it meanwhile (SO_PEEK_OFF: the walk moves it, and
-    /// the `recvmsg` series' UDP_REPAIR resets it to -1).
-    pub(crate) fn remember(&mut self, level: i32, name: i32) -> io::Result<()> {
-        let old = sys::getsockopt_int(self.fd, level, name)?;
-        self.saved.push((level, name, old));
-        Ok(())
-    }
-
-    /// Sets an int option if it differs, remembering the old value.
-    /// `Ok(false)`: the socket does not have this option.
-    pub(crate) fn set(&mut self, level: i32, name: i32, value: i32) -> io::Result<bool> {
-        let old = match sys::getsockopt_int(self.fd, level, name) {
-            Ok(v) => v,
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOPROTOOPT | libc::EOPNOTSUPP)) => {
-                return Ok(false)
-            }
-            Err(e) => return Err(e),
-        };
-        if old != value {
-            // Remember before setting: a failed set may still have changed
-            // state (it does not today, but the restore is harmless).
-            self.saved.push((level, name, old));
-            sys::setsockopt_int(self.fd, level, name, value)?;
-        }
-        Ok(true)
-    }
-
-    /// Turns on SO_TIMESTAMPNS unless the application has a timestamp
-    /// option on already (then its own format is parsed). Leaves them alone
-    /// when SO_TIMESTAMPING is set: enabling SO_TIMESTAMPNS would clear
-    /// SOCK_TSTAMP_NEW, which no getsockopt reports, so it could not be put
-    /// back.
-    fn enable_timestamps(&mut self) -> io::Result<()> {
-        let names = [
-            options::SO_TIMESTAMP_OLD,
-            options::SO_TIMESTAMPNS_OLD,
-            options::SO_TIMESTAMP_NEW,
-            options::SO_TIMESTAMPNS_NEW,
-        ];
-        let mut v = [0i32; 4];
-        for (i, n) in names.iter().enumerate() {
-            v[i] = sys::getsockopt_int(self.fd, libc::SOL_SOCKET, *n).unwrap_or(0);
-        }
-        let tsing =
-            sys::getsockopt_int(self.fd, libc::SOL_SOCKET, libc::SO_TIMESTAMPING).unwrap_or(0);
-        if v.iter().any(|x| *x != 0) || tsing != 0 {
-            return Ok(());
-        }
-        self.timestamps = Some(v);
-        sys::setsockopt_int(self.fd, libc::SOL_SOCKET, options::SO_TIMESTAMPNS_OLD, 1)
-    }
-
-    fn restore(&mut self) -> io::Result<()> {
-        let mut first: io::Result<()> = Ok(());
-        if let Some(v) = self.timestamps.take() {
-            // Setting any of them to 0 clears SOCK_RCVTSTAMP(NS); they were
-            // all off before the dump.
-            let r = sys::setsockopt_int(self.fd, libc::SOL_SOCKET, options::SO_TIMESTAMP_OLD, 0);
-            debug_assert!(v.iter().all(|x| *x == 0));
-            if let Err(e) = r {
-                first = Err(e);
-            }
-        }
-        while let Some((level, name, old)) = self.saved.pop() {
-            // Only what changed is set: setting SO_PEEK_OFF has a side
-            // effect on kernels with the peek fix (it clears the `peeked`
-            // marks), so it must not be set for nothing.
-            if sys::getsockopt_int(self.fd, level, name).ok() == Some(old) {
-                continue;
-            }
-            if let Err(e) = sys::setsockopt_int(self.fd, level, name, old) {
-                if first.is_ok() {
-                    first = Err(io::Error::new(
-                        e.kind(),
-                        format!("putting back {} = {old}: {e}", options::label(level, name)),
-                    ));
-                }
-            }
-        }
-        first
-    }
-
-    /// Puts everything back and reports the first failure.
-    pub(crate) fn finish(mut self) -> io::Result<()> {
-        self.done = true;
-        self.restore()
-    }
-}
-
-impl Drop for Guard<'_> {
-    fn drop(&mut self) {
-        if !self.done {
-            let _ = self.restore();
-        }
-    }
-}
-
-/// Result of one peek walk.
-#[derive(Debug, Default)]
-pub(crate) struct Walk {
-    pub(crate) datagrams: Vec<v1::RecvDatagram>,
-}
-
-fn timespec(data: &[u8], nsec_scale: u32) -> Option<v1::Timestamp> {
-    if data.len() < 16 {
-        return None;
-    }
-    let sec = i64::from_ne_bytes(data[0..8].try_into().ok()?);
-    let sub = i64::from_ne_bytes(data[8..16].try_into().ok()?);
-    let nsec = u32::try_from(sub).ok()?.checked_mul(nsec_scale)?;
-    (nsec < 1_000_000_000).then_some(v1::Timestamp { sec, nsec })
-}
-
-fn int_data(data: &[u8]) -> Option<u32> {
-    match data.len() {
-        1 => Some(data[0].into()),
-        n if n >= 4 => Some(u32::from_ne_bytes(data[..4].try_into().ok()?)),
-        _ => None,
-    }
-}
-
-/// Fills a datagram's metadata from the cmsgs of its peek.
-pub(crate) fn parse_metadata(d: &mut v1::RecvDatagram, control: &[u8]) {
-    for c in wire::cmsgs(control) {
-        match (c.level, c.kind) {
-            (libc::SOL_IP, libc::IP_PKTINFO) if c.data.len() >= 12 => {
-                let ifindex = u32::from_ne_bytes(c.data[0..4].try_into().unwrap_or_default());
-                let ip: [u8; 4] = c.data[8..12].try_into().unwrap_or_default();
-                let port = d.destination.as_ref().map(|x| x.port).unwrap_or(0);
-                d.destination = Some(v1::SockAddr {
-                    ip: ip.to_vec(),
-                    port,
-                    flowinfo: 0,
-                    scope_id: 0,
-                });
-                if ifindex != 0 {
-                    d.ifindex = Some(ifindex);
-                }
-            }
-            (libc::SOL_IPV6, libc::IPV6_PKTINFO) if c.data.len() >= 20 => {
-                let ip: [u8; 16] = c.data[0..16].try_into().unwrap_or_default();
-                let ifindex = u32::from_ne_bytes(c.data[16..20].try_into().unwrap_or_default());
-                // A v4-mapped destination from IPV6_PKTINFO does not
-                // override the IP_PKTINFO one.
-                let mapped = std::net::Ipv6Addr::from(ip).to_ipv4_mapped().is_some();
-                if !(mapped && d.destination.as_ref().is_some_and(|x| x.ip.len() == 4)) {
-                    d.destination = Some(v1::SockAddr {
-                        ip: ip.to_vec(),
-                        port: 0,
-                        flowinfo: 0,
-                        scope_id: 0,
-                    });
-                }
-                if ifindex != 0 {
-                    d.ifindex = Some(ifindex);
-                }
-            }
-            (libc::SOL_IP, libc::IP_TTL) | (libc::SOL_IPV6, libc::IPV6_HOPLIMIT) => {
-                d.ttl = int_data(c.data)
-            }
-            (libc::SOL_IP, libc::IP_TOS) | (libc::SOL_IPV6, libc::IPV6_TCLASS) => {
-                d.tos = int_data(c.data)
-            }
-            (libc::SOL_SOCKET, options::SO_TIMESTAMPNS_OLD | options::SO_TIMESTAMPNS_NEW) => {
-                d.timestamp = timespec(c.data, 1)
-            }
-            (libc::SOL_SOCKET, options::SO_TIMESTAMP_OLD | options::SO_TIMESTAMP_NEW) => {
-                d.timestamp = timespec(c.data, 1000)
-            }
-            (libc::SOL_SOCKET, 37 | 65) => {
-                // SCM_TIMESTAMPING(_NEW): software stamp first.
-                if let Some(t) = timespec(c.data, 1).filter(|t| t.sec != 0 || t.nsec != 0) {
-                    d.timestamp = Some(t);
-                }
-            }
-            _ => {}
-        }
-    }
-}
-
-/// One peek at the current peek offset. `Ok(None)`: queue exhausted.
-pub(crate) fn peek_one(
-    fd: BorrowedFd<'_>,
-    buf: &mut [u8],
-    control: &mut [u8],
-    local_port: u16,
-) -> io::Result<Option<v1::RecvDatagram>> {
-    let mut name = [0u8; 128];
-    let out = loop {
-        match sys::recvmsg_bytes(
-            fd,
-            buf,
-            &mut name,
-            control,
-            libc::MSG_PEEK | libc::MSG_DONTWAIT,
-        ) {
-            Ok(o) => break o,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
-            Err(e) => return Err(e),
-        }
-    };
-    if out.flags & libc::MSG_TRUNC != 0 {
-        return Err(io::Error::other(format!(
-            "a datagram larger than {} bytes was truncated",
-            buf.len()
-        )));
-    }
-    if out.flags & libc::MSG_CTRUNC != 0 {
-        return Err(io::Error::other("control data truncated"));
-    }
-    let src = wire::parse_sockaddr(&name[..out.name_len.min(name.len())])
-        .ok_or_else(|| io::Error::other("recvmsg returned no source address"))?;
-    let mut d = v1::RecvDatagram {
-        payload: buf[..out.len].to_vec(),
-        source: Some(wire::to_proto(&src)),
-        ..Default::default()
-    };
-    parse_metadata(&mut d, &control[..out.control_len.min(control.len())]);
-    if let Some(dst) = d.destination.as_mut() {
-        dst.port = local_port.into();
-    }
-    Ok(Some(d))
-}
-
-/// Walks the receive queue from the current SO_PEEK_OFF (which must be
-/// >= 0), at most `max` datagrams.
-pub(crate) fn peek_walk(fd: BorrowedFd<'_>, local_port: u16, max: usize) -> io::Result<Walk> {
-    let mut buf = vec![0u8; PEEK_BUF];
-    let mut control = vec![0u8; CONTROL_BUF];
-    let mut w = Walk::default();
-    while let Some(d) = peek_one(fd, &mut buf, &mut control, local_port)? {
-        if w.datagrams.len() >= max {
-            return Err(io::Error::other(format!(
-                "the receive queue keeps growing past {max} datagrams: isolate the socket from traffic while dumping"
-            )));
-        }
-        w.datagrams.push(d);
-    }
-    Ok(w)
-}
-
-/// Whether setting SO_PEEK_OFF restarts the peek walk, so that zero-length
-/// datagrams peeked before are seen again. Probed once per process on a
-/// scratch socket in a private network namespace (or, without the privilege
-/// for one, on 127.0.0.1 of the current namespace). `None`: could not probe.
-pub fn peek_walk_restarts() -> Option<bool> {
-    static PROBE: OnceLock<Option<bool>> = OnceLock::new();
-    *PROBE.get_or_init(|| {
-        super::netns::in_new_netns(probe_walk_restart)
-            .ok()
-            .flatten()
-            .or_else(probe_walk_restart)
-    })
-}
-
-fn probe_walk_restart() -> Option<bool> {
-    let s = std::net::UdpSocket::bind("127.0.0.1:0").ok()?;
-    let me = s.local_addr().ok()?;
-    s.send_to(b"", me).ok()?;
-    s.send_to(b"x", me).ok()?;
-    let fd = s.as_fd();
-    // Loopback delivery normally completes inside send; allow for a
-    // deferred softirq.
-    let deadline = Instant::now() + Duration::from_secs(1);
-    sys::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, 0).ok()?;
-    loop {
-        sys::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, 0).ok()?;
-        let first = peek_walk(fd, me.port(), 16).ok()?.datagrams.len();
-        if first >= 2 {
-            break;
-        }
-        if Instant::now() > deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    sys::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, 0).ok()?;
-    let second = peek_walk(fd, me.port(), 16).ok()?.datagrams.len();
-    Some(second == 2)
-}
-
 fn osrelease() -> String {
     std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .map(|s| s.trim().to_string())
@@ -517,14 +137,6 @@ fn peer_addr(fd: BorrowedFd<'_>) -> io::Result<Option<SocketAddr>> {
         Err(rustix::io::Errno::NOTCONN) => Ok(None),
         Err(e) => Err(e.into()),
     }
-}
-
-/// SO_MEMINFO: (rmem_alloc, drops) of a socket.
-pub fn meminfo(fd: BorrowedFd<'_>) -> io::Result<(u32, u32)> {
-    let mut b = [0u8; 4 * 9];
-    sys::getsockopt_bytes(fd, libc::SOL_SOCKET, libc::SO_MEMINFO, &mut b)?;
-    let at = |i: usize| u32::from_ne_bytes(b[i * 4..i * 4 + 4].try_into().unwrap_or_default());
-    Ok((at(0), at(8)))
 }
 
 /// Reads the classic BPF filter, if any. `Err(Unsupported)` for an eBPF
@@ -730,12 +342,7 @@ pub fn dump_with(fd: BorrowedFd<'_>, opts: &DumpOptions) -> Result<v1::Checkpoin
                 format!("{e}; pass the option to drop it to dump anyway"),
             ))
         }
-        Err(e) => {
-            return Err(DumpError {
-                step: "SO_GET_FILTER".into(),
-                error: e,
-            })
-        }
+        Err(e) => return Err(Error::new(Op::Dump, "SO_GET_FILTER", e)),
     }
     let groups = step(
         "multicast memberships",
@@ -794,15 +401,12 @@ pub fn dump_with(fd: BorrowedFd<'_>, opts: &DumpOptions) -> Result<v1::Checkpoin
             at += d.payload.len();
         }
         if left > 0 {
-            return Err(DumpError {
-                step: "receive queue".into(),
-                error: io::Error::other(format!(
+            return Err(Error::new(Op::Dump, "receive queue", io::Error::other(format!(
                     "{marked} peeked zero-length datagram(s) at offset {} but the walk found {} there: \
                      the queue changed while dumping",
                     cp.peek_offset,
                     marked - left
-                )),
-            });
+                ))));
         }
     }
     cp.receive_queue = Some(rq);
@@ -844,85 +448,6 @@ fn dump_queues(
     Ok((rq, sq))
 }
 
-/// A peek without buffer at the current peek offset: `Some(true)` it
-/// returned a zero-length datagram (and marked it peeked), `Some(false)` a
-/// datagram with data (no `MSG_TRUNC` only for an empty one), `None`
-/// nothing. Moves no offset: it copies nothing.
-pub(crate) fn peek_empty(fd: BorrowedFd<'_>) -> io::Result<Option<bool>> {
-    let mut name = [0u8; 128];
-    loop {
-        match sys::recvmsg_bytes(
-            fd,
-            &mut [],
-            &mut name,
-            &mut [],
-            libc::MSG_PEEK | libc::MSG_DONTWAIT,
-        ) {
-            Ok(o) => return Ok(Some(o.flags & libc::MSG_TRUNC == 0)),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-/// Peeks without buffer at the current offset until a datagram with data,
-/// or nothing, comes back: how many zero-length datagrams came back (each
-/// is marked peeked by the kernel).
-fn count_empty_at_offset(fd: BorrowedFd<'_>) -> io::Result<usize> {
-    let mut n = 0usize;
-    while peek_empty(fd)? == Some(true) {
-        n += 1;
-        if n > 1 << 20 {
-            return Err(io::Error::other(
-                "zero-length datagrams keep coming at the peek offset",
-            ));
-        }
-    }
-    Ok(n)
-}
-
-/// Sets SO_PEEK_OFF to `off` (on a kernel with the peek fix this clears
-/// every `peeked` mark) and peeks the first `n` zero-length datagrams at
-/// that offset, which marks them as the application's walk had.
-pub(crate) fn remark_at_offset(fd: BorrowedFd<'_>, off: i32, n: usize) -> io::Result<()> {
-    sys::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, off)?;
-    for i in 0..n {
-        match peek_empty(fd)? {
-            Some(true) => {}
-            other => {
-                return Err(io::Error::other(format!(
-                    "zero-length datagram {} of {n} at offset {off} is not there ({})",
-                    i + 1,
-                    if other.is_some() {
-                        "a datagram with data is"
-                    } else {
-                        "nothing is"
-                    }
-                )))
-            }
-        }
-    }
-    Ok(())
-}
-
-/// On a kernel with the peek fix, how many of the zero-length datagrams at
-/// byte offset `off` (the application's SO_PEEK_OFF) a peek has already
-/// returned: its next peek skips them. Those a walk returns are always the
-/// first ones there, so a count says which. Leaves the marks as it found
-/// them: count the unmarked ones (marking them), set the offset (clearing
-/// every mark), count them all, and mark the first ones again.
-fn marked_at_offset(fd: BorrowedFd<'_>, off: i32) -> io::Result<usize> {
-    let unmarked = count_empty_at_offset(fd)?;
-    sys::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, off)?;
-    let all = count_empty_at_offset(fd)?;
-    let marked = all.checked_sub(unmarked).ok_or_else(|| {
-        io::Error::other("the receive queue changed while dumping (zero-length datagrams)")
-    })?;
-    remark_at_offset(fd, off, marked)?;
-    Ok(marked)
-}
-
 fn dump_receive_queue(
     fd: BorrowedFd<'_>,
     guard: &mut Guard<'_>,
@@ -938,15 +463,10 @@ fn dump_receive_queue(
     )?;
     // A socket the application (a restore tool) left in repair mode: the
     // `recvmsg` series' MSG_PEEK would read the send queue.
-    match guard.set(libc::SOL_UDP, super::UDP_REPAIR, 0) {
+    match guard.set(libc::SOL_UDP, crate::UDP_REPAIR, 0) {
         Ok(_) => {}
         Err(e) if e.raw_os_error() == Some(libc::ENOPROTOOPT) => {}
-        Err(e) => {
-            return Err(DumpError {
-                step: "UDP_REPAIR off".into(),
-                error: e,
-            })
-        }
+        Err(e) => return Err(Error::new(Op::Dump, "UDP_REPAIR off", e)),
     }
     let what = "turning on receive metadata";
     step(what, guard.set(libc::SOL_IP, libc::IP_PKTINFO, 1))?;
@@ -1052,18 +572,13 @@ fn dump_send_queue(
     };
     for r in &opts.readers {
         if r.needs_repair_mode() {
-            match guard.set(libc::SOL_UDP, super::UDP_REPAIR, 1) {
+            match guard.set(libc::SOL_UDP, crate::UDP_REPAIR, 1) {
                 Ok(true) => {}
                 Ok(false) => continue,
                 Err(e) if matches!(e.raw_os_error(), Some(libc::ENOPROTOOPT | libc::EINVAL)) => {
                     continue
                 }
-                Err(e) => {
-                    return Err(DumpError {
-                        step: "UDP_REPAIR on".into(),
-                        error: e,
-                    })
-                }
+                Err(e) => return Err(Error::new(Op::Dump, "UDP_REPAIR on", e)),
             }
         }
         match r.read(fd) {
@@ -1085,10 +600,11 @@ fn dump_send_queue(
                 return Ok(sq);
             }
             Err(e) => {
-                return Err(DumpError {
-                    step: format!("reading the send queue ({})", r.name()),
-                    error: e,
-                })
+                return Err(Error::new(
+                    Op::Dump,
+                    format!("reading the send queue ({})", r.name()),
+                    e,
+                ))
             }
         }
     }

@@ -2,7 +2,7 @@
 //! kernel-behaviour probe send traffic only on the loopback of a namespace
 //! they created, never on the host's.
 
-use super::sys;
+use crate::sys;
 use std::io;
 use std::os::fd::AsFd;
 

@@ -1,4 +1,5 @@
-//! The send-queue readers of [`super::dump`], over each kernel series' uapi:
+//! The dump's send-queue readers: the [`SendQueueReader`] trait, and its
+//! implementations over each kernel series' uapi:
 //! [`Getsockopt`] (`UDP_REPAIR_PENDING`: payload and the whole cork state)
 //! first, then [`Recvmsg`] (`recvmsg(MSG_PEEK)` in repair mode: payload and
 //! destination only). Each finds out at run time whether the kernel has its
@@ -14,15 +15,73 @@
 //! fails the dump) a datagram carrying state that the restore cannot
 //! reproduce, rather than restoring a datagram that differs.
 
-use super::dump::{SendQueueRead, SendQueueReader};
-use super::getsockopt::{self, CorkedBy, Family, Pending};
-use super::recvmsg::{self, Support};
-use super::{sys, wire};
+use crate::guard::Guard;
+use crate::uapi::getsockopt::{self, CorkedBy, Family, Pending};
+use crate::uapi::recvmsg::{self, Support};
+use crate::{sys, wire};
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsFd;
 use std::os::fd::BorrowedFd;
 use std::sync::OnceLock;
 use udp_repair_proto::v1;
+
+/// What a [`SendQueueReader`] found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SendQueueRead {
+    /// The kernel lacks this reader's interface (ENOPROTOOPT).
+    Unsupported,
+    /// Nothing pending.
+    Empty,
+    /// The pending datagram.
+    Pending(Box<v1::PendingDatagram>),
+}
+
+/// One way to read a corked socket's pending datagram. Implemented over the
+/// kernel series' uapi (getsockopt.rs, recvmsg.rs); readers are tried in
+/// order and the first supported one is used.
+pub trait SendQueueReader: std::fmt::Debug + Send + Sync {
+    /// Name stored in the image (`"getsockopt"`, `"recvmsg"`).
+    fn name(&self) -> &'static str;
+    /// Reads the pending datagram. Must leave the socket as it was (repair
+    /// mode is switched on and off by the dump's guard through
+    /// [`SendQueueReader::needs_repair_mode`]).
+    fn read(&self, fd: BorrowedFd<'_>) -> io::Result<SendQueueRead>;
+    /// Whether `read` needs UDP_REPAIR switched on around it.
+    fn needs_repair_mode(&self) -> bool {
+        true
+    }
+}
+
+/// The readers this build knows, best first: the getsockopt series' (whole
+/// cork state), then the recvmsg series' (payload and destination). Each
+/// answers `Unsupported` on a kernel without its interface.
+pub fn default_readers() -> Vec<Box<dyn SendQueueReader>> {
+    all()
+}
+
+/// The first of `readers` that the running kernel supports, asked of a
+/// scratch UDP socket with nothing pending: the reader
+/// [`crate::dump::dump_with`] uses.
+/// `None`: a socket with pending data cannot be dumped here.
+pub fn probe_reader(readers: &[Box<dyn SendQueueReader>]) -> Option<&'static str> {
+    let s = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    let fd = s.as_fd();
+    for r in readers {
+        let mut guard = Guard::new(fd);
+        if r.needs_repair_mode()
+            && !matches!(guard.set(libc::SOL_UDP, crate::UDP_REPAIR, 1), Ok(true))
+        {
+            continue;
+        }
+        let got = r.read(fd);
+        let _ = guard.finish();
+        if matches!(got, Ok(SendQueueRead::Empty)) {
+            return Some(r.name());
+        }
+    }
+    None
+}
 
 fn refuse(msg: String) -> io::Error {
     io::Error::new(io::ErrorKind::Unsupported, msg)
@@ -147,7 +206,7 @@ pub struct Recvmsg;
 fn recvmsg_support() -> Option<Support> {
     static SUPPORT: OnceLock<Option<Support>> = OnceLock::new();
     *SUPPORT.get_or_init(|| {
-        super::netns::in_new_netns(|| recvmsg::probe().ok())
+        crate::netns::in_new_netns(|| recvmsg::probe().ok())
             .ok()
             .flatten()
             .or_else(|| recvmsg::probe().ok())
@@ -192,7 +251,7 @@ impl SendQueueReader for Recvmsg {
     }
 }
 
-/// The readers, best first: [`super::dump::default_readers`].
+/// The readers, best first: [`default_readers`].
 pub fn all() -> Vec<Box<dyn SendQueueReader>> {
     vec![Box::new(Getsockopt), Box::new(Recvmsg)]
 }
@@ -200,7 +259,7 @@ pub fn all() -> Vec<Box<dyn SendQueueReader>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::repair::getsockopt::{Cork, IpOptions, Value};
+    use crate::uapi::getsockopt::{Cork, IpOptions, Value};
     use std::net::UdpSocket;
     use std::os::fd::AsFd;
 
@@ -300,11 +359,11 @@ mod tests {
     #[test]
     fn no_reader_without_udp_repair() {
         let s = UdpSocket::bind("0.0.0.0:0").unwrap();
-        if sys::getsockopt_int(s.as_fd(), libc::SOL_UDP, super::super::UDP_REPAIR).is_ok() {
+        if sys::getsockopt_int(s.as_fd(), libc::SOL_UDP, crate::UDP_REPAIR).is_ok() {
             eprintln!("this kernel has UDP_REPAIR: test not applicable");
             return;
         }
-        assert_eq!(crate::repair::dump::probe_reader(&all()), None);
+        assert_eq!(probe_reader(&all()), None);
         for r in all() {
             assert_eq!(r.read(s.as_fd()).unwrap(), SendQueueRead::Unsupported);
         }

@@ -17,8 +17,8 @@
 //! The `recvmsg` series uses the same `UDP_REPAIR` option: [`detect`] tells
 //! whether `UDP_REPAIR_PENDING` itself exists.
 
-use super::sys;
-use super::UDP_REPAIR;
+use crate::sys;
+use crate::UDP_REPAIR;
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::BorrowedFd;
@@ -43,7 +43,7 @@ pub mod flags {
     pub const PRIORITY: u32 = 1 << 3;
     /// IPv6: `IPV6_DONTFRAG` set when the datagram was corked.
     pub const DONTFRAG: u32 = 1 << 4;
-    /// [`super::RawPending::tskey`] is valid (`SOF_TIMESTAMPING_OPT_ID`).
+    /// [`RawPending::tskey`] is valid (`SOF_TIMESTAMPING_OPT_ID`).
     pub const TSKEY: u32 = 1 << 5;
     /// `SO_WIFI_STATUS` was on when the datagram was corked.
     pub const WIFI_STATUS: u32 = 1 << 6;

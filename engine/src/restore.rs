@@ -13,7 +13,7 @@
 //!    IPV6_MINHOPCOUNT) and SO_RCVBUF, which is raised (SO_RCVBUFFORCE) so
 //!    that the queue fits whatever truesize the re-created skbs have;
 //! 2. SO_BINDTODEVICE, bind() to the saved address;
-//! 3. the receive queue ([`super::inject`]), while the socket is not yet
+//! 3. the receive queue ([`crate::inject`]), while the socket is not yet
 //!    connected (a connected socket would refuse other sources) and has no
 //!    filter; then a check that every datagram arrived;
 //! 4. the deferred options, connect() to the saved peer, SO_RCVBUF, the
@@ -28,43 +28,23 @@
 //! (or the bound device); datagrams addressed to a non-local address arrive
 //! addressed to loopback.
 
-use super::dump;
-use super::inject::{self, Strategy};
-use super::options;
-use super::sys;
-use super::wire;
+use crate::error::{Error, Kind, Op};
+use crate::inject::{self, Strategy};
+use crate::options;
+use crate::peek;
+use crate::sys;
+use crate::wire;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 use udp_repair_proto::v1;
 
-/// Why a restore failed.
-#[derive(Debug)]
-pub struct RestoreError {
-    /// The step that failed.
-    pub step: String,
-    /// The error.
-    pub error: io::Error,
-}
+/// The restore's error: see [`Error`].
+pub type RestoreError = Error;
 
-impl std::fmt::Display for RestoreError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "restore failed at {}: {}", self.step, self.error)
-    }
-}
-
-impl std::error::Error for RestoreError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.error)
-    }
-}
-
-fn step<T>(what: impl Into<String>, r: io::Result<T>) -> Result<T, RestoreError> {
-    r.map_err(|error| RestoreError {
-        step: what.into(),
-        error,
-    })
+fn step<T>(what: impl Into<String>, r: io::Result<T>) -> Result<T, Error> {
+    r.map_err(|error| Error::new(Op::Restore, what, error))
 }
 
 /// How to restore.
@@ -121,20 +101,27 @@ pub fn restore_with(
     cp: &v1::Checkpoint,
     opts: &RestoreOptions,
 ) -> Result<(OwnedFd, RestoreReport), RestoreError> {
-    step(
-        "validating the checkpoint",
-        udp_repair_proto::validate(cp).map_err(io::Error::other),
-    )?;
+    udp_repair_proto::validate(cp).map_err(|e| {
+        Error::with_kind(
+            Op::Restore,
+            "validating the checkpoint",
+            Kind::InvalidImage,
+            io::Error::new(io::ErrorKind::InvalidData, e.to_string()),
+        )
+    })?;
     let v6 = cp.family == v1::Family::Inet6 as i32;
     let udplite = cp.protocol == v1::Protocol::Udplite as i32;
     let protocol: u8 = if udplite { 136 } else { 17 };
     // Before any socket exists: only the table's options, with values of
     // their rows' layouts (an image is untrusted input).
-    step(
-        "validating the socket options",
-        options::check_saved(&cp.options, udplite)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e)),
-    )?;
+    options::check_saved(&cp.options, udplite).map_err(|e| {
+        Error::with_kind(
+            Op::Restore,
+            "validating the socket options",
+            Kind::InvalidImage,
+            io::Error::new(io::ErrorKind::InvalidData, e),
+        )
+    })?;
     let sock = step("socket()", inject::udp_socket(v6, protocol))?;
     let fd = sock.as_fd();
     let mut report = RestoreReport::default();
@@ -196,22 +183,27 @@ pub fn restore_with(
             protocol,
             opts.strategy,
         )
-        .map_err(|(i, error)| RestoreError {
-            step: format!("re-creating receive queue datagram {i}"),
-            error,
+        .map_err(|(i, error)| {
+            Error::new(
+                Op::Restore,
+                format!("re-creating receive queue datagram {i}"),
+                error,
+            )
         })?;
         if let Some(l) = lost.first() {
             if !opts.accept_rx_loss {
-                return Err(RestoreError {
-                    step: format!(
+                return Err(Error::with_kind(
+                    Op::Restore,
+                    format!(
                         "re-creating receive queue datagram {} ({} of {} could not be, {:?} strategy)",
                         l.index,
                         lost.len(),
                         rq.datagrams.len(),
                         opts.strategy
                     ),
-                    error: io::Error::new(l.error.kind(), l.error.to_string()),
-                });
+                    Kind::Refused,
+                    io::Error::new(l.error.kind(), l.error.to_string()),
+                ));
             }
         }
         let expected: Vec<&v1::RecvDatagram> = rq
@@ -252,12 +244,13 @@ pub fn restore_with(
         )?;
         let now = SocketAddr::try_from(now).ok();
         if now.map(|a| (a.ip(), a.port())) != Some((bound.ip(), bound.port())) {
-            return Err(RestoreError {
-                step: format!("connect({peer})"),
-                error: io::Error::other(format!(
+            return Err(Error::new(
+                Op::Restore,
+                format!("connect({peer})"),
+                io::Error::other(format!(
                     "local address became {now:?}, the checkpoint has {bound}"
                 )),
-            });
+            ));
         }
     }
     if let Some(o) = cp
@@ -310,7 +303,7 @@ fn verify_queue(
     let has_empty = expected.iter().any(|d| d.payload.is_empty());
     let deadline = Instant::now() + opts.delivery_timeout;
     let check_drops = |fd| -> io::Result<()> {
-        let (_, drops) = dump::meminfo(fd)?;
+        let (_, drops) = peek::meminfo(fd)?;
         if drops != 0 {
             return Err(io::Error::other(format!(
                 "the socket dropped {drops} re-created datagram(s) (receive buffer)"
@@ -344,8 +337,8 @@ fn verify_queue(
         sys::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, off)?;
         let mut buf = vec![0u8; 1 << 17];
         let mut control = vec![0u8; 512];
-        let got = dump::peek_one(fd, &mut buf, &mut control, port);
-        let after = dump::peek_one(fd, &mut buf, &mut control, port);
+        let got = peek::peek_one(fd, &mut buf, &mut control, port);
+        let after = peek::peek_one(fd, &mut buf, &mut control, port);
         sys::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, -1)?;
         let src = |d: &v1::RecvDatagram| {
             d.source
@@ -367,7 +360,7 @@ fn verify_queue(
         }
         return Ok(());
     }
-    if has_empty && dump::peek_walk_restarts() != Some(true) {
+    if has_empty && peek::peek_walk_restarts() != Some(true) {
         let v6 = expected.iter().any(|d| {
             d.source
                 .as_ref()
@@ -378,7 +371,7 @@ fn verify_queue(
     }
     loop {
         sys::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, 0)?;
-        let walk = dump::peek_walk(fd, port, expected.len() + 16)?;
+        let walk = peek::peek_walk(fd, port, expected.len() + 16)?;
         sys::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, -1)?;
         check_drops(fd)?;
         if walk.datagrams.len() > expected.len() {
@@ -443,13 +436,13 @@ fn mark_peeked(
     if positions.is_empty() {
         return Ok(());
     }
-    if dump::peek_walk_restarts() == Some(true) {
+    if peek::peek_walk_restarts() == Some(true) {
         let n = positions
             .iter()
             .filter(|p| i32::try_from(**p).ok() == Some(peek_offset))
             .count();
         return if n > 0 {
-            dump::remark_at_offset(fd, peek_offset, n)
+            peek::remark_at_offset(fd, peek_offset, n)
         } else {
             Ok(())
         };
@@ -457,7 +450,7 @@ fn mark_peeked(
     for p in positions {
         let off =
             i32::try_from(p).map_err(|_| io::Error::other("queue too long for SO_PEEK_OFF"))?;
-        dump::remark_at_offset(fd, off, 1)?;
+        peek::remark_at_offset(fd, off, 1)?;
     }
     sys::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, peek_offset)
 }
@@ -614,5 +607,5 @@ fn restore_send_queue(
 }
 
 #[cfg(test)]
-#[path = "dumprestore_tests.rs"]
+#[path = "restore_tests.rs"]
 mod tests;

@@ -23,8 +23,8 @@ use std::os::fd::{AsFd, BorrowedFd};
 use rustix::io::Errno;
 use rustix::net::{recvmsg, RecvAncillaryBuffer, RecvFlags, ReturnFlags, SocketAddrAny};
 
-use super::sys::{getsockopt_int, setsockopt_int};
-use super::UDP_REPAIR;
+use crate::sys::{getsockopt_int, setsockopt_int};
+use crate::UDP_REPAIR;
 
 /// Turns repair mode on or off. Needs `CAP_NET_ADMIN` over the socket's
 /// network namespace (`EPERM` otherwise); turning it on resets the

@@ -3,12 +3,13 @@
 //! root (CAP_SYS_ADMIN for the namespace, CAP_NET_RAW/ADMIN for raw sockets,
 //! IP_TRANSPARENT and SO_MARK).
 
-use crate::repair::dump::{self, DumpOptions};
-use crate::repair::inject::Strategy;
-use crate::repair::netns::in_new_netns;
-use crate::repair::options;
-use crate::repair::restore::{self, RestoreOptions};
-use crate::repair::sys;
+use crate::dump::{self, DumpOptions};
+use crate::inject::Strategy;
+use crate::netns::in_new_netns;
+use crate::options;
+use crate::peek;
+use crate::restore::{self, RestoreOptions};
+use crate::sys;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use udp_repair_proto::v1;
@@ -23,7 +24,7 @@ fn udp(addr: &str) -> UdpSocket {
 
 fn wait_queued(fd: BorrowedFd<'_>, bytes_nonzero: bool) {
     for _ in 0..500 {
-        let (rmem, _) = dump::meminfo(fd).unwrap();
+        let (rmem, _) = peek::meminfo(fd).unwrap();
         if (rmem != 0) == bytes_nonzero {
             return;
         }
@@ -40,7 +41,7 @@ fn recv_all(fd: BorrowedFd<'_>) -> Vec<(Vec<u8>, SocketAddr)> {
     {
         out.push((
             buf[..o.len].to_vec(),
-            crate::repair::wire::parse_sockaddr(&name[..o.name_len]).unwrap(),
+            crate::wire::parse_sockaddr(&name[..o.name_len]).unwrap(),
         ));
     }
     out
@@ -264,7 +265,7 @@ fn dump_twice_finds_zero_length_datagrams_or_says_it_cannot_vouch() {
             first.receive_queue.clone().unwrap(),
             second.receive_queue.clone().unwrap(),
         );
-        match dump::peek_walk_restarts() {
+        match peek::peek_walk_restarts() {
             Some(true) => {
                 assert_eq!(payloads(&second), all);
                 assert!(q1.zero_length_vouched && q2.zero_length_vouched);
@@ -294,7 +295,7 @@ fn dump_twice_finds_zero_length_datagrams_or_says_it_cannot_vouch() {
         // The application still receives all five.
         assert_eq!(recv_all(a.as_fd()).len(), 5);
         // require_vouched turns the warning into an error.
-        if dump::peek_walk_restarts() != Some(true) {
+        if peek::peek_walk_restarts() != Some(true) {
             b.send_to(b"", "127.0.0.1:5003").unwrap();
             wait_queued(a.as_fd(), true);
             let opts = DumpOptions {
@@ -310,7 +311,7 @@ fn dump_twice_finds_zero_length_datagrams_or_says_it_cannot_vouch() {
 #[test]
 fn zero_length_datagram_hidden_at_the_head_is_recovered() {
     ns(|| {
-        if dump::peek_walk_restarts() == Some(true) {
+        if peek::peek_walk_restarts() == Some(true) {
             return; // nothing is ever hidden there
         }
         let a = udp("127.0.0.1:5004");
@@ -524,9 +525,7 @@ fn pending_cp(dst: SocketAddr, udp_cork: bool) -> v1::Checkpoint {
         schema_version: 1,
         family: v1::Family::Inet as i32,
         protocol: v1::Protocol::Udp as i32,
-        bound: Some(crate::repair::wire::to_proto(
-            &"127.0.0.1:5010".parse().unwrap(),
-        )),
+        bound: Some(crate::wire::to_proto(&"127.0.0.1:5010".parse().unwrap())),
         peek_offset: -1,
         receive_queue: Some(Default::default()),
         send_queue: Some(v1::SendQueue {
@@ -534,7 +533,7 @@ fn pending_cp(dst: SocketAddr, udp_cork: bool) -> v1::Checkpoint {
             pending: Some(v1::PendingDatagram {
                 family: libc::AF_INET as u32,
                 payload: b"hello ".to_vec(),
-                destination: Some(crate::repair::wire::to_proto(&dst)),
+                destination: Some(crate::wire::to_proto(&dst)),
                 cork: Some(v1::CorkState {
                     ttl: Some(5),
                     tos: Some(0x20),
@@ -556,7 +555,7 @@ fn recv_ttl_tos(fd: BorrowedFd<'_>) -> (Vec<u8>, Option<u32>, Option<u32>) {
     let mut buf = vec![0u8; 2048];
     let mut d = None;
     for _ in 0..500 {
-        if let Some(x) = dump::peek_one(fd, &mut buf, &mut [0u8; 256], 0).unwrap() {
+        if let Some(x) = peek::peek_one(fd, &mut buf, &mut [0u8; 256], 0).unwrap() {
             d = Some(x);
             break;
         }

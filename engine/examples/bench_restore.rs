@@ -1,4 +1,4 @@
-//! Dump/restore benchmark: `cargo run --release -p udp-repair --example
+//! Dump/restore benchmark: `cargo run --release -p udp-repair-engine --example
 //! bench_restore [-- --rcvbuf BYTES --rounds N]` (as root: it makes a private
 //! network namespace; all traffic is on its loopback).
 //!
@@ -12,8 +12,8 @@
 use std::net::UdpSocket;
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
-use udp_repair::repair::inject::Strategy;
-use udp_repair::repair::{dump, netns, restore, sys};
+use udp_repair_engine::inject::Strategy;
+use udp_repair_engine::{dump, netns, restore, sys};
 
 #[derive(Debug, Clone, Copy, Default)]
 struct Figures {
@@ -31,7 +31,7 @@ fn fill(a: &UdpSocket, size: usize) -> usize {
     loop {
         s.send_to(&payload, dst).unwrap();
         sent += 1;
-        let (_, drops) = dump::meminfo(a.as_fd()).unwrap();
+        let (_, drops) = udp_repair_engine::peek::meminfo(a.as_fd()).unwrap();
         if drops > 0 || sent > 1_000_000 {
             return sent - drops as usize;
         }
@@ -91,7 +91,7 @@ fn main() {
     }
     let rows = netns::in_new_netns(|| {
         // Warm up the probe (cached once per process) outside the timings.
-        let _ = dump::peek_walk_restarts();
+        let _ = udp_repair_engine::peek::peek_walk_restarts();
         let mut rows = Vec::new();
         for size in [64usize, 1400, 65000] {
             let mut best = [Figures::default(); 2];

@@ -1,0 +1,293 @@
+//! Peek primitives over a UDP socket's receive queue, shared by the dump
+//! (which walks the queue) and the restore (which checks what it
+//! re-created and marks zero-length datagrams as peeked again).
+//!
+//! Kernel behaviour they rely on: `SO_PEEK_OFF` walks
+//! (`__skb_try_recv_from_queue()` in net/core/datagram.c, `udp_recvmsg()`
+//! in net/ipv4/udp.c); a zero-length datagram once peeked is skipped by
+//! later walks unless the kernel restarts walks when `SO_PEEK_OFF` is set
+//! (the getsockopt series' fix, [`peek_walk_restarts`]).
+
+use crate::{options, sys, wire};
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+use udp_repair_proto::v1;
+
+/// Largest UDP datagram plus room for a UDP_GRO aggregate.
+pub(crate) const PEEK_BUF: usize = 1 << 17;
+/// Room for every cmsg the dump turns on (pktinfo, ttl, tos, timestamps).
+pub(crate) const CONTROL_BUF: usize = 512;
+
+/// Result of one peek walk.
+#[derive(Debug, Default)]
+pub(crate) struct Walk {
+    pub(crate) datagrams: Vec<v1::RecvDatagram>,
+}
+
+fn timespec(data: &[u8], nsec_scale: u32) -> Option<v1::Timestamp> {
+    if data.len() < 16 {
+        return None;
+    }
+    let sec = i64::from_ne_bytes(data[0..8].try_into().ok()?);
+    let sub = i64::from_ne_bytes(data[8..16].try_into().ok()?);
+    let nsec = u32::try_from(sub).ok()?.checked_mul(nsec_scale)?;
+    (nsec < 1_000_000_000).then_some(v1::Timestamp { sec, nsec })
+}
+
+fn int_data(data: &[u8]) -> Option<u32> {
+    match data.len() {
+        1 => Some(data[0].into()),
+        n if n >= 4 => Some(u32::from_ne_bytes(data[..4].try_into().ok()?)),
+        _ => None,
+    }
+}
+
+/// Fills a datagram's metadata from the cmsgs of its peek.
+pub(crate) fn parse_metadata(d: &mut v1::RecvDatagram, control: &[u8]) {
+    for c in wire::cmsgs(control) {
+        match (c.level, c.kind) {
+            (libc::SOL_IP, libc::IP_PKTINFO) if c.data.len() >= 12 => {
+                let ifindex = u32::from_ne_bytes(c.data[0..4].try_into().unwrap_or_default());
+                let ip: [u8; 4] = c.data[8..12].try_into().unwrap_or_default();
+                let port = d.destination.as_ref().map(|x| x.port).unwrap_or(0);
+                d.destination = Some(v1::SockAddr {
+                    ip: ip.to_vec(),
+                    port,
+                    flowinfo: 0,
+                    scope_id: 0,
+                });
+                if ifindex != 0 {
+                    d.ifindex = Some(ifindex);
+                }
+            }
+            (libc::SOL_IPV6, libc::IPV6_PKTINFO) if c.data.len() >= 20 => {
+                let ip: [u8; 16] = c.data[0..16].try_into().unwrap_or_default();
+                let ifindex = u32::from_ne_bytes(c.data[16..20].try_into().unwrap_or_default());
+                // A v4-mapped destination from IPV6_PKTINFO does not
+                // override the IP_PKTINFO one.
+                let mapped = std::net::Ipv6Addr::from(ip).to_ipv4_mapped().is_some();
+                if !(mapped && d.destination.as_ref().is_some_and(|x| x.ip.len() == 4)) {
+                    d.destination = Some(v1::SockAddr {
+                        ip: ip.to_vec(),
+                        port: 0,
+                        flowinfo: 0,
+                        scope_id: 0,
+                    });
+                }
+                if ifindex != 0 {
+                    d.ifindex = Some(ifindex);
+                }
+            }
+            (libc::SOL_IP, libc::IP_TTL) | (libc::SOL_IPV6, libc::IPV6_HOPLIMIT) => {
+                d.ttl = int_data(c.data)
+            }
+            (libc::SOL_IP, libc::IP_TOS) | (libc::SOL_IPV6, libc::IPV6_TCLASS) => {
+                d.tos = int_data(c.data)
+            }
+            (libc::SOL_SOCKET, options::SO_TIMESTAMPNS_OLD | options::SO_TIMESTAMPNS_NEW) => {
+                d.timestamp = timespec(c.data, 1)
+            }
+            (libc::SOL_SOCKET, options::SO_TIMESTAMP_OLD | options::SO_TIMESTAMP_NEW) => {
+                d.timestamp = timespec(c.data, 1000)
+            }
+            (libc::SOL_SOCKET, 37 | 65) => {
+                // SCM_TIMESTAMPING(_NEW): software stamp first.
+                if let Some(t) = timespec(c.data, 1).filter(|t| t.sec != 0 || t.nsec != 0) {
+                    d.timestamp = Some(t);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// One peek at the current peek offset. `Ok(None)`: queue exhausted.
+pub(crate) fn peek_one(
+    fd: BorrowedFd<'_>,
+    buf: &mut [u8],
+    control: &mut [u8],
+    local_port: u16,
+) -> io::Result<Option<v1::RecvDatagram>> {
+    let mut name = [0u8; 128];
+    let out = loop {
+        match sys::recvmsg_bytes(
+            fd,
+            buf,
+            &mut name,
+            control,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        ) {
+            Ok(o) => break o,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+            Err(e) => return Err(e),
+        }
+    };
+    if out.flags & libc::MSG_TRUNC != 0 {
+        return Err(io::Error::other(format!(
+            "a datagram larger than {} bytes was truncated",
+            buf.len()
+        )));
+    }
+    if out.flags & libc::MSG_CTRUNC != 0 {
+        return Err(io::Error::other("control data truncated"));
+    }
+    let src = wire::parse_sockaddr(&name[..out.name_len.min(name.len())])
+        .ok_or_else(|| io::Error::other("recvmsg returned no source address"))?;
+    let mut d = v1::RecvDatagram {
+        payload: buf[..out.len].to_vec(),
+        source: Some(wire::to_proto(&src)),
+        ..Default::default()
+    };
+    parse_metadata(&mut d, &control[..out.control_len.min(control.len())]);
+    if let Some(dst) = d.destination.as_mut() {
+        dst.port = local_port.into();
+    }
+    Ok(Some(d))
+}
+
+/// Walks the receive queue from the current SO_PEEK_OFF (which must be
+/// >= 0), at most `max` datagrams.
+pub(crate) fn peek_walk(fd: BorrowedFd<'_>, local_port: u16, max: usize) -> io::Result<Walk> {
+    let mut buf = vec![0u8; PEEK_BUF];
+    let mut control = vec![0u8; CONTROL_BUF];
+    let mut w = Walk::default();
+    while let Some(d) = peek_one(fd, &mut buf, &mut control, local_port)? {
+        if w.datagrams.len() >= max {
+            return Err(io::Error::other(format!(
+                "the receive queue keeps growing past {max} datagrams: isolate the socket from traffic while dumping"
+            )));
+        }
+        w.datagrams.push(d);
+    }
+    Ok(w)
+}
+
+/// Whether setting SO_PEEK_OFF restarts the peek walk, so that zero-length
+/// datagrams peeked before are seen again. Probed once per process on a
+/// scratch socket in a private network namespace (or, without the privilege
+/// for one, on 127.0.0.1 of the current namespace). `None`: could not probe.
+pub fn peek_walk_restarts() -> Option<bool> {
+    static PROBE: OnceLock<Option<bool>> = OnceLock::new();
+    *PROBE.get_or_init(|| {
+        crate::netns::in_new_netns(probe_walk_restart)
+            .ok()
+            .flatten()
+            .or_else(probe_walk_restart)
+    })
+}
+
+fn probe_walk_restart() -> Option<bool> {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").ok()?;
+    let me = s.local_addr().ok()?;
+    s.send_to(b"", me).ok()?;
+    s.send_to(b"x", me).ok()?;
+    let fd = s.as_fd();
+    // Loopback delivery normally completes inside send; allow for a
+    // deferred softirq.
+    let deadline = Instant::now() + Duration::from_secs(1);
+    sys::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, 0).ok()?;
+    loop {
+        sys::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, 0).ok()?;
+        let first = peek_walk(fd, me.port(), 16).ok()?.datagrams.len();
+        if first >= 2 {
+            break;
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    sys::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, 0).ok()?;
+    let second = peek_walk(fd, me.port(), 16).ok()?.datagrams.len();
+    Some(second == 2)
+}
+
+/// SO_MEMINFO: (rmem_alloc, drops) of a socket.
+pub fn meminfo(fd: BorrowedFd<'_>) -> io::Result<(u32, u32)> {
+    let mut b = [0u8; 4 * 9];
+    sys::getsockopt_bytes(fd, libc::SOL_SOCKET, libc::SO_MEMINFO, &mut b)?;
+    let at = |i: usize| u32::from_ne_bytes(b[i * 4..i * 4 + 4].try_into().unwrap_or_default());
+    Ok((at(0), at(8)))
+}
+
+/// A peek without buffer at the current peek offset: `Some(true)` it
+/// returned a zero-length datagram (and marked it peeked), `Some(false)` a
+/// datagram with data (no `MSG_TRUNC` only for an empty one), `None`
+/// nothing. Moves no offset: it copies nothing.
+pub(crate) fn peek_empty(fd: BorrowedFd<'_>) -> io::Result<Option<bool>> {
+    let mut name = [0u8; 128];
+    loop {
+        match sys::recvmsg_bytes(
+            fd,
+            &mut [],
+            &mut name,
+            &mut [],
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        ) {
+            Ok(o) => return Ok(Some(o.flags & libc::MSG_TRUNC == 0)),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Peeks without buffer at the current offset until a datagram with data,
+/// or nothing, comes back: how many zero-length datagrams came back (each
+/// is marked peeked by the kernel).
+fn count_empty_at_offset(fd: BorrowedFd<'_>) -> io::Result<usize> {
+    let mut n = 0usize;
+    while peek_empty(fd)? == Some(true) {
+        n += 1;
+        if n > 1 << 20 {
+            return Err(io::Error::other(
+                "zero-length datagrams keep coming at the peek offset",
+            ));
+        }
+    }
+    Ok(n)
+}
+
+/// Sets SO_PEEK_OFF to `off` (on a kernel with the peek fix this clears
+/// every `peeked` mark) and peeks the first `n` zero-length datagrams at
+/// that offset, which marks them as the application's walk had.
+pub(crate) fn remark_at_offset(fd: BorrowedFd<'_>, off: i32, n: usize) -> io::Result<()> {
+    sys::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, off)?;
+    for i in 0..n {
+        match peek_empty(fd)? {
+            Some(true) => {}
+            other => {
+                return Err(io::Error::other(format!(
+                    "zero-length datagram {} of {n} at offset {off} is not there ({})",
+                    i + 1,
+                    if other.is_some() {
+                        "a datagram with data is"
+                    } else {
+                        "nothing is"
+                    }
+                )))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// On a kernel with the peek fix, how many of the zero-length datagrams at
+/// byte offset `off` (the application's SO_PEEK_OFF) a peek has already
+/// returned: its next peek skips them. Those a walk returns are always the
+/// first ones there, so a count says which. Leaves the marks as it found
+/// them: count the unmarked ones (marking them), set the offset (clearing
+/// every mark), count them all, and mark the first ones again.
+pub(crate) fn marked_at_offset(fd: BorrowedFd<'_>, off: i32) -> io::Result<usize> {
+    let unmarked = count_empty_at_offset(fd)?;
+    sys::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, off)?;
+    let all = count_empty_at_offset(fd)?;
+    let marked = all.checked_sub(unmarked).ok_or_else(|| {
+        io::Error::other("the receive queue changed while dumping (zero-length datagrams)")
+    })?;
+    remark_at_offset(fd, off, marked)?;
+    Ok(marked)
+}

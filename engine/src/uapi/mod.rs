@@ -1,0 +1,9 @@
+//! The `UDP_REPAIR` interfaces of the two kernel series
+//! (`kernel-patches/`), each as safe wrappers over [`crate::sys`]:
+//! - [`getsockopt`]: `UDP_REPAIR` and `getsockopt(SOL_UDP,
+//!   UDP_REPAIR_PENDING)`, the pending datagram with its whole cork state;
+//! - [`recvmsg`]: the 2021 design, `recvmsg(MSG_PEEK)` in repair mode,
+//!   payload and destination only.
+
+pub mod getsockopt;
+pub mod recvmsg;
