@@ -390,6 +390,7 @@ fn restore_refuses_options_the_dump_never_saves() {
         for (o, want) in cases {
             let e = restore::restore(&with(o.clone())).unwrap_err();
             assert_eq!(e.step, "validating the socket options", "{o:?}: {e}");
+            assert_eq!(e.kind, crate::Kind::InvalidImage, "{o:?}: {e}");
             assert!(e.to_string().contains(want), "{o:?}: {e}");
             assert_eq!(e.error.kind(), std::io::ErrorKind::InvalidData);
         }
@@ -507,6 +508,7 @@ fn pending_data_without_a_reader_is_refused_unless_dropped() {
         };
         let e = dump::dump_with(a.as_fd(), &opts).unwrap_err();
         assert_eq!(e.step, "send queue");
+        assert_eq!(e.kind, crate::Kind::Refused, "{e}");
         assert!(e.error.to_string().contains("pending"), "{e}");
         let opts = DumpOptions {
             readers: Vec::new(),
