@@ -591,7 +591,7 @@ fn unit_records(
                 ));
                 return;
             };
-            let tap = console::parse_tap(text);
+            let tap = udp_repair_ktap::parse(text);
             let prefix = if u.format == Format::TapStdout {
                 format!("{}:", u.name)
             } else {
@@ -600,7 +600,7 @@ fn unit_records(
             for c in &tap.cases {
                 recs.push(mk(
                     &format!("{prefix}{}", c.name),
-                    c.status,
+                    Status::from(c.status),
                     c.duration_ms,
                     c.message.clone(),
                 ));
@@ -634,7 +634,12 @@ fn unit_records(
                         raw_tail(&out.raw)
                     ),
                 ));
-            } else if rc != 0 && rc != KILLED && !tap.cases.iter().any(|c| c.status == Status::Fail)
+            } else if rc != 0
+                && rc != KILLED
+                && !tap
+                    .cases
+                    .iter()
+                    .any(|c| c.status == udp_repair_ktap::Status::Fail)
             {
                 // libtest exits 101 and kselftests 1 on failures; any other
                 // non-zero exit without a failing case is a crash.

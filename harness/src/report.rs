@@ -233,10 +233,23 @@ fn matrix(runs: &[Run]) -> String {
     out
 }
 
-/// KTAP: one top-level test per variant, a nested one per suite.
+/// KTAP: one top-level test per variant, a nested one per suite, written
+/// with the project's one KTAP writer (`udp_repair_ktap`). An ERROR is a
+/// `not ok` whose diagnostics say so.
 pub fn ktap(runs: &[Run]) -> String {
-    let mut out = String::from("KTAP version 1\n");
-    let _ = writeln!(out, "1..{}", runs.len());
+    use udp_repair_ktap::{self as ktap, Case};
+    let case = |name: &str, ok: bool, message: String| Case {
+        name: name.to_string(),
+        status: if ok {
+            ktap::Status::Pass
+        } else {
+            ktap::Status::Fail
+        },
+        message,
+        duration_ms: None,
+    };
+    let mut out = String::new();
+    ktap::header(&mut out, 0, runs.len());
     for (vi, run) in runs.iter().enumerate() {
         let mut suites: Vec<&str> = Vec::new();
         for t in &run.tests {
@@ -244,57 +257,55 @@ pub fn ktap(runs: &[Run]) -> String {
                 suites.push(&t.suite);
             }
         }
-        let _ = writeln!(
-            out,
-            "    KTAP version 1\n    # kernel {}\n    1..{}",
-            run.kernel,
-            suites.len()
-        );
+        ktap::header(&mut out, 1, suites.len());
+        ktap::diagnostic(&mut out, 1, &format!("kernel {}", run.kernel));
         for (si, suite) in suites.iter().enumerate() {
             let tests: Vec<&Record> = run.tests.iter().filter(|t| t.suite == *suite).collect();
-            let _ = writeln!(out, "        KTAP version 1\n        1..{}", tests.len());
+            ktap::header(&mut out, 2, tests.len());
             for (ti, t) in tests.iter().enumerate() {
-                if matches!(t.status, Status::Fail | Status::Error) {
-                    for l in t.message.lines().take(20) {
-                        let _ = writeln!(out, "        # {l}");
-                    }
-                }
-                let line = match t.status {
-                    Status::Pass => format!("ok {} {}", ti + 1, t.name),
-                    Status::Skip => {
-                        format!("ok {} {} # SKIP {}", ti + 1, t.name, first_line(&t.message))
-                    }
-                    Status::Fail | Status::Error => format!("not ok {} {}", ti + 1, t.name),
+                let (status, message) = match t.status {
+                    Status::Pass => (ktap::Status::Pass, String::new()),
+                    Status::Skip => (ktap::Status::Skip, first_line(&t.message).to_string()),
+                    Status::Fail => (ktap::Status::Fail, head(&t.message, 20)),
+                    Status::Error => (
+                        ktap::Status::Fail,
+                        format!("ERROR: {}", head(&t.message, 19)),
+                    ),
                 };
-                let _ = writeln!(out, "        {line}");
+                let c = Case {
+                    name: t.name.clone(),
+                    status,
+                    message,
+                    duration_ms: t.duration_ms,
+                };
+                ktap::result(&mut out, 2, ti + 1, &c);
             }
-            let t = Totals::of(tests.iter().copied());
-            let ok = t.fail + t.error == 0;
-            let _ = writeln!(
-                out,
-                "    {}ok {} {}",
-                if ok { "" } else { "not " },
+            let tot = Totals::of(tests.iter().copied());
+            ktap::result(
+                &mut out,
+                1,
                 si + 1,
-                suite
+                &case(suite, tot.fail + tot.error == 0, String::new()),
             );
-        }
-        if let Some(e) = &run.infra_error {
-            let _ = writeln!(out, "    # infrastructure failure: {}", first_line(e));
         }
         let ok = run.infra_error.is_none()
             && run
                 .tests
                 .iter()
                 .all(|t| !matches!(t.status, Status::Fail | Status::Error));
-        let _ = writeln!(
-            out,
-            "{}ok {} {}",
-            if ok { "" } else { "not " },
-            vi + 1,
-            run.variant
-        );
+        let why = run
+            .infra_error
+            .as_deref()
+            .map(|e| format!("infrastructure failure: {}", first_line(e)))
+            .unwrap_or_default();
+        ktap::result(&mut out, 0, vi + 1, &case(&run.variant, ok, why));
     }
     out
+}
+
+/// The first `n` lines of `s`.
+fn head(s: &str, n: usize) -> String {
+    s.lines().take(n).collect::<Vec<_>>().join("\n")
 }
 
 /// JSON: the runs with their infrastructure status, and a flat list with
@@ -377,13 +388,15 @@ mod tests {
         let k = ktap(&[r]);
         assert!(k.contains("        ok 2 b # SKIP because\n"), "{k}");
         assert!(
-            k.contains("        # because\n        # more\n        not ok 3 c\n"),
+            k.contains(
+                "        # because\n        # more\n        # duration_ms 3\n        not ok 3 c\n"
+            ),
             "{k}"
         );
         assert!(k.contains("    not ok 1 base\nnot ok 1 none\n"), "{k}");
-        let parsed = udp_repair_vm::console::parse_tap(&k);
+        let parsed = udp_repair_ktap::parse(&k);
         assert_eq!(parsed.plan, Some(1));
-        assert_eq!(parsed.cases[0].status, Status::Fail);
+        assert_eq!(parsed.cases[0].status, udp_repair_ktap::Status::Fail);
     }
 
     #[test]

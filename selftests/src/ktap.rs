@@ -6,7 +6,6 @@
 //! variable `UDP_REPAIR_KTAP` names a file, the KTAP report goes there once
 //! the run is over.
 
-use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -186,33 +185,27 @@ pub fn run(tests: Vec<Test>) -> std::process::ExitCode {
     conclusion.exit_code()
 }
 
-/// Renders records as a KTAP version 1 document.
+/// Renders records as a KTAP version 1 document, with the project's one
+/// KTAP writer.
 fn render(records: &[Record]) -> String {
-    let mut out = String::from("KTAP version 1\n");
-    let _ = writeln!(out, "1..{}", records.len());
-    for (i, r) in records.iter().enumerate() {
-        let n = i + 1;
-        let ms = r.elapsed.as_millis();
-        match &r.status {
-            Status::Pass => {
-                let _ = writeln!(out, "# duration_ms {ms}\nok {n} {}", r.name);
+    let cases: Vec<udp_repair_ktap::Case> = records
+        .iter()
+        .map(|r| {
+            let ms = Some(r.elapsed.as_millis() as u64);
+            let (status, message, duration_ms) = match &r.status {
+                Status::Pass => (udp_repair_ktap::Status::Pass, String::new(), ms),
+                Status::Skip(why) => (udp_repair_ktap::Status::Skip, why.clone(), None),
+                Status::Fail(msg) => (udp_repair_ktap::Status::Fail, msg.clone(), ms),
+            };
+            udp_repair_ktap::Case {
+                name: r.name.clone(),
+                status,
+                message,
+                duration_ms,
             }
-            Status::Skip(reason) => {
-                let _ = writeln!(out, "ok {n} {} # SKIP {}", r.name, one_line(reason));
-            }
-            Status::Fail(msg) => {
-                for line in msg.lines() {
-                    let _ = writeln!(out, "# {line}");
-                }
-                let _ = writeln!(out, "# duration_ms {ms}\nnot ok {n} {}", r.name);
-            }
-        }
-    }
-    out
-}
-
-fn one_line(s: &str) -> String {
-    s.replace('\n', " ")
+        })
+        .collect();
+    udp_repair_ktap::write(&cases)
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
-//! Reading what the guest said: kernel splats on the console, the per-unit
-//! sections of the results channel, and (K)TAP.
+//! Reading what the guest said: kernel splats and QEMU's fatal errors on
+//! the console, and the per-unit sections of the results channel (each
+//! unit's KTAP is parsed by `udp_repair_ktap::parse`).
 //!
 //! The results channel (virtio console `hvc0`) carries, per unit:
 //!
@@ -187,139 +188,19 @@ impl Status {
     }
 }
 
-/// One test case from a (K)TAP document.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Case {
-    /// The description after the number.
-    pub name: String,
-    /// Its outcome.
-    pub status: Status,
-    /// SKIP reason, or the diagnostics printed before a failure.
-    pub message: String,
-    /// `# duration_ms N` if the producer gave one.
-    pub duration_ms: Option<u64>,
-}
-
-/// A parsed (K)TAP document: the plan and the top-level results.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Tap {
-    /// `1..N`, if present.
-    pub plan: Option<usize>,
-    /// Results, in order.
-    pub cases: Vec<Case>,
-}
-
-/// Parses TAP 13 / KTAP 1 top-level results. Indented lines (nested
-/// subtests) and noise are skipped; `# ` lines before a result become its
-/// message. Tolerates a truncated document: the caller compares with the
-/// plan.
-pub fn parse_tap(text: &str) -> Tap {
-    let mut tap = Tap::default();
-    let mut diags: Vec<String> = Vec::new();
-    let mut duration = None;
-    for line in text.lines() {
-        let line = line.trim_end_matches('\r');
-        if let Some(plan) = line.strip_prefix("1..") {
-            if let Ok(n) = plan.split_whitespace().next().unwrap_or("").parse() {
-                tap.plan = Some(n);
-            }
-            continue;
+impl From<udp_repair_ktap::Status> for Status {
+    fn from(s: udp_repair_ktap::Status) -> Self {
+        match s {
+            udp_repair_ktap::Status::Pass => Status::Pass,
+            udp_repair_ktap::Status::Fail => Status::Fail,
+            udp_repair_ktap::Status::Skip => Status::Skip,
         }
-        if let Some(d) = line.strip_prefix('#') {
-            let d = d.trim();
-            if let Some(ms) = d.strip_prefix("duration_ms ") {
-                duration = ms.trim().parse().ok();
-            } else if !d.is_empty() {
-                diags.push(d.to_string());
-            }
-            continue;
-        }
-        let (ok, rest) = if let Some(r) = line.strip_prefix("not ok ") {
-            (false, r)
-        } else if let Some(r) = line.strip_prefix("ok ") {
-            (true, r)
-        } else {
-            continue;
-        };
-        let rest = rest
-            .trim_start_matches(|c: char| c.is_ascii_digit())
-            .trim_start();
-        let rest = rest.strip_prefix("- ").unwrap_or(rest);
-        let (name, directive) = match rest.split_once(" # ") {
-            Some((n, d)) => (n.trim(), Some(d.trim())),
-            None => (rest.trim(), None),
-        };
-        let dir_upper = directive.map(|d| d.to_ascii_uppercase());
-        let (status, message) = match dir_upper.as_deref() {
-            Some(d) if d.starts_with("SKIP") => (
-                Status::Skip,
-                directive.unwrap_or("")[4..]
-                    .trim()
-                    .trim_start_matches(':')
-                    .trim()
-                    .to_string(),
-            ),
-            Some(d) if d.starts_with("XFAIL") => {
-                (Status::Pass, directive.unwrap_or("").to_string())
-            }
-            _ if ok => (Status::Pass, String::new()),
-            _ => {
-                let keep = diags.len().saturating_sub(20);
-                (Status::Fail, diags[keep..].join("\n"))
-            }
-        };
-        let status = if status == Status::Skip && !ok {
-            Status::Fail
-        } else {
-            status
-        };
-        tap.cases.push(Case {
-            name: name.to_string(),
-            status,
-            message,
-            duration_ms: duration.take(),
-        });
-        diags.clear();
     }
-    tap
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn kselftest_harness_output() {
-        let text = "TAP version 13\n1..3\n# Starting 3 tests from 2 test cases.\n\
-                    #  RUN           udp.v4.cork ...\n#            OK  udp.v4.cork\nok 1 udp.v4.cork\n\
-                    #  RUN           udp.v4.peek ...\n# udp_repair.c:88:peek:Expected 3 (3) == n (2)\n\
-                    # peek: Test failed\n#          FAIL  udp.v4.peek\nnot ok 2 udp.v4.peek\n\
-                    ok 3 udp.v6.repair # SKIP UDP_REPAIR not supported\n# Totals: pass:1 fail:1\n";
-        let t = parse_tap(text);
-        assert_eq!(t.plan, Some(3));
-        assert_eq!(t.cases.len(), 3);
-        assert_eq!(t.cases[0].status, Status::Pass);
-        assert_eq!(t.cases[1].status, Status::Fail);
-        assert!(
-            t.cases[1].message.contains("Expected 3 (3) == n (2)"),
-            "{}",
-            t.cases[1].message
-        );
-        assert_eq!(t.cases[2].status, Status::Skip);
-        assert_eq!(t.cases[2].message, "UDP_REPAIR not supported");
-    }
-
-    #[test]
-    fn ktap_with_durations_and_truncation() {
-        let t = parse_tap(
-            "KTAP version 1\n1..4\n# duration_ms 12\nok 1 base::a\nok 2 - base::b # skip why\n",
-        );
-        assert_eq!(t.plan, Some(4));
-        assert_eq!(t.cases[0].duration_ms, Some(12));
-        assert_eq!(t.cases[1].name, "base::b");
-        assert_eq!(t.cases[1].status, Status::Skip);
-        assert_eq!(t.cases[1].message, "why");
-    }
 
     #[test]
     fn units_split_with_ktap_and_missing_end() {
