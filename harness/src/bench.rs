@@ -148,6 +148,7 @@ fn boot_to_first_result(
         plan: vec![PlanUnit {
             argv: vec!["uname".into(), "-r".into()],
             timeout_s: 30,
+            label: Vec::new(),
         }],
     };
     let initrd = dir.join("initrd.cpio");

@@ -3,7 +3,10 @@
 //! (`udp-repair-engine`).
 
 pub mod bench;
+pub mod guest;
 pub mod patches;
 pub mod pipeline;
+pub mod plan;
 pub mod report;
+pub mod results;
 pub mod suites;

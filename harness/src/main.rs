@@ -97,6 +97,22 @@ enum Cmd {
         #[command(flatten)]
         common: Common,
     },
+    /// Print the report of a kept run directory (the `logs in` line of
+    /// `test`: run.json, console.log, results.log) or of a guest log on
+    /// standard input (`-`: a results channel or a vng log; units the host
+    /// decided, such as a kselftest missing from the tree, are not in a
+    /// log). Boots nothing; the exit status is `test`'s.
+    Parse {
+        /// A run directory, or `-` for a log on standard input.
+        #[arg(value_name = "RUN_DIR|-")]
+        path: PathBuf,
+        /// Print KTAP on stdout instead of the human summary.
+        #[arg(long)]
+        ktap: bool,
+        /// Also write one JSON record per test to FILE.
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+    },
     #[command(flatten)]
     Image(imagecmd::ImageCmd),
 }
@@ -206,7 +222,7 @@ fn main() -> ExitCode {
                     Err(e) => return infra(&e),
                 }
             }
-            match pipeline::guest_selftests(&opts.root) {
+            match udp_repair::guest::selftests(&opts.root) {
                 Ok(p) => println!("guest selftests: {}", p.display()),
                 Err(e) => return infra(&e),
             }
@@ -271,7 +287,7 @@ fn main() -> ExitCode {
                 .collect();
             let opts = common.options();
             let variants = pipeline::expand_variants(&opts.root, &variant);
-            let selftests = match pipeline::guest_selftests(&opts.root) {
+            let selftests = match udp_repair::guest::selftests(&opts.root) {
                 Ok(p) => p,
                 Err(e) => return infra(&e),
             };
@@ -279,21 +295,46 @@ fn main() -> ExitCode {
             for v in &variants {
                 runs.push(pipeline::test_variant(&opts, &cache, v, &units, &selftests));
             }
-            if ktap {
-                print!("{}", report::ktap(&runs));
-            } else {
-                print!("{}", report::human(&runs));
-            }
-            if let Some(path) = json {
-                let text = serde_json::to_string_pretty(&report::json(&runs)).unwrap_or_default();
-                if let Err(e) = std::fs::write(&path, text) {
-                    eprintln!("udp-repair: writing {}: {e}", path.display());
+            print_report(&runs, ktap, json.as_deref())
+        }
+        Cmd::Parse { path, ktap, json } => {
+            let run = if path.as_os_str() == "-" {
+                let mut text = String::new();
+                if let Err(e) = std::io::Read::read_to_string(&mut std::io::stdin(), &mut text) {
+                    eprintln!("udp-repair parse: reading standard input: {e}");
                     return ExitCode::from(EXIT_INFRA);
                 }
+                udp_repair::results::parse_log(&text)
+            } else {
+                udp_repair::results::parse_dir(&path)
+            };
+            match run {
+                Ok(run) => print_report(&[run], ktap, json.as_deref()),
+                Err(e) => {
+                    eprintln!("udp-repair parse: {e}");
+                    ExitCode::from(EXIT_INFRA)
+                }
             }
-            ExitCode::from(report::exit_code(&runs))
         }
     }
+}
+
+/// Prints the report of `runs` (human or KTAP), writes the JSON records
+/// when asked, and returns the exit status `test` documents.
+fn print_report(runs: &[report::Run], ktap: bool, json: Option<&std::path::Path>) -> ExitCode {
+    if ktap {
+        print!("{}", report::ktap(runs));
+    } else {
+        print!("{}", report::human(runs));
+    }
+    if let Some(path) = json {
+        let text = serde_json::to_string_pretty(&report::json(runs)).unwrap_or_default();
+        if let Err(e) = std::fs::write(path, text) {
+            eprintln!("udp-repair: writing {}: {e}", path.display());
+            return ExitCode::from(EXIT_INFRA);
+        }
+    }
+    ExitCode::from(report::exit_code(runs))
 }
 
 fn infra(e: &udp_repair_vm::Error) -> ExitCode {

@@ -1,10 +1,16 @@
-//! The build → boot → parse pipeline behind `build`, `run` and `test`.
+//! The conductor behind `build`, `run` and `test`: kernel (vm's base →
+//! tree → kconfig → build), guest binary ([`crate::guest`]), plan
+//! ([`crate::plan`]), boot (QEMU or vng), results ([`crate::results`]).
+//! Each stage is a module of its own; this one only calls them in order,
+//! keeps the run's record beside its logs, and adapts the plan for vng.
 
-use crate::report::{Record, Run};
-use crate::suites::{Format, Program, Unit};
+use crate::plan;
+use crate::report::Run;
+use crate::results::{self, BootRecord, EndRecord, RunRecord};
+use crate::suites::Unit;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use udp_repair_vm::console::{self, Status};
+use udp_repair_vm::console;
 use udp_repair_vm::initramfs::{self, Contents, PlanUnit};
 use udp_repair_vm::qemu::{self, Accel, End};
 use udp_repair_vm::{base, build, tree, Cache, Error, Result};
@@ -45,6 +51,16 @@ pub enum Runner {
     Vng,
 }
 
+impl Runner {
+    /// `qemu` or `vng`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Runner::Qemu => "qemu",
+            Runner::Vng => "vng",
+        }
+    }
+}
+
 impl std::str::FromStr for Runner {
     type Err = String;
     fn from_str(s: &str) -> std::result::Result<Self, String> {
@@ -76,6 +92,7 @@ fn boot_plan(
                 Ok(PlanUnit {
                     argv: host_argv(&u.argv, &contents.files)?,
                     timeout_s: u.timeout_s,
+                    label: u.label.clone(),
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -214,58 +231,6 @@ pub fn kernel(opts: &Options, cache: &Cache, variant: &str) -> Result<Kernel> {
     Ok(Kernel { tree, built })
 }
 
-/// Builds the static guest test binary.
-pub fn guest_selftests(root: &Path) -> Result<PathBuf> {
-    let target_dir = root.join("target/guest");
-    let log = target_dir.join("build.log");
-    std::fs::create_dir_all(&target_dir)
-        .map_err(|e| Error::Io(format!("creating {}", target_dir.display()), e))?;
-    eprintln!("udp-repair: building the guest selftests (static)");
-    let out =
-        std::process::Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-            .current_dir(root)
-            .args([
-                "build",
-                "--release",
-                "--target",
-                "x86_64-unknown-linux-gnu",
-                "-p",
-                "udp-repair-selftests",
-                "--target-dir",
-            ])
-            .arg(&target_dir)
-            .env("RUSTFLAGS", "-C target-feature=+crt-static")
-            .output()
-            .map_err(|e| Error::Setup(format!("cannot run cargo: {e}")))?;
-    let mut text = out.stdout;
-    text.extend_from_slice(&out.stderr);
-    let _ = std::fs::write(&log, &text);
-    if !out.status.success() {
-        return Err(Error::Build {
-            what: "the guest selftests".into(),
-            tail: build::tail(&log, 30),
-            log,
-        });
-    }
-    Ok(target_dir.join("x86_64-unknown-linux-gnu/release/udp-repair-selftests"))
-}
-
-/// A unit as planned for the guest, or already decided on the host.
-#[derive(Debug)]
-enum Planned {
-    /// Runs as plan entry `idx`.
-    Runs(usize),
-    /// Not run: SKIP with this reason.
-    Skip(String),
-    /// Not run: ERROR, the program did not build.
-    Error(String),
-}
-
-/// Default guest deadline: boot allowance plus every unit's own.
-fn default_timeout(units: &[&Unit]) -> Duration {
-    Duration::from_secs(90 + units.iter().map(|u| u64::from(u.timeout_s)).sum::<u64>())
-}
-
 fn boot_spec(
     opts: &Options,
     k: &Kernel,
@@ -283,55 +248,6 @@ fn boot_spec(
         console: run_dir.join("console.log"),
         results: run_dir.join("results.log"),
         verbose: opts.verbose,
-    }
-}
-
-/// Why a finished boot is an infrastructure failure, if it is.
-fn boot_failure(
-    b: &qemu::Booted,
-    done: bool,
-    spec: &qemu::Spec,
-    running: Option<String>,
-) -> Option<Error> {
-    let splats = console::splats(&b.console);
-    let console = spec.console.clone();
-    match &b.end {
-        // QEMU (or KVM under it) failed: the guest never had a chance.
-        End::QemuFatal(line) => Some(Error::Boot {
-            reason: format!("QEMU failed: {line}"),
-            console,
-        }),
-        End::TimedOut { .. } | End::NoLife => Some(Error::Timeout {
-            after: spec.timeout,
-            console,
-            running,
-        }),
-        End::Exited(_) if !splats.is_empty() => Some(Error::Boot {
-            reason: format!(
-                "kernel splat on the console ({} line(s)), first: {}",
-                splats.len(),
-                splats[0]
-            ),
-            console,
-        }),
-        End::Exited(code) if !done => {
-            let why = if b.console.contains("udp-repair-init: up") {
-                "the guest stopped before the end of its plan"
-            } else {
-                "the guest never reached its init"
-            };
-            let qemu_err = b
-                .stderr
-                .lines()
-                .last()
-                .map(|l| format!("; qemu: {l}"))
-                .unwrap_or_default();
-            Some(Error::Boot {
-                reason: format!("{why} (qemu exit {code:?}{qemu_err})"),
-                console,
-            })
-        }
-        End::Exited(_) => None,
     }
 }
 
@@ -380,281 +296,62 @@ fn boot_and_parse(
 ) -> Result<()> {
     let run_dir = cache.run_dir(&k.tree.label)?;
     run.logs = Some(run_dir.display().to_string());
-    let mut contents = Contents::default();
-    contents.files.push((
-        "/tests/udp-repair-selftests".into(),
-        selftests.to_path_buf(),
-        0o755,
-    ));
-    let mut planned = Vec::new();
-    let ks_dir = k.built.dir.join("kselftest");
-    for u in units {
-        let prepared = match u.program {
-            Program::Selftests { filter } => {
-                let mut argv = vec![
-                    "/tests/udp-repair-selftests".to_string(),
-                    filter.to_string(),
-                ];
-                argv.extend(u.args.iter().map(|s| s.to_string()));
-                Ok(argv)
-            }
-            Program::Kselftest { src, libs } => {
-                match build::kselftest(&k.tree, &k.built, src, libs, &ks_dir) {
-                    Ok(Some(bin)) => {
-                        let name = bin
-                            .file_name()
-                            .map(|n| n.to_string_lossy().into_owned())
-                            .unwrap_or_default();
-                        let guest = format!("/kselftest/{name}");
-                        if !contents.files.iter().any(|(g, _, _)| *g == guest) {
-                            contents.files.push((guest.clone(), bin, 0o755));
-                        }
-                        let mut argv = vec![guest];
-                        argv.extend(u.args.iter().map(|s| s.to_string()));
-                        Ok(argv)
-                    }
-                    Ok(None) => Err(Planned::Skip(format!("{src} is not in this kernel tree"))),
-                    // The series' own test does not compile: that test fails,
-                    // the other suites still run on the kernel.
-                    Err(e) => Err(Planned::Error(e.to_string())),
-                }
-            }
-        };
-        match prepared {
-            Ok(argv) => {
-                planned.push(Planned::Runs(contents.plan.len()));
-                contents.plan.push(PlanUnit {
-                    argv,
-                    timeout_s: u.timeout_s,
-                });
-            }
-            Err(p) => planned.push(p),
-        }
-    }
-    let timeout = opts.timeout.unwrap_or_else(|| default_timeout(units));
-    let (booted, spec) = boot_plan(opts, cache, k, &run_dir, &contents, timeout)?;
-    run.accel = booted.accel.as_str().to_string();
-    run.boot_s = Some(booted.elapsed.as_secs_f64());
-    run.first_result_s = booted.first_result.map(|d| d.as_secs_f64());
-    let (outputs, done) = console::split_units(&booted.results);
-    let running = match booted.end {
-        End::TimedOut { running: Some(i) } => contents.plan.get(i).map(|p| p.argv.join(" ")),
-        _ => None,
+    let planned = plan::plan(k, units, selftests);
+    let timeout = opts.timeout.unwrap_or_else(|| plan::default_timeout(units));
+    let (booted, spec) = boot_plan(opts, cache, k, &run_dir, &planned.contents, timeout)?;
+    let rec = RunRecord {
+        version: results::RUN_RECORD_VERSION,
+        variant: run.variant.clone(),
+        kernel: run.kernel.clone(),
+        build_s: run.build_s,
+        units: planned.units,
+        boot: boot_record(opts, &booted, &spec, timeout),
     };
-    let infra = boot_failure(&booted, done, &spec, running).map(|e| e.to_string());
-    for (u, p) in units.iter().zip(&planned) {
-        match p {
-            Planned::Skip(reason) => run.tests.push(record(
-                u,
-                &run.kernel,
-                &run.variant,
-                u.name,
-                Status::Skip,
-                None,
-                reason.clone(),
-            )),
-            Planned::Error(why) => run.tests.push(record(
-                u,
-                &run.kernel,
-                &run.variant,
-                u.name,
-                Status::Error,
-                None,
-                why.clone(),
-            )),
-            Planned::Runs(idx) => {
-                let out = outputs.iter().find(|o| o.idx == *idx);
-                let why_missing = infra
-                    .clone()
-                    .unwrap_or_else(|| "the guest did not run it".into());
-                unit_records(
-                    u,
-                    out,
-                    &why_missing,
-                    &run.kernel,
-                    &run.variant,
-                    &mut run.tests,
-                );
-            }
-        }
-    }
-    run.infra_error = infra;
+    write_record(&run_dir, &rec)?;
+    let done = results::interpret(&rec, &booted.console, &booted.results, &run_dir);
+    *run = Run {
+        build_s: run.build_s,
+        ..done
+    };
     Ok(())
 }
 
-fn record(
-    u: &Unit,
-    kernel: &str,
-    variant: &str,
-    name: &str,
-    status: Status,
-    ms: Option<u64>,
-    message: String,
-) -> Record {
-    Record {
-        suite: u.suite.to_string(),
-        name: name.to_string(),
-        variant: variant.to_string(),
-        kernel: kernel.to_string(),
-        status,
-        duration_ms: ms,
-        message,
+/// The boot part of a run's record.
+fn boot_record(
+    opts: &Options,
+    b: &qemu::Booted,
+    spec: &qemu::Spec,
+    timeout: Duration,
+) -> BootRecord {
+    let name = |p: &Path| {
+        p.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    BootRecord {
+        runner: opts.runner.as_str().into(),
+        accel: b.accel.as_str().into(),
+        end: EndRecord::from(&b.end),
+        timeout_s: timeout.as_secs(),
+        elapsed_s: b.elapsed.as_secs_f64(),
+        first_result_s: b.first_result.map(|d| d.as_secs_f64()),
+        console: name(&spec.console),
+        // vng carries results and console on one stream, logged as one.
+        results: if opts.runner == Runner::Vng {
+            name(&spec.console)
+        } else {
+            name(&spec.results)
+        },
+        qemu_error: b.stderr.lines().last().map(str::to_string),
     }
 }
 
-/// Exit status of a program killed by the guest's per-unit timeout.
-const KILLED: i32 = 137;
-
-fn raw_tail(raw: &str) -> String {
-    let lines: Vec<&str> = raw.lines().collect();
-    lines[lines.len().saturating_sub(15)..].join("\n")
-}
-
-/// Turns one unit's output into records.
-fn unit_records(
-    u: &Unit,
-    out: Option<&console::UnitOutput>,
-    why_missing: &str,
-    kernel: &str,
-    variant: &str,
-    recs: &mut Vec<Record>,
-) {
-    let mk =
-        |name: &str, status, ms, msg: String| record(u, kernel, variant, name, status, ms, msg);
-    let Some(out) = out else {
-        recs.push(mk(
-            u.name,
-            Status::Error,
-            None,
-            format!("not run: {why_missing}"),
-        ));
-        return;
-    };
-    let Some(rc) = out.rc else {
-        recs.push(mk(
-            u.name,
-            Status::Error,
-            None,
-            format!("did not finish: {why_missing}\n{}", raw_tail(&out.raw)),
-        ));
-        return;
-    };
-    if rc == KILLED {
-        recs.push(mk(
-            u.name,
-            Status::Error,
-            out.ms,
-            format!(
-                "killed after its {}s timeout\n{}",
-                u.timeout_s,
-                raw_tail(&out.raw)
-            ),
-        ));
-    }
-    match u.format {
-        Format::ExitCode => {
-            if rc == KILLED {
-                return;
-            }
-            let (status, msg) = match rc {
-                0 => (Status::Pass, String::new()),
-                4 => (
-                    Status::Skip,
-                    out.raw
-                        .lines()
-                        .rev()
-                        .find(|l| !l.trim().is_empty())
-                        .unwrap_or("exit 4")
-                        .to_string(),
-                ),
-                _ => (
-                    Status::Fail,
-                    format!("exit status {rc}\n{}", raw_tail(&out.raw)),
-                ),
-            };
-            recs.push(mk(u.name, status, out.ms, msg));
-        }
-        Format::KtapFile | Format::TapStdout => {
-            let text = match u.format {
-                Format::KtapFile => out.ktap.as_deref(),
-                _ => Some(out.raw.as_str()),
-            };
-            let Some(text) = text else {
-                recs.push(mk(
-                    u.name,
-                    Status::Error,
-                    out.ms,
-                    format!(
-                        "wrote no KTAP report (exit status {rc})\n{}",
-                        raw_tail(&out.raw)
-                    ),
-                ));
-                return;
-            };
-            let tap = udp_repair_ktap::parse(text);
-            let prefix = if u.format == Format::TapStdout {
-                format!("{}:", u.name)
-            } else {
-                String::new()
-            };
-            for c in &tap.cases {
-                recs.push(mk(
-                    &format!("{prefix}{}", c.name),
-                    Status::from(c.status),
-                    c.duration_ms,
-                    c.message.clone(),
-                ));
-            }
-            let missing = tap.plan.unwrap_or(0).saturating_sub(tap.cases.len());
-            if missing > 0 {
-                recs.push(mk(
-                    u.name,
-                    Status::Error,
-                    out.ms,
-                    format!(
-                        "{missing} planned test(s) never reported (exit status {rc})\n{}",
-                        raw_tail(&out.raw)
-                    ),
-                ));
-            } else if tap.cases.is_empty() && rc == 4 {
-                let why = out
-                    .raw
-                    .lines()
-                    .rev()
-                    .find(|l| !l.trim().is_empty())
-                    .unwrap_or("exit 4");
-                recs.push(mk(u.name, Status::Skip, out.ms, why.to_string()));
-            } else if tap.cases.is_empty() && rc != KILLED {
-                recs.push(mk(
-                    u.name,
-                    Status::Error,
-                    out.ms,
-                    format!(
-                        "reported no tests (exit status {rc})\n{}",
-                        raw_tail(&out.raw)
-                    ),
-                ));
-            } else if rc != 0
-                && rc != KILLED
-                && !tap
-                    .cases
-                    .iter()
-                    .any(|c| c.status == udp_repair_ktap::Status::Fail)
-            {
-                // libtest exits 101 and kselftests 1 on failures; any other
-                // non-zero exit without a failing case is a crash.
-                recs.push(mk(
-                    u.name,
-                    Status::Error,
-                    out.ms,
-                    format!(
-                        "exit status {rc} with no failing test\n{}",
-                        raw_tail(&out.raw)
-                    ),
-                ));
-            }
-        }
-    }
+/// Keeps the run's record beside its logs, for `udp-repair parse`.
+fn write_record(dir: &Path, rec: &RunRecord) -> Result<()> {
+    let path = dir.join("run.json");
+    let text = serde_json::to_string_pretty(rec)
+        .map_err(|e| Error::Setup(format!("encoding {}: {e}", path.display())))?;
+    std::fs::write(&path, text).map_err(|e| Error::Io(format!("writing {}", path.display()), e))
 }
 
 /// `run`: boots the variant and runs one command, with extra files in
@@ -693,11 +390,17 @@ pub fn run_command(
         // The host's deadline is the one that counts: the guest's own limit
         // only backs it up.
         timeout_s: (timeout.as_secs() + 30) as u32,
+        label: vec![
+            "suite=run".into(),
+            "name=command".into(),
+            "format=exit-code".into(),
+        ],
     });
     let (booted, spec) = boot_plan(opts, cache, &k, &run_dir, &contents, timeout)?;
     let (outputs, done) = console::split_units(&booted.results);
     let running = matches!(booted.end, End::TimedOut { running: Some(_) }).then(|| argv.join(" "));
-    if let Some(e) = boot_failure(&booted, done, &spec, running) {
+    let rec = boot_record(opts, &booted, &spec, timeout);
+    if let Some(e) = results::boot_failure(&rec, &booted.console, done, &spec.console, running) {
         if let Some(out) = outputs.first() {
             print!("{}", out.raw);
         }

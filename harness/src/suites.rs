@@ -5,7 +5,8 @@
 //! program; the harness builds it and puts it in the initramfs.
 
 /// How a unit reports its results.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Format {
     /// The Rust selftests binary: KTAP written to the file named by
     /// `$UDP_REPAIR_KTAP`.
@@ -14,6 +15,24 @@ pub enum Format {
     TapStdout,
     /// No TAP: one result from the exit status (0 pass, 4 skip, else fail).
     ExitCode,
+}
+
+impl Format {
+    /// Its name in logs and records: `ktap-file`, `tap-stdout`, `exit-code`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Format::KtapFile => "ktap-file",
+            Format::TapStdout => "tap-stdout",
+            Format::ExitCode => "exit-code",
+        }
+    }
+
+    /// The format of [`Format::label`] `s`.
+    pub fn from_label(s: &str) -> Option<Format> {
+        [Format::KtapFile, Format::TapStdout, Format::ExitCode]
+            .into_iter()
+            .find(|f| f.label() == s)
+    }
 }
 
 /// Which program a unit runs.

@@ -10,7 +10,7 @@
 //! its name, [`Status`], duration (`# duration_ms N` before it), and its
 //! message: a failure's diagnostics (`# ` lines before it, the last
 //! [`MAX_DIAGNOSTICS`]), a skip's reason (after `# SKIP`, one line).
-//! Trailing whitespace of a line is not kept.
+//! Whitespace around a diagnostic line, a name or a reason is not kept.
 
 use std::fmt::Write as _;
 
@@ -127,10 +127,10 @@ pub fn parse(text: &str) -> Document {
             continue;
         }
         if let Some(d) = line.strip_prefix('#') {
-            let d = d.strip_prefix(' ').unwrap_or(d).trim_end();
+            let d = d.trim();
             if let Some(ms) = d.strip_prefix("duration_ms ") {
                 duration = ms.trim().parse().ok();
-            } else if !d.trim().is_empty() {
+            } else if !d.is_empty() {
                 diags.push(d.to_string());
             }
             continue;

@@ -5,7 +5,7 @@
 //! The results channel (virtio console `hvc0`) carries, per unit:
 //!
 //! ```text
-//! @@udp-repair unit-begin 3
+//! @@udp-repair unit-begin 3 suite=kselftest name=udp_repair format=tap-stdout
 //! ...the program's own output...
 //! @@udp-repair ktap 3            (only when it wrote $UDP_REPAIR_KTAP)
 //! KTAP version 1
@@ -99,6 +99,9 @@ pub struct UnitOutput {
     pub rc: Option<i32>,
     /// Wall time in the guest.
     pub ms: Option<u64>,
+    /// What the host said the unit is (`suite=S name=N format=F`), from
+    /// its `unit-begin` line.
+    pub label: Option<String>,
 }
 
 /// The results channel, split into units; the flag says whether the init
@@ -116,8 +119,10 @@ pub fn split_units(results: &str) -> (Vec<UnitOutput>, bool) {
                 words.next().and_then(|w| w.parse::<usize>().ok()),
             ) {
                 (Some("unit-begin"), Some(idx)) => {
+                    let label: Vec<&str> = words.collect();
                     units.push(UnitOutput {
                         idx,
+                        label: (!label.is_empty()).then(|| label.join(" ")),
                         ..Default::default()
                     });
                     in_ktap = false;

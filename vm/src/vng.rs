@@ -226,9 +226,10 @@ mod tests {
         let s = script(&[PlanUnit {
             argv: vec!["/x/t".into(), "base::".into()],
             timeout_s: 9,
+            label: Vec::new(),
         }]);
         assert!(s.contains("R=/dev/stdout"));
-        assert!(s.contains("unit 0 9 /x/t base::\n"));
+        assert!(s.contains("unit 0 9 '' /x/t base::\n"));
         assert!(s.trim_end().ends_with("echo \"@@udp-repair done\""));
     }
 

@@ -1,0 +1,105 @@
+//! The plan stage: what runs in the guest, as which command, and what the
+//! host decides itself (a kselftest the tree lacks is a SKIP, one that
+//! does not compile an ERROR, so the other suites still run).
+
+use crate::pipeline::Kernel;
+use crate::results::{Decided, PlannedUnit};
+use crate::suites::{Program, Unit};
+use std::path::Path;
+use std::time::Duration;
+use udp_repair_vm::build;
+use udp_repair_vm::initramfs::{Contents, PlanUnit};
+
+/// Where the guest binary sits in the guest.
+pub const SELFTESTS_GUEST_PATH: &str = "/tests/udp-repair-selftests";
+
+/// A run's plan: the guest's files and commands, and every unit as
+/// planned (in the order of `units`).
+#[derive(Debug)]
+pub struct Plan {
+    /// What goes into the guest.
+    pub contents: Contents,
+    /// Each unit, run or decided.
+    pub units: Vec<PlannedUnit>,
+}
+
+/// Default guest deadline: a boot allowance plus every unit's own.
+pub fn default_timeout(units: &[&Unit]) -> Duration {
+    Duration::from_secs(90 + units.iter().map(|u| u64::from(u.timeout_s)).sum::<u64>())
+}
+
+/// Plans `units` on kernel `k`, with the guest binary at `selftests`
+/// (builds the kselftest programs the units need).
+pub fn plan(k: &Kernel, units: &[&Unit], selftests: &Path) -> Plan {
+    let mut contents = Contents::default();
+    contents
+        .files
+        .push((SELFTESTS_GUEST_PATH.into(), selftests.to_path_buf(), 0o755));
+    let mut planned = Vec::new();
+    let ks_dir = k.built.dir.join("kselftest");
+    for u in units {
+        let prepared = match u.program {
+            Program::Selftests { filter } => {
+                let mut argv = vec![SELFTESTS_GUEST_PATH.to_string(), filter.to_string()];
+                argv.extend(u.args.iter().map(|s| s.to_string()));
+                Ok(argv)
+            }
+            Program::Kselftest { src, libs } => {
+                match build::kselftest(&k.tree, &k.built, src, libs, &ks_dir) {
+                    Ok(Some(bin)) => {
+                        let name = bin
+                            .file_name()
+                            .map(|n| n.to_string_lossy().into_owned())
+                            .unwrap_or_default();
+                        let guest = format!("/kselftest/{name}");
+                        if !contents.files.iter().any(|(g, _, _)| *g == guest) {
+                            contents.files.push((guest.clone(), bin, 0o755));
+                        }
+                        let mut argv = vec![guest];
+                        argv.extend(u.args.iter().map(|s| s.to_string()));
+                        Ok(argv)
+                    }
+                    Ok(None) => Err(Decided::Skip {
+                        reason: format!("{src} is not in this kernel tree"),
+                    }),
+                    // The series' own test does not compile: that test fails,
+                    // the other suites still run on the kernel.
+                    Err(e) => Err(Decided::Error { why: e.to_string() }),
+                }
+            }
+        };
+        let (argv, decided) = match prepared {
+            Ok(argv) => {
+                let index = contents.plan.len();
+                contents.plan.push(PlanUnit {
+                    argv: argv.clone(),
+                    timeout_s: u.timeout_s,
+                    label: label(u),
+                });
+                (argv, Decided::Runs { index })
+            }
+            Err(d) => (Vec::new(), d),
+        };
+        planned.push(PlannedUnit {
+            suite: u.suite.to_string(),
+            name: u.name.to_string(),
+            format: u.format,
+            timeout_s: u.timeout_s,
+            argv,
+            decided,
+        });
+    }
+    Plan {
+        contents,
+        units: planned,
+    }
+}
+
+/// The words a unit's `unit-begin` line carries, so a log says what it was.
+pub fn label(u: &Unit) -> Vec<String> {
+    vec![
+        format!("suite={}", u.suite),
+        format!("name={}", u.name),
+        format!("format={}", u.format.label()),
+    ]
+}
