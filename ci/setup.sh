@@ -4,7 +4,8 @@
 # clippy) is expected on the machine.
 set -euo pipefail
 
-# Keep in sync with vm/src/base.rs (TOOLS, FILES) and kernel-patches/BASE.
+# Keep in sync with vm/src/base.rs (TOOLS, FILES), vm/src/arch.rs (the
+# guest architecture's QEMU and static libc) and kernel-patches/BASE.
 base_version=$(sed -n 's/^version = //p' "$(dirname "$0")/../kernel-patches/BASE")
 packages=(
 	"linux-source-6.12=${base_version}"

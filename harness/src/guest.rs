@@ -1,11 +1,13 @@
 //! The guest build stage: the static test binary that runs in the guest
-//! (`udp-repair-selftests`), built with cargo for the guest's target.
+//! (`udp-repair-selftests`), built with cargo for the guest's Rust target
+//! (`udp_repair_vm::arch`), statically linked.
 
 use std::path::{Path, PathBuf};
 use udp_repair_vm::{build, Error, Result};
 
 /// Builds the static guest test binary.
 pub fn selftests(root: &Path) -> Result<PathBuf> {
+    let arch = udp_repair_vm::arch::guest()?;
     let target_dir = root.join("target/guest");
     let log = target_dir.join("build.log");
     std::fs::create_dir_all(&target_dir)
@@ -18,7 +20,7 @@ pub fn selftests(root: &Path) -> Result<PathBuf> {
                 "build",
                 "--release",
                 "--target",
-                "x86_64-unknown-linux-gnu",
+                arch.rust_target,
                 "-p",
                 "udp-repair-selftests",
                 "--target-dir",
@@ -37,5 +39,7 @@ pub fn selftests(root: &Path) -> Result<PathBuf> {
             log,
         });
     }
-    Ok(target_dir.join("x86_64-unknown-linux-gnu/release/udp-repair-selftests"))
+    Ok(target_dir
+        .join(arch.rust_target)
+        .join("release/udp-repair-selftests"))
 }

@@ -58,8 +58,8 @@ pub enum ImageCmd {
         /// The image file.
         image: PathBuf,
         /// How to re-create the receive queue.
-        #[arg(long, default_value = "raw", value_parser = ["raw", "transparent"])]
-        strategy: String,
+        #[arg(long, value_enum, default_value_t = StrategyArg::Raw)]
+        strategy: StrategyArg,
         /// Go on when a datagram cannot be re-created (reported on stderr).
         #[arg(long)]
         accept_rx_loss: bool,
@@ -67,6 +67,27 @@ pub enum ImageCmd {
         #[arg(last = true, required = true)]
         cmd: Vec<String>,
     },
+}
+
+/// How `restore` re-creates the receive queue, as the CLI takes it (the
+/// engine's [`Strategy`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StrategyArg {
+    /// Inject each datagram with its original source through a raw socket
+    /// (needs CAP_NET_RAW); loses nothing.
+    Raw,
+    /// Send each datagram from a transparent socket bound to its original
+    /// source; loses a datagram whose source port is taken.
+    Transparent,
+}
+
+impl From<StrategyArg> for Strategy {
+    fn from(s: StrategyArg) -> Self {
+        match s {
+            StrategyArg::Raw => Strategy::Raw,
+            StrategyArg::Transparent => Strategy::Transparent,
+        }
+    }
 }
 
 /// Runs one image subcommand.
@@ -138,7 +159,7 @@ pub fn run(cmd: ImageCmd) -> ExitCode {
             accept_rx_loss,
             cmd,
         } => {
-            let e = restore_exec(&image, &strategy, accept_rx_loss, &cmd);
+            let e = restore_exec(&image, strategy.into(), accept_rx_loss, &cmd);
             eprintln!("udp-repair restore: {e}");
             ExitCode::FAILURE
         }
@@ -186,13 +207,14 @@ fn load(path: &PathBuf) -> Result<v1::Checkpoint, String> {
     udp_repair_proto::decode(&bytes).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-fn restore_exec(image: &PathBuf, strategy: &str, accept_rx_loss: bool, cmd: &[String]) -> String {
+fn restore_exec(
+    image: &PathBuf,
+    strategy: Strategy,
+    accept_rx_loss: bool,
+    cmd: &[String],
+) -> String {
     let cp = match load(image) {
         Ok(c) => c,
-        Err(e) => return e,
-    };
-    let strategy: Strategy = match strategy.parse() {
-        Ok(s) => s,
         Err(e) => return e,
     };
     let opts = restore::RestoreOptions {

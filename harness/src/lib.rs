@@ -7,6 +7,7 @@ pub mod guest;
 pub mod patches;
 pub mod pipeline;
 pub mod plan;
+pub mod progress;
 pub mod report;
 pub mod results;
 pub mod suites;

@@ -1,6 +1,6 @@
 //! `udp-repair`: build, boot and test UDP_REPAIR kernels.
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 mod imagecmd;
 use std::path::PathBuf;
@@ -37,7 +37,7 @@ enum Cmd {
     /// Build the kernel(s) and the guest test programs.
     Build {
         /// Variant: none, a directory of kernel-patches/, or all.
-        #[arg(long, short, default_value = "none")]
+        #[arg(long, short, default_value = "none", value_parser = variant_or_all)]
         variant: Vec<String>,
         #[command(flatten)]
         common: Common,
@@ -46,7 +46,7 @@ enum Cmd {
     /// are the command's.
     Run {
         /// Variant: none or a directory of kernel-patches/.
-        #[arg(long, short, default_value = "none")]
+        #[arg(long, short, default_value = "none", value_parser = variant)]
         variant: String,
         /// A host file to copy into the guest's /include (repeatable).
         #[arg(long)]
@@ -60,7 +60,7 @@ enum Cmd {
     /// Build, boot and run the test suites; report per test.
     Test {
         /// Variant: none, a directory of kernel-patches/, or all (repeatable).
-        #[arg(long, short, default_value = "none")]
+        #[arg(long, short, default_value = "none", value_parser = variant_or_all)]
         variant: Vec<String>,
         /// Run only this suite (repeatable); `--list-suites` names them.
         #[arg(long, short)]
@@ -82,7 +82,7 @@ enum Cmd {
     /// checkpatch.pl with netdev CI's flags (--strict --codespell ...).
     Patches {
         /// Variant, or all (repeatable).
-        #[arg(long, short, default_value = "all")]
+        #[arg(long, short, default_value = "all", value_parser = variant_or_all)]
         variant: Vec<String>,
         #[command(flatten)]
         common: Common,
@@ -127,9 +127,9 @@ struct Common {
     /// KFENCE, lockdep, UBSAN).
     #[arg(long = "config", default_value = "base")]
     configs: Vec<String>,
-    /// Accelerator: auto probes KVM with a bounded boot and falls back to TCG.
-    #[arg(long, default_value = "auto")]
-    accel: Accel,
+    /// Accelerator (both runners follow it).
+    #[arg(long, value_enum, default_value_t = AccelArg::Auto)]
+    accel: AccelArg,
     /// Guest deadline in seconds, boot included; the guest is killed then
     /// and its console log kept (default: for `test`, 90 plus every test
     /// program's own limit; for `run`, 300).
@@ -148,10 +148,9 @@ struct Common {
     /// Guest CPUs.
     #[arg(long, default_value_t = 2)]
     cpus: u32,
-    /// Who boots the guest: the project's QEMU runner, or virtme-ng
-    /// (`vng`, where installed; adds the `vng` config fragment).
-    #[arg(long, default_value = "qemu")]
-    runner: Runner,
+    /// Who boots the guest.
+    #[arg(long, value_enum, default_value_t = RunnerArg::Qemu)]
+    runner: RunnerArg,
     /// Show make's output and the guest console as they come.
     #[arg(long)]
     verbose: bool,
@@ -163,14 +162,15 @@ impl Common {
         if !configs.iter().any(|c| c == "base") {
             configs.insert(0, "base".into());
         }
-        if self.runner == Runner::Vng && !configs.iter().any(|c| c == "vng") {
+        let runner = Runner::from(self.runner);
+        if runner == Runner::Vng && !configs.iter().any(|c| c == "vng") {
             configs.push("vng".into());
         }
         Options {
             root: project_root(),
             kernel_tree: self.kernel_tree.clone(),
             configs,
-            accel: self.accel,
+            accel: self.accel.into(),
             timeout: self.timeout.map(Duration::from_secs),
             cmdline: self.cmdline.clone(),
             jobs: self.jobs.unwrap_or_else(|| {
@@ -179,10 +179,76 @@ impl Common {
                     .unwrap_or(2)
             }),
             verbose: self.verbose,
+            events: udp_repair::progress::stderr_events(self.verbose),
             memory_mb: self.memory,
             cpus: self.cpus,
-            runner: self.runner,
+            runner,
         }
+    }
+}
+
+/// The guest accelerator, as the CLI takes it (vm's [`Accel`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum AccelArg {
+    /// KVM if a bounded probe boot shows it works here (the verdict is
+    /// cached), else TCG.
+    Auto,
+    /// KVM, forced.
+    Kvm,
+    /// TCG (software emulation), forced.
+    Tcg,
+}
+
+impl From<AccelArg> for Accel {
+    fn from(a: AccelArg) -> Self {
+        match a {
+            AccelArg::Auto => Accel::Auto,
+            AccelArg::Kvm => Accel::Kvm,
+            AccelArg::Tcg => Accel::Tcg,
+        }
+    }
+}
+
+/// Who boots the guest, as the CLI takes it (the pipeline's [`Runner`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum RunnerArg {
+    /// The project's QEMU runner and initramfs.
+    Qemu,
+    /// virtme-ng (`vng`, where installed; adds the `vng` config fragment;
+    /// programs run from the host's root).
+    Vng,
+}
+
+impl From<RunnerArg> for Runner {
+    fn from(r: RunnerArg) -> Self {
+        match r {
+            RunnerArg::Qemu => Runner::Qemu,
+            RunnerArg::Vng => Runner::Vng,
+        }
+    }
+}
+
+/// A `--variant` value: `none` or a series directory of kernel-patches/,
+/// checked when the arguments are parsed.
+fn variant(s: &str) -> Result<String, String> {
+    let known = udp_repair_vm::tree::variants(&project_root().join("kernel-patches"));
+    if known.iter().any(|k| k == s) {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "no variant {s:?}: variants are {} (series in {})",
+            known.join(", "),
+            project_root().join("kernel-patches").display()
+        ))
+    }
+}
+
+/// A `--variant` value where `all` is allowed too.
+fn variant_or_all(s: &str) -> Result<String, String> {
+    if s == "all" {
+        Ok(s.to_string())
+    } else {
+        variant(s).map_err(|e| format!("{e}, or all"))
     }
 }
 
@@ -229,6 +295,9 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Cmd::Patches { variant, common } => {
+            if common.runner != RunnerArg::Qemu {
+                return usage("patches boots nothing: --runner does not apply");
+            }
             let opts = common.options();
             let variants = pipeline::expand_variants(&opts.root, &variant);
             match patches::check(&opts, &cache, &variants) {
@@ -237,10 +306,17 @@ fn main() -> ExitCode {
                 Err(e) => infra(&e),
             }
         }
-        Cmd::Bench { vng, common } => match bench::run(&common.options(), &cache, vng) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => infra(&e),
-        },
+        Cmd::Bench { vng, common } => {
+            if common.runner != RunnerArg::Qemu {
+                return usage(
+                    "bench times the QEMU runner's boot; --vng adds virtme-ng's build figure",
+                );
+            }
+            match bench::run(&common.options(), &cache, vng) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => infra(&e),
+            }
+        }
         Cmd::Run {
             variant,
             include,
@@ -335,6 +411,12 @@ fn print_report(runs: &[report::Run], ktap: bool, json: Option<&std::path::Path>
         }
     }
     ExitCode::from(report::exit_code(runs))
+}
+
+/// A combination of arguments that cannot work: said, exit status 2.
+fn usage(why: &str) -> ExitCode {
+    eprintln!("udp-repair: {why}");
+    ExitCode::from(EXIT_INFRA)
 }
 
 fn infra(e: &udp_repair_vm::Error) -> ExitCode {

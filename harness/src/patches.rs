@@ -109,8 +109,8 @@ pub fn checkpatch(base_git: &Path, patch: &Path) -> Result<Verdict> {
 /// clean.
 pub fn check(opts: &Options, cache: &Cache, variants: &[String]) -> Result<bool> {
     let pin = base::Pin::load(&opts.root.join("kernel-patches/BASE"))?;
-    base::ensure_packages(&pin)?;
-    let git = base::ensure_base_repo(&pin, cache)?;
+    base::ensure_packages(&pin, &opts.events)?;
+    let git = base::ensure_base_repo(&pin, cache, &opts.events)?;
     let mut all_clean = true;
     for v in variants.iter().filter(|v| *v != "none") {
         let series = tree::Series::load(&opts.root.join("kernel-patches"), v)?;

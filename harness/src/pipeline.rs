@@ -34,6 +34,8 @@ pub struct Options {
     pub jobs: usize,
     /// Show make's and the console's output.
     pub verbose: bool,
+    /// Where the vm stages report progress (the CLI renders them).
+    pub events: udp_repair_vm::Events,
     /// Guest memory.
     pub memory_mb: u32,
     /// Guest CPUs.
@@ -100,12 +102,13 @@ fn boot_plan(
             bzimage: k.built.bzimage.clone(),
             plan,
             script: run_dir.join("vng-plan.sh"),
+            cmdline: opts.cmdline.clone(),
             memory_mb: opts.memory_mb,
             cpus: opts.cpus,
             accel: opts.accel,
             timeout,
             console: spec.console.clone(),
-            verbose: opts.verbose,
+            events: opts.events.clone(),
         };
         return Ok((udp_repair_vm::vng::boot(cache, &vspec)?, spec));
     }
@@ -196,11 +199,11 @@ pub fn expand_variants(root: &Path, requested: &[String]) -> Vec<String> {
 /// Makes sure the packages, the base, the tree and the build are there.
 pub fn kernel(opts: &Options, cache: &Cache, variant: &str) -> Result<Kernel> {
     let pin = base::Pin::load(&opts.root.join("kernel-patches/BASE"))?;
-    base::ensure_packages(&pin)?;
+    base::ensure_packages(&pin, &opts.events)?;
     let tree = match &opts.kernel_tree {
         Some(path) => tree::user_tree(path)?,
         None => {
-            let git = base::ensure_base_repo(&pin, cache)?;
+            let git = base::ensure_base_repo(&pin, cache, &opts.events)?;
             let series = tree::Series::load(&opts.root.join("kernel-patches"), variant)?;
             tree::prepare(cache, &pin, &git, &series)?
         }
@@ -210,18 +213,7 @@ pub fn kernel(opts: &Options, cache: &Cache, variant: &str) -> Result<Kernel> {
         tree.label,
         tree.src.display()
     );
-    let built = build::build(
-        cache,
-        &build::Request {
-            tree: &tree,
-            configs: opts.configs.clone(),
-            configs_dir: opts.root.join("vm/configs"),
-            jobs: opts.jobs,
-            verbose: opts.verbose,
-            ccache: true,
-            dir_name: None,
-        },
-    )?;
+    let built = build::build(cache, &build_request(opts, &tree))?;
     eprintln!(
         "udp-repair: built {} in {:.1}s ({} steps)",
         built.release,
@@ -231,7 +223,23 @@ pub fn kernel(opts: &Options, cache: &Cache, variant: &str) -> Result<Kernel> {
     Ok(Kernel { tree, built })
 }
 
-fn boot_spec(
+/// The build request of `opts` for `tree` (through ccache, in the
+/// tree's default build directory): `test`, `run`, `build` and `bench`
+/// all build from it.
+pub fn build_request<'a>(opts: &Options, tree: &'a tree::Tree) -> build::Request<'a> {
+    build::Request {
+        tree,
+        configs: opts.configs.clone(),
+        configs_dir: opts.root.join("vm/configs"),
+        jobs: opts.jobs,
+        events: opts.events.clone(),
+        ccache: true,
+        dir_name: None,
+    }
+}
+
+/// The QEMU boot of `opts` for kernel `k`, its logs in `run_dir`.
+pub fn boot_spec(
     opts: &Options,
     k: &Kernel,
     run_dir: &Path,
@@ -247,7 +255,7 @@ fn boot_spec(
         timeout,
         console: run_dir.join("console.log"),
         results: run_dir.join("results.log"),
-        verbose: opts.verbose,
+        events: opts.events.clone(),
     }
 }
 

@@ -56,7 +56,8 @@ impl Pin {
     }
 }
 
-/// A command the pipeline runs, and the Debian package providing it.
+/// A command the pipeline runs, and the Debian package providing it (the
+/// guest architecture's QEMU comes from [`crate::arch`]).
 const TOOLS: &[(&str, &str)] = &[
     ("make", "make"),
     ("gcc", "gcc"),
@@ -68,16 +69,15 @@ const TOOLS: &[(&str, &str)] = &[
     // headers_install copies the uapi headers with rsync.
     ("rsync", "rsync"),
     ("xz", "xz-utils"),
-    ("qemu-system-x86_64", "qemu-system-x86"),
     ("protoc", "protobuf-compiler"),
 ];
 
-/// Files the pipeline needs, and the package providing each.
+/// Files the pipeline needs, and the package providing each (those of the
+/// guest architecture come from [`crate::arch`]).
 const FILES: &[(&str, &str)] = &[
     ("/bin/busybox", "busybox-static"),
     ("/usr/include/libelf.h", "libelf-dev"),
     ("/usr/include/openssl/ssl.h", "libssl-dev"),
-    ("/usr/lib/x86_64-linux-gnu/libc.a", "libc6-dev"),
 ];
 
 /// Packages missing from this machine, for the tools and the pinned base.
@@ -96,6 +96,15 @@ pub fn missing_packages(pin: &Pin) -> Vec<String> {
     for (file, pkg) in FILES {
         if !Path::new(file).exists() {
             add(pkg.to_string());
+        }
+    }
+    // The guest architecture's emulator and static libc (vm/src/arch.rs).
+    if let Ok(a) = crate::arch::guest() {
+        if which(a.qemu).is_none() {
+            add(a.qemu_package.to_string());
+        }
+        if !Path::new(a.libc_static.0).exists() {
+            add(a.libc_static.1.to_string());
         }
     }
     if installed_version(&pin.package).as_deref() != Some(pin.version.as_str()) {
@@ -125,7 +134,7 @@ pub(crate) fn which(tool: &str) -> Option<PathBuf> {
 
 /// Makes sure the packages are there: installs them with apt-get when
 /// running as root on Debian, else says exactly what to run.
-pub fn ensure_packages(pin: &Pin) -> Result<()> {
+pub fn ensure_packages(pin: &Pin, events: &crate::Events) -> Result<()> {
     let missing = missing_packages(pin);
     if missing.is_empty() {
         return Ok(());
@@ -141,7 +150,7 @@ pub fn ensure_packages(pin: &Pin) -> Result<()> {
             missing.join(", ")
         )));
     }
-    eprintln!("udp-repair: installing {}", missing.join(" "));
+    events.emit(crate::Event::Installing(&missing));
     let sh = crate::shell()?;
     // An old package list may not have the pinned version yet.
     run_quiet(cmd!(sh, "apt-get update -q"))?;
@@ -186,7 +195,11 @@ pub fn hex(bytes: &[u8]) -> String {
 
 /// The git repository holding the pristine base, tagged `base`; imported
 /// from the tarball on first use (after checking its digest).
-pub fn ensure_base_repo(pin: &Pin, cache: &crate::Cache) -> Result<PathBuf> {
+pub fn ensure_base_repo(
+    pin: &Pin,
+    cache: &crate::Cache,
+    events: &crate::Events,
+) -> Result<PathBuf> {
     let dir = cache.root().join("src").join(pin.id());
     let git = dir.join("git");
     let ready = git.join(".git/udp-repair-ready");
@@ -201,11 +214,10 @@ pub fn ensure_base_repo(pin: &Pin, cache: &crate::Cache) -> Result<PathBuf> {
             pin.sha256
         )));
     }
-    eprintln!(
-        "udp-repair: importing {} into {}",
-        pin.tarball.display(),
-        git.display()
-    );
+    events.emit(crate::Event::Importing {
+        tarball: &pin.tarball,
+        git: &git,
+    });
     let tmp = dir.join("import.tmp");
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp).ctx(|| format!("removing {}", tmp.display()))?;

@@ -10,7 +10,7 @@
 use crate::kconfig::{self, Kconfig};
 use crate::tree::Tree;
 use crate::{Cache, Error, IoCtx, Result};
-use std::io::{BufRead, BufReader, IsTerminal, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -26,8 +26,8 @@ pub struct Request<'a> {
     pub configs_dir: PathBuf,
     /// `make -j`.
     pub jobs: usize,
-    /// Copy make's output to stderr instead of a progress line.
-    pub verbose: bool,
+    /// Where progress and make's output go.
+    pub events: crate::Events,
     /// Compile through ccache (off: a true cold build, for benchmarks).
     pub ccache: bool,
     /// Build directory name inside an owned tree, instead of the default
@@ -40,7 +40,7 @@ pub struct Request<'a> {
 pub struct Built {
     /// The `O=` directory.
     pub dir: PathBuf,
-    /// `arch/x86/boot/bzImage`.
+    /// The bootable image (`arch/x86/boot/bzImage`: [`crate::arch`]).
     pub bzimage: PathBuf,
     /// The sanitised uapi headers (`usr/include`).
     pub headers: PathBuf,
@@ -75,7 +75,7 @@ pub struct BuildLock(#[allow(dead_code)] std::fs::File);
 impl BuildLock {
     /// Takes the machine-wide build lock (`$UDP_REPAIR_BUILD_LOCK`, else
     /// `build.lock` in the cache), waiting for it.
-    pub fn take(cache: &Cache) -> Result<Self> {
+    pub fn take(cache: &Cache, events: &crate::Events) -> Result<Self> {
         use rustix::fs::{flock, FlockOperation};
         std::fs::create_dir_all(cache.root())
             .ctx(|| format!("creating {}", cache.root().display()))?;
@@ -88,10 +88,7 @@ impl BuildLock {
             .open(&path)
             .ctx(|| format!("creating {}", path.display()))?;
         if flock(&f, FlockOperation::NonBlockingLockExclusive).is_err() {
-            eprintln!(
-                "udp-repair: waiting for another kernel build to finish ({})",
-                path.display()
-            );
+            events.emit(crate::Event::WaitingForLock(&path));
             flock(&f, FlockOperation::LockExclusive)
                 .map_err(|e| Error::Io(format!("locking {}", path.display()), e.into()))?;
         }
@@ -99,11 +96,13 @@ impl BuildLock {
     }
 }
 
-fn make_cmd(cache: &Cache, tree: &Tree, dir: &Path) -> Command {
+fn make_cmd(cache: &Cache, tree: &Tree, dir: &Path, arch: &crate::arch::Arch) -> Command {
     let mut c = Command::new("make");
     c.arg("-C")
         .arg(&tree.src)
-        .arg(format!("O={}", dir.display()));
+        .arg(format!("O={}", dir.display()))
+        // The guest's, which is the host's: kbuild's own default, said.
+        .arg(format!("ARCH={}", arch.kernel_arch));
     c.env("CCACHE_DIR", cache.ccache())
         .env("CCACHE_BASEDIR", cache.root())
         .env("CCACHE_NOHASHDIR", "1")
@@ -127,8 +126,9 @@ pub fn build(cache: &Cache, req: &Request<'_>) -> Result<Built> {
         _ => build_dir(cache, req.tree, &req.configs),
     };
     std::fs::create_dir_all(&dir).ctx(|| format!("creating {}", dir.display()))?;
-    let _lock = BuildLock::take(cache)?;
-    configure(cache, req.tree, &dir, &requested)?;
+    let arch = crate::arch::guest()?;
+    let _lock = BuildLock::take(cache, &req.events)?;
+    configure(cache, req.tree, &dir, &requested, arch)?;
     let cc = if req.ccache {
         "CC=ccache gcc"
     } else {
@@ -138,10 +138,10 @@ pub fn build(cache: &Cache, req: &Request<'_>) -> Result<Built> {
     let log_path = dir.join("make.log");
     let mut log =
         std::fs::File::create(&log_path).ctx(|| format!("creating {}", log_path.display()))?;
-    let mut cmd = make_cmd(cache, req.tree, &dir);
+    let mut cmd = make_cmd(cache, req.tree, &dir, arch);
     cmd.arg(format!("-j{}", req.jobs.max(1)))
         .arg(cc)
-        .arg("bzImage")
+        .arg(arch.image_target)
         .arg("headers_install");
     let estimate = std::fs::read_to_string(dir.join("udp-repair.full-steps"))
         .ok()
@@ -156,7 +156,7 @@ pub fn build(cache: &Cache, req: &Request<'_>) -> Result<Built> {
         } else {
             None
         },
-        req.verbose,
+        &req.events,
     )
     .ctx(|| "running make".into())?;
     let elapsed = start.elapsed();
@@ -174,7 +174,7 @@ pub fn build(cache: &Cache, req: &Request<'_>) -> Result<Built> {
     let release = std::fs::read_to_string(&release_path)
         .ctx(|| format!("reading {}", release_path.display()))?;
     Ok(Built {
-        bzimage: dir.join("arch/x86/boot/bzImage"),
+        bzimage: dir.join(arch.image_path),
         headers: dir.join("usr/include"),
         release: release.trim().to_string(),
         dir,
@@ -188,7 +188,13 @@ const COLD_STEPS: usize = 2400;
 
 /// Runs `make allnoconfig` with the fragments when they changed since the
 /// last configuration, then checks every requested option is there.
-fn configure(cache: &Cache, tree: &Tree, dir: &Path, requested: &Kconfig) -> Result<()> {
+fn configure(
+    cache: &Cache,
+    tree: &Tree,
+    dir: &Path,
+    requested: &Kconfig,
+    arch: &crate::arch::Arch,
+) -> Result<()> {
     let fragment = dir.join("udp-repair.config");
     let rendered = requested.render();
     let current = std::fs::read_to_string(&fragment).ok();
@@ -197,11 +203,11 @@ fn configure(cache: &Cache, tree: &Tree, dir: &Path, requested: &Kconfig) -> Res
         let log_path = dir.join("config.log");
         let mut log =
             std::fs::File::create(&log_path).ctx(|| format!("creating {}", log_path.display()))?;
-        let mut cmd = make_cmd(cache, tree, dir);
+        let mut cmd = make_cmd(cache, tree, dir, arch);
         cmd.arg(format!("KCONFIG_ALLCONFIG={}", fragment.display()))
             .arg("allnoconfig");
-        let (_, ok) =
-            stream(cmd, &mut log, None, false).ctx(|| "running make allnoconfig".into())?;
+        let (_, ok) = stream(cmd, &mut log, None, &crate::Events::none())
+            .ctx(|| "running make allnoconfig".into())?;
         if !ok {
             let _ = std::fs::remove_file(&fragment);
             return Err(Error::Build {
@@ -221,7 +227,7 @@ fn stream(
     mut cmd: Command,
     log: &mut std::fs::File,
     estimate: Option<usize>,
-    verbose: bool,
+    events: &crate::Events,
 ) -> std::io::Result<(usize, bool)> {
     let (reader, writer) = std::io::pipe()?;
     cmd.stdout(writer.try_clone()?)
@@ -229,47 +235,24 @@ fn stream(
         .stdin(std::process::Stdio::null());
     let mut child = cmd.spawn()?;
     drop(cmd); // close our copies of the pipe's write end
-    let tty = std::io::stderr().is_terminal();
     let start = Instant::now();
     let mut steps = 0usize;
-    let mut last_report = Instant::now();
-    let mut last_pct = 0usize;
     for line in BufReader::new(reader).lines() {
         let line = line?;
         writeln!(log, "{line}")?;
-        if verbose {
-            eprintln!("{line}");
-            continue;
-        }
+        events.emit(crate::Event::MakeOutput(&line));
         let Some(what) = kbuild_step(&line) else {
             continue;
         };
         steps += 1;
-        let progress = match estimate {
-            Some(total) => {
-                let pct = (steps * 100 / total.max(1)).min(99);
-                let eta = if steps > 20 {
-                    let secs = start.elapsed().as_secs_f64() * (total.saturating_sub(steps)) as f64
-                        / steps as f64;
-                    format!(" ETA {}", fmt_secs(secs as u64))
-                } else {
-                    String::new()
-                };
-                (format!("[{pct:>3}%] {steps}/~{total}{eta} {what}"), pct)
-            }
-            None => (format!("{steps} steps {what}"), 0),
-        };
-        if tty {
-            eprint!("\r\x1b[K  building: {}", truncate(&progress.0, 100));
-        } else if progress.1 >= last_pct + 10 || last_report.elapsed() > Duration::from_secs(30) {
-            eprintln!("  building: {}", progress.0);
-            last_report = Instant::now();
-            last_pct = progress.1 - progress.1 % 10;
-        }
+        events.emit(crate::Event::BuildStep {
+            steps,
+            estimate,
+            elapsed: start.elapsed(),
+            target: what,
+        });
     }
-    if tty && !verbose {
-        eprint!("\r\x1b[K");
-    }
+    events.emit(crate::Event::BuildEnded);
     let status = child.wait()?;
     Ok((steps, status.success()))
 }
@@ -284,13 +267,6 @@ fn kbuild_step(line: &str) -> Option<&str> {
             .bytes()
             .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'-'))
     .then(|| what.trim())
-}
-
-fn truncate(s: &str, n: usize) -> &str {
-    match s.char_indices().nth(n) {
-        Some((i, _)) => &s[..i],
-        None => s,
-    }
 }
 
 /// `4m05s` style.

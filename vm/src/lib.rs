@@ -6,12 +6,15 @@
 //! (fragments merged on allnoconfig, then validated) → [`build`] (the
 //! kernel, its headers and the kselftest programs) → [`initramfs`] →
 //! [`qemu`] (a hard deadline, the console kept) → [`console`] (splats,
-//! per-unit output, KTAP). Each stage returns a typed [`Error`].
+//! per-unit output, KTAP). Each stage returns a typed [`Error`] and reports
+//! progress through [`events::Events`]: the library prints nothing.
 #![deny(missing_docs)]
 
+pub mod arch;
 pub mod base;
 pub mod build;
 pub mod console;
+pub mod events;
 pub mod initramfs;
 pub mod kconfig;
 pub mod qemu;
@@ -21,6 +24,8 @@ pub mod vng;
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
+
+pub use events::{Event, Events};
 
 /// Why a stage failed. Every variant is an infrastructure failure: the
 /// caller maps them all to exit status 2.

@@ -66,8 +66,8 @@ pub struct Spec {
     pub console: PathBuf,
     /// Where the results channel (virtio console) is written.
     pub results: PathBuf,
-    /// Copy the console to stderr as it comes.
-    pub verbose: bool,
+    /// Where the console lines and QEMU's stderr are reported as they come.
+    pub events: crate::Events,
 }
 
 /// How the guest ended.
@@ -110,8 +110,11 @@ pub struct Booted {
 pub fn kernel_cmdline(spec: &Spec) -> String {
     // panic=-1: reboot at once on a panic, which ends QEMU (-no-reboot);
     // the console log then shows the panic.
+    let console = crate::arch::guest()
+        .map(|a| format!("console={}", a.console))
+        .unwrap_or_else(|_| "console=ttyS0".into());
     let mut words = vec![
-        "console=ttyS0",
+        console.as_str(),
         "panic=-1",
         "rdinit=/init",
         "random.trust_cpu=on",
@@ -120,10 +123,15 @@ pub fn kernel_cmdline(spec: &Spec) -> String {
     words.join(" ")
 }
 
-/// QEMU's arguments for `spec` under `accel` (Kvm or Tcg).
-pub fn qemu_args(spec: &Spec, accel: Accel) -> Vec<OsString> {
+/// QEMU's arguments for `spec` under `accel` (Kvm or Tcg), for the guest
+/// architecture `arch`.
+pub fn qemu_args(spec: &Spec, accel: Accel, arch: &crate::arch::Arch) -> Vec<OsString> {
     let mut a: Vec<OsString> = Vec::new();
     let mut push = |s: &str| a.push(s.into());
+    if let Some(m) = arch.machine {
+        push("-machine");
+        push(m);
+    }
     push("-nodefaults");
     push("-no-user-config");
     push("-display");
@@ -132,9 +140,7 @@ pub fn qemu_args(spec: &Spec, accel: Accel) -> Vec<OsString> {
     push("-accel");
     push(if accel == Accel::Kvm { "kvm" } else { "tcg" });
     push("-cpu");
-    // `max` is the richest CPU model both accelerators offer; `host`
-    // aborts on some hosts (an MSR it cannot set).
-    push("max");
+    push(arch.cpu);
     push("-m");
     push(&spec.memory_mb.to_string());
     push("-smp");
@@ -185,15 +191,17 @@ fn boot_once(spec: &Spec, accel: Accel, life: Duration) -> Result<Booted> {
     let _ = std::fs::remove_file(&spec.results);
     let mut console_log = std::fs::File::create(&spec.console)
         .ctx(|| format!("creating {}", spec.console.display()))?;
-    let child = Command::new("qemu-system-x86_64")
-        .args(qemu_args(spec, accel))
+    let arch = crate::arch::guest()?;
+    let child = Command::new(arch.qemu)
+        .args(qemu_args(spec, accel, arch))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| {
             Error::Setup(format!(
-                "cannot start qemu-system-x86_64 (package qemu-system-x86): {e}"
+                "cannot start {} (package {}): {e}",
+                arch.qemu, arch.qemu_package
             ))
         })?;
     let mut guard = Guard(child);
@@ -250,9 +258,7 @@ fn boot_once(spec: &Spec, accel: Accel, life: Duration) -> Result<Booted> {
         };
         match rx.recv_timeout(left) {
             Ok(Out::Stderr(line)) => {
-                if spec.verbose {
-                    eprintln!("qemu: {line}");
-                }
+                spec.events.emit(crate::Event::QemuStderr(&line));
                 stderr.push_str(&line);
                 stderr.push('\n');
                 if crate::console::qemu_fatal(&line) {
@@ -262,9 +268,8 @@ fn boot_once(spec: &Spec, accel: Accel, life: Duration) -> Result<Booted> {
             Ok(Out::Console(bytes)) => {
                 let _ = console_log.write_all(&bytes);
                 let line = String::from_utf8_lossy(&bytes).replace('\r', "");
-                if spec.verbose {
-                    eprint!("{line}");
-                }
+                spec.events
+                    .emit(crate::Event::Console(line.trim_end_matches('\n')));
                 if let Some(rest) = line.split("udp-repair-init: ").nth(1) {
                     let mut w = rest.split_whitespace();
                     match (
@@ -345,7 +350,8 @@ pub fn boot(cache: &Cache, spec: &Spec, accel: Accel) -> Result<Booted> {
             if works {
                 return Ok(b);
             }
-            eprintln!("udp-repair: {}; using TCG", kvm_failure(&b));
+            spec.events
+                .emit(crate::Event::KvmFallback(&kvm_failure(&b)));
             Accel::Tcg
         }
     };
@@ -361,7 +367,7 @@ fn kvm_usable() -> bool {
 }
 
 fn probe_key() -> String {
-    let qemu = Command::new("qemu-system-x86_64")
+    let qemu = Command::new(crate::arch::guest().map(|a| a.qemu).unwrap_or("qemu"))
         .arg("--version")
         .output()
         .map(|o| {
@@ -439,13 +445,13 @@ mod tests {
             timeout: Duration::from_secs(5),
             console: "/tmp/c".into(),
             results: "/tmp/r,1".into(),
-            verbose: false,
+            events: crate::Events::none(),
         }
     }
 
     #[test]
     fn args_carry_the_essentials() {
-        let a: Vec<String> = qemu_args(&spec(), Accel::Tcg)
+        let a: Vec<String> = qemu_args(&spec(), Accel::Tcg, crate::arch::guest().unwrap())
             .into_iter()
             .map(|s| s.into_string().unwrap())
             .collect();

@@ -25,6 +25,8 @@ pub struct Spec {
     pub plan: Vec<PlanUnit>,
     /// Where the generated script goes (must be visible in the guest).
     pub script: PathBuf,
+    /// Extra kernel command line words (`--append`).
+    pub cmdline: Vec<String>,
     /// Guest memory.
     pub memory_mb: u32,
     /// Guest CPUs.
@@ -35,8 +37,8 @@ pub struct Spec {
     pub timeout: Duration,
     /// Where vng's output is logged.
     pub console: PathBuf,
-    /// Copy the output to stderr as it comes.
-    pub verbose: bool,
+    /// Where vng's output lines are reported as they come.
+    pub events: crate::Events,
 }
 
 /// The `vng` executable, if installed.
@@ -71,6 +73,10 @@ pub fn vng_args(spec: &Spec, accel: Accel) -> Vec<String> {
     if accel != Accel::Kvm {
         a.push("--disable-kvm".into());
     }
+    for w in &spec.cmdline {
+        a.push("--append".into());
+        a.push(w.clone());
+    }
     a.push("--exec".into());
     a.push(format!("sh {}", spec.script.display()));
     a
@@ -94,7 +100,8 @@ pub fn boot(cache: &Cache, spec: &Spec) -> Result<Booted> {
             if works {
                 return Ok(b);
             }
-            eprintln!("udp-repair: {}; using TCG", crate::qemu::kvm_failure(&b));
+            spec.events
+                .emit(crate::Event::KvmFallback(&crate::qemu::kvm_failure(&b)));
             Accel::Tcg
         }
     };
@@ -164,9 +171,7 @@ fn boot_once(spec: &Spec, accel: Accel, life: Option<Duration>) -> Result<Booted
         match rx.recv_timeout(left) {
             Ok(line) => {
                 let _ = writeln!(log, "{line}");
-                if spec.verbose {
-                    eprintln!("{line}");
-                }
+                spec.events.emit(crate::Event::Console(&line));
                 if line.contains("udp-repair-init: up") {
                     alive = true;
                 }
@@ -239,16 +244,21 @@ mod tests {
             bzimage: "/k/bzImage".into(),
             plan: Vec::new(),
             script: "/r/plan.sh".into(),
+            cmdline: vec!["udp.debug=1".into()],
             memory_mb: 1024,
             cpus: 2,
             accel: Accel::Tcg,
             timeout: Duration::from_secs(1),
             console: "/r/c.log".into(),
-            verbose: false,
+            events: crate::Events::none(),
         };
         let a = vng_args(&spec, Accel::Tcg);
         assert!(a.contains(&"--disable-kvm".to_string()));
         assert!(!vng_args(&spec, Accel::Kvm).contains(&"--disable-kvm".to_string()));
+        assert!(
+            a.windows(2).any(|w| w == ["--append", "udp.debug=1"]),
+            "{a:?}"
+        );
         assert_eq!(a.last().unwrap(), "sh /r/plan.sh");
     }
 }
