@@ -25,7 +25,11 @@ const EXIT_INFRA: u8 = 2;
         vm/configs fragments. Builds are cached and incremental under ~/.cache/udp-repair \
         ($UDP_REPAIR_CACHE).\n\n\
         Exit status: 0 all tests passed, 1 a test failed, 2 the infrastructure failed \
-        (missing package, patch does not apply, build, boot, timeout, kernel splat)."
+        (missing package, patch does not apply, build, boot, timeout, kernel splat, \
+        QEMU's own fatal error).\n\n\
+        Each run keeps its logs and its record (run.json) in ~/.cache/udp-repair/runs/; \
+        `udp-repair parse DIR` prints its report again without a boot. The dump/restore \
+        engine behind dump, show and restore is the udp-repair-engine crate (engine/)."
 )]
 struct Cli {
     #[command(subcommand)]
