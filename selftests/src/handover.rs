@@ -197,17 +197,23 @@ fn drop_all_caps_thread() -> Result<(), Failed> {
 /// over with SCM_RIGHTS: the caller (root) repairs it and reads the
 /// datagram. With `sk_net_capable()` this was EPERM.
 fn opened_by_nobody(read: ReadPending) -> Result<(), Failed> {
+    let fd = corked_by_thread(become_nobody_thread)?;
+    repair_and_read(fd.as_fd(), read)
+}
+
+/// Opens and corks a socket ([`open_corked_unprivileged`]) on a thread
+/// that first gives up its privileges with `drop_privileges`, and returns
+/// the copy handed over with SCM_RIGHTS (the thread's own is closed).
+fn corked_by_thread(drop_privileges: fn() -> Result<(), Failed>) -> Result<OwnedFd, Failed> {
     let app = std::thread::scope(|s| {
         s.spawn(|| -> Result<OwnedFd, Failed> {
-            become_nobody_thread()?;
+            drop_privileges()?;
             open_corked_unprivileged()
         })
         .join()
         .map_err(|_| Failed::from("the unprivileged thread panicked"))?
     })?;
-    let fd = hand_over(app.as_fd())?;
-    drop(app);
-    repair_and_read(fd.as_fd(), read)
+    hand_over(app.as_fd())
 }
 
 /// Runs this binary as `--helper=NAME` and turns its exit status into a
@@ -255,16 +261,7 @@ fn userns_owned(read: ReadPending) -> Result<(), Failed> {
     unshare_userns(true).ctx("unshare(CLONE_NEWUSER | CLONE_NEWNET)")?;
     let probe = UdpSocket::bind("0.0.0.0:0").ctx("socket in the new netns")?;
     set_interface_up(probe.as_fd(), "lo").ctx("lo up in the new netns")?;
-    let app = std::thread::scope(|s| {
-        s.spawn(|| -> Result<OwnedFd, Failed> {
-            drop_all_caps_thread()?;
-            open_corked_unprivileged()
-        })
-        .join()
-        .map_err(|_| Failed::from("the thread without capabilities panicked"))?
-    })?;
-    let fd = hand_over(app.as_fd())?;
-    drop(app);
+    let fd = corked_by_thread(drop_all_caps_thread)?;
     repair_and_read(fd.as_fd(), read)?;
     // And a socket it opened itself there.
     set_repair(probe.as_fd(), true).ctx("UDP_REPAIR 1 on its own socket")
