@@ -93,6 +93,12 @@ pub struct DumpOptions {
     /// Dump a socket that is a member of multicast groups (memberships
     /// cannot be read back completely), recording that they were dropped.
     pub drop_multicast: bool,
+    /// Take a pending socket error into the image (`getsockopt(SO_ERROR)`
+    /// clears it on this socket; the restore re-creates it) instead of
+    /// refusing the dump. Only where the error queue cannot hold entries
+    /// (see [`crate::sockerr::error_queue_sources`]): those cannot be read
+    /// without dequeuing them, and the dump refuses them by name.
+    pub take_error: bool,
     /// Fail instead of producing an image with `zero_length_vouched = false`.
     pub require_vouched: bool,
     /// The send-queue readers to try.
@@ -111,6 +117,7 @@ impl Default for DumpOptions {
             drop_pending: false,
             drop_filter: false,
             drop_multicast: false,
+            take_error: false,
             require_vouched: false,
             readers: default_readers(),
             outq_settle: Duration::from_millis(200),
@@ -292,7 +299,7 @@ pub fn dump_with(fd: BorrowedFd<'_>, opts: &DumpOptions) -> Result<v1::Checkpoin
     let v6 = domain == libc::AF_INET6;
     let udplite = protocol == libc::IPPROTO_UDPLITE;
     let mut cp = v1::Checkpoint {
-        schema_version: udp_repair_proto::SCHEMA_VERSION,
+        schema_version: 1,
         family: if v6 {
             v1::Family::Inet6
         } else {
@@ -363,6 +370,10 @@ pub fn dump_with(fd: BorrowedFd<'_>, opts: &DumpOptions) -> Result<v1::Checkpoin
             .push(format!("multicast memberships: {}", groups.join(", ")));
     }
 
+    // A pending error comes out of the first recvmsg, MSG_PEEK or not:
+    // before any peek, see it without reading it.
+    pending_error(fd, opts, &mut cp)?;
+
     // Zero-length datagrams that the application's walk has already
     // returned at its offset: counted first, as setting SO_PEEK_OFF (which
     // the dump does) clears their marks on a kernel with the peek fix, and
@@ -411,6 +422,7 @@ pub fn dump_with(fd: BorrowedFd<'_>, opts: &DumpOptions) -> Result<v1::Checkpoin
     }
     cp.receive_queue = Some(rq);
     cp.send_queue = Some(sq);
+    cp.schema_version = udp_repair_proto::schema_for(&cp);
     step(
         "validating the checkpoint",
         udp_repair_proto::validate(&cp).map_err(io::Error::other),
@@ -423,6 +435,59 @@ pub fn dump_with(fd: BorrowedFd<'_>, opts: &DumpOptions) -> Result<v1::Checkpoin
 /// walk marks zero-length datagrams for good), and under its own guard:
 /// repair mode must be off again before the receive queue is peeked (in
 /// repair mode the `recvmsg` series' `MSG_PEEK` reads the send queue).
+/// Refuses, by name, a socket whose `POLLERR` says an error is pending,
+/// before anything reads (and so clears) it; with
+/// [`DumpOptions::take_error`] and no error-queue source, takes the error
+/// into `cp.pending_error` instead (see [`crate::sockerr`]).
+fn pending_error(
+    fd: BorrowedFd<'_>,
+    opts: &DumpOptions,
+    cp: &mut v1::Checkpoint,
+) -> Result<(), Error> {
+    const WHAT: &str = "pending socket error";
+    if !step("poll(POLLERR)", crate::sockerr::error_signalled(fd))? {
+        return Ok(());
+    }
+    let sources = crate::sockerr::error_queue_sources(&cp.options);
+    if !sources.is_empty() {
+        return Err(refuse(
+            WHAT,
+            format!(
+                "POLLERR is set: a socket error or an error-queue entry is pending ({} can queue \
+                 errors), and neither can be read without consuming it (SO_ERROR clears the error, \
+                 MSG_ERRQUEUE dequeues an entry, and reading the receive queue returns the error \
+                 first): the dump would lose it",
+                sources.join(", ")
+            ),
+        ));
+    }
+    if !opts.take_error {
+        return Err(refuse(
+            WHAT,
+            "a socket error is pending (POLLERR, and nothing can queue errors: an ICMP error such \
+             as port unreachable set it); the application's next recv returns it, and the dump's \
+             first peek would consume it: pass the option to take the error into the image \
+             (SO_ERROR clears it on this socket, the restore re-creates it)"
+                .into(),
+        ));
+    }
+    let err = step(
+        "SO_ERROR",
+        sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_ERROR),
+    )?;
+    cp.pending_error = err;
+    if step("poll(POLLERR)", crate::sockerr::error_signalled(fd))? {
+        return Err(refuse(
+            WHAT,
+            format!(
+                "POLLERR is still set after SO_ERROR took error {err}: another error arrived \
+                 meanwhile; error {err} is no longer on the socket"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 fn dump_queues(
     fd: BorrowedFd<'_>,
     v6: bool,
@@ -492,7 +557,31 @@ fn dump_receive_queue(
         "setting SO_PEEK_OFF to 0",
         sys::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, 0),
     )?;
-    let mut walk = step("peeking the receive queue", peek_walk(fd, port, max))?;
+    let mut walk = peek_walk(fd, port, max).map_err(|e| match e.raw_os_error() {
+        // Not the walk's own failure: an error of the socket, which a peek
+        // returns (and clears) before any datagram.
+        Some(
+            libc::ECONNREFUSED
+            | libc::EHOSTUNREACH
+            | libc::ENETUNREACH
+            | libc::EHOSTDOWN
+            | libc::ENONET
+            | libc::EACCES
+            | libc::EMSGSIZE
+            | libc::EPROTO
+            | libc::ENOPROTOOPT
+            | libc::EOPNOTSUPP
+            | libc::ETIMEDOUT
+            | libc::ECONNRESET,
+        ) => refuse(
+            "pending socket error",
+            format!(
+                "a socket error ({e}) arrived while the receive queue was being read, and the \
+                 peek consumed it: the application will not see it"
+            ),
+        ),
+        _ => Error::new(Op::Dump, "peeking the receive queue", e),
+    })?;
 
     let mut vouched = true;
     let mut note = String::new();

@@ -15,7 +15,8 @@
 //! - [`readers`]: the [`readers::SendQueueReader`] trait beside its
 //!   implementations over each series.
 //! - [`dump`], [`restore`] (with [`inject`], how the receive queue is
-//!   re-created): a whole socket.
+//!   re-created, and [`sockerr`], the pending socket error): a whole
+//!   socket.
 //! - [`error`]: the one error type, [`Error`], with a [`Kind`] to match.
 //!
 //! Kernel behaviour the engine relies on is cited where it is used (file
@@ -30,6 +31,7 @@ pub mod options;
 pub mod peek;
 pub mod readers;
 pub mod restore;
+pub mod sockerr;
 pub mod sys;
 pub mod uapi;
 pub mod wire;

@@ -21,7 +21,10 @@
 //! 5. the send queue: UDP_CORK, and the pending datagram re-sent with its
 //!    cork state as cmsgs, corked by UDP_CORK if it was, by MSG_MORE
 //!    otherwise;
-//! 6. every saved option read back and compared.
+//! 6. every saved option read back and compared;
+//! 7. the pending socket error, if the image holds one: an ICMP error sent
+//!    to the socket sets it ([`crate::sockerr::recreate`]), last, since a
+//!    send or a peek would consume it.
 //!
 //! Known limits: the receive timestamps are the restore's (the image keeps
 //! the originals); the arrival interface seen by IP_PKTINFO is the loopback
@@ -282,6 +285,30 @@ pub fn restore_with(
         "verifying the socket options",
         options::verify(fd, &cp.options, |_| false),
     )?;
+
+    // 7. Last, as a send or a peek would consume it: the pending error.
+    if cp.pending_error != 0 {
+        let what = format!(
+            "re-creating the pending socket error {} ({})",
+            cp.pending_error,
+            io::Error::from_raw_os_error(cp.pending_error)
+        );
+        let Some(peer) = &cp.peer else {
+            return Err(Error::with_kind(
+                Op::Restore,
+                what,
+                Kind::Refused,
+                io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    "the socket is not connected: an ICMP error sets the error only on a connected socket",
+                ),
+            ));
+        };
+        step(
+            what,
+            crate::sockerr::recreate(fd, wire::from_proto(peer), cp.pending_error),
+        )?;
+    }
     Ok((sock, report))
 }
 

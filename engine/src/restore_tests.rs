@@ -740,3 +740,144 @@ fn peeked_zero_length_datagram_stays_peeked() {
         assert_eq!(recv_all(r.as_fd()).len(), 2);
     });
 }
+
+/// Connected to a closed port, with one datagram queued, and then the
+/// ICMP port unreachable of its own send: `sk_err` is ECONNREFUSED.
+fn socket_with_pending_error(port: u16, recverr: bool) -> UdpSocket {
+    pending_error_at("127.0.0.1", "127.0.0.1", port, recverr)
+}
+
+/// [`socket_with_pending_error`] for a socket bound to `local` and a peer
+/// at `peer` (`[::1]`, or `[::ffff:127.0.0.1]` with an IPv4 peer).
+fn pending_error_at(local: &str, peer: &str, port: u16, recverr: bool) -> UdpSocket {
+    let a = udp(&format!("{local}:{port}"));
+    let peer_ip = match peer.strip_prefix("[::ffff:") {
+        Some(v4) => v4.trim_end_matches(']'),
+        None => peer,
+    };
+    let b = udp(&format!("{peer_ip}:{}", port + 1));
+    if recverr {
+        set(a.as_fd(), libc::SOL_IP, libc::IP_RECVERR, 1);
+    }
+    a.connect(format!("{peer}:{}", port + 1)).unwrap();
+    let a_ip = if peer.starts_with("[::ffff:") {
+        "127.0.0.1"
+    } else {
+        local
+    };
+    b.send_to(b"queued", format!("{a_ip}:{port}")).unwrap();
+    drop(b);
+    wait_queued(a.as_fd(), true);
+    a.send(b"x").unwrap();
+    for _ in 0..500 {
+        if crate::sockerr::error_signalled(a.as_fd()).unwrap() {
+            return a;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    panic!("no ICMP error arrived");
+}
+
+fn recv_errno(fd: BorrowedFd<'_>) -> Result<Vec<u8>, Option<i32>> {
+    let mut buf = [0u8; 64];
+    rustix::net::recv(fd, &mut buf, rustix::net::RecvFlags::DONTWAIT)
+        .map(|(n, _)| buf[..n].to_vec())
+        .map_err(|e| Some(e.raw_os_error()))
+}
+
+/// A pending socket error is neither consumed nor lost: the dump refuses
+/// it by name and leaves it for the application; under `take_error` the
+/// image carries it (schema version 2) and the restored socket returns it
+/// first, then the queued datagram, as the original would have.
+#[test]
+fn pending_error_is_refused_by_name_or_taken_and_recreated() {
+    ns(|| {
+        let a = socket_with_pending_error(5030, false);
+        for _ in 0..2 {
+            let e = dump::dump(a.as_fd()).unwrap_err();
+            assert_eq!(e.kind, crate::Kind::Refused, "{e}");
+            assert_eq!(e.step, "pending socket error");
+            assert!(e.to_string().contains("a socket error is pending"), "{e}");
+            assert!(crate::sockerr::error_signalled(a.as_fd()).unwrap());
+        }
+        let opts = DumpOptions {
+            take_error: true,
+            ..Default::default()
+        };
+        let cp = dump::dump_with(a.as_fd(), &opts).unwrap();
+        assert_eq!(cp.pending_error, libc::ECONNREFUSED);
+        assert_eq!(cp.schema_version, 2);
+        assert_eq!(payloads(&cp), vec![b"queued".to_vec()]);
+        let cp = udp_repair_proto::decode(&udp_repair_proto::encode(&cp).unwrap()).unwrap();
+        drop(a);
+        restores_error_first(&cp);
+        // IPv6, and an IPv6 socket with IPv4 traffic (IPv4 ICMP errors).
+        for (local, peer, port) in [
+            ("[::1]", "[::1]", 5032),
+            ("[::]", "[::ffff:127.0.0.1]", 5034),
+        ] {
+            let a = pending_error_at(local, peer, port, false);
+            let cp = dump::dump_with(a.as_fd(), &opts).unwrap();
+            assert_eq!(cp.pending_error, libc::ECONNREFUSED, "{peer}");
+            drop(a);
+            restores_error_first(&cp);
+        }
+    });
+}
+
+/// Restores `cp` with each strategy: the error comes first, then the
+/// datagram.
+fn restores_error_first(cp: &v1::Checkpoint) {
+    {
+        for strategy in [Strategy::Raw, Strategy::Transparent] {
+            let (r, _) = restore::restore_with(
+                cp,
+                &RestoreOptions {
+                    strategy,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+            assert_eq!(
+                recv_errno(r.as_fd()),
+                Err(Some(libc::ECONNREFUSED)),
+                "{strategy:?}"
+            );
+            assert_eq!(
+                recv_errno(r.as_fd()),
+                Ok(b"queued".to_vec()),
+                "{strategy:?}"
+            );
+        }
+    }
+}
+
+/// With IP_RECVERR the error queue may hold the error too, and nothing
+/// reads it without dequeuing: refused by name even under `take_error`,
+/// and both the error and the queue entry stay for the application.
+#[test]
+fn pending_error_with_an_error_queue_is_refused_and_left_alone() {
+    ns(|| {
+        let a = socket_with_pending_error(5040, true);
+        let opts = DumpOptions {
+            take_error: true,
+            ..Default::default()
+        };
+        let e = dump::dump_with(a.as_fd(), &opts).unwrap_err();
+        assert_eq!(e.kind, crate::Kind::Refused, "{e}");
+        assert!(e.to_string().contains("IP_RECVERR"), "{e}");
+        assert_eq!(recv_errno(a.as_fd()), Err(Some(libc::ECONNREFUSED)));
+        let mut buf = [0u8; 64];
+        let mut name = [0u8; 128];
+        let mut control = [0u8; 512];
+        let o = sys::recvmsg_bytes(
+            a.as_fd(),
+            &mut buf,
+            &mut name,
+            &mut control,
+            libc::MSG_ERRQUEUE | libc::MSG_DONTWAIT,
+        )
+        .expect("the error-queue entry is still there");
+        assert_ne!(o.control_len, 0);
+    });
+}

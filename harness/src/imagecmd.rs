@@ -40,6 +40,12 @@ pub enum ImageCmd {
         /// of the receive queue is in the image.
         #[arg(long)]
         strict: bool,
+        /// Take a pending socket error (an ICMP error such as port
+        /// unreachable) into the image instead of refusing: SO_ERROR clears
+        /// it on the socket, the restore re-creates it. Refused anyway when
+        /// the error queue may hold entries (IP_RECVERR, TX timestamps).
+        #[arg(long)]
+        take_error: bool,
     },
     /// Print an image: socket, options, both queues.
     Show {
@@ -101,11 +107,13 @@ pub fn run(cmd: ImageCmd) -> ExitCode {
             drop_filter,
             drop_multicast,
             strict,
+            take_error,
         } => {
             let opts = dump::DumpOptions {
                 drop_pending,
                 drop_filter,
                 drop_multicast,
+                take_error,
                 require_vouched: strict,
                 ..Default::default()
             };
@@ -292,6 +300,14 @@ pub fn show_text(cp: &v1::Checkpoint, payloads: bool) -> String {
         }
     );
     let _ = writeln!(s, "peek off:   {}", cp.peek_offset);
+    if cp.pending_error != 0 {
+        let _ = writeln!(
+            s,
+            "error:      {} ({}), pending: the restored socket returns it first",
+            cp.pending_error,
+            std::io::Error::from_raw_os_error(cp.pending_error)
+        );
+    }
     if let Some(f) = &cp.filter {
         let _ = writeln!(
             s,
@@ -417,6 +433,7 @@ pub fn to_json(cp: &v1::Checkpoint, payloads: bool) -> serde_json::Value {
         "peer": json_addr(cp.peer.as_ref()),
         "bound_device": cp.bound_device,
         "peek_offset": cp.peek_offset,
+        "pending_error": cp.pending_error,
         "options": opts,
         "filter": cp.filter.as_ref().map(|f| json!({"insns": f.insns, "locked": f.locked})),
         "dropped_state": cp.dropped_state,

@@ -51,8 +51,20 @@ pub use v1::Checkpoint;
 pub const MAGIC: [u8; 8] = *b"UDPRIMG\0";
 /// The file format version written by [`encode`].
 pub const FORMAT_VERSION: u32 = 1;
-/// The newest `Checkpoint.schema_version` this crate understands.
-pub const SCHEMA_VERSION: u32 = 1;
+/// The newest `Checkpoint.schema_version` this crate understands. A writer
+/// sets the lowest version that holds what the image uses ([`schema_for`]),
+/// so a reader that does not know some state refuses the image instead of
+/// ignoring the field: version 2 adds `pending_error`.
+pub const SCHEMA_VERSION: u32 = 2;
+
+/// The lowest schema version that holds everything `cp` uses.
+pub fn schema_for(cp: &Checkpoint) -> u32 {
+    if cp.pending_error != 0 {
+        2
+    } else {
+        1
+    }
+}
 /// Length of the fixed header.
 pub const HEADER_LEN: usize = 24;
 /// Length of the SHA-256 trailer.
@@ -339,6 +351,18 @@ pub fn validate(cp: &Checkpoint) -> Result<(), ImageError> {
         return inv(format!(
             "schema version {} (this reader knows 1..={SCHEMA_VERSION})",
             cp.schema_version
+        ));
+    }
+    if cp.schema_version < schema_for(cp) {
+        return inv(format!(
+            "schema version {} cannot hold a pending socket error (version 2 can)",
+            cp.schema_version
+        ));
+    }
+    if cp.pending_error < 0 || cp.pending_error > 4095 {
+        return inv(format!(
+            "pending error {} is not an errno",
+            cp.pending_error
         ));
     }
     let family = v1::Family::try_from(cp.family)

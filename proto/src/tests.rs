@@ -81,6 +81,7 @@ fn sample(n: usize) -> Checkpoint {
         dropped_state: vec![],
         kernel_release: "6.18".into(),
         dumped_at_unix_ns: 1,
+        pending_error: 0,
     }
 }
 
@@ -159,16 +160,30 @@ fn resealed_semantic_errors_are_refused() {
     let mut cp = sample(2);
     cp.receive_queue.as_mut().unwrap().datagrams.pop();
     assert!(encode(&cp).is_err());
-    // Newer schema.
+    // Newer schema than this reader knows.
     let mut cp = sample(0);
-    cp.schema_version = 2;
+    cp.schema_version = SCHEMA_VERSION + 1;
     assert!(matches!(encode(&cp).unwrap_err(), ImageError::Invalid(_)));
+    // Version-2 state in an image that says version 1: a version-1 reader
+    // would drop it silently, so the image is refused.
+    let mut cp = sample(0);
+    cp.pending_error = libc_econnrefused();
+    assert!(matches!(encode(&cp).unwrap_err(), ImageError::Invalid(_)));
+    cp.schema_version = 2;
+    assert_eq!(decode(&encode(&cp).unwrap()).unwrap(), cp);
+    cp.pending_error = -1;
+    assert!(encode(&cp).is_err());
     // A record cut inside, resealed: the parser names the record.
     let img = encode(&sample(2)).unwrap();
     let mut body = img[..img.len() - TRAILER_LEN - 3].to_vec();
     body.extend_from_slice(&[0u8; TRAILER_LEN]);
     let e = decode(&reseal(body)).unwrap_err();
     assert!(matches!(e, ImageError::BadRecord { .. }), "{e}");
+}
+
+/// ECONNREFUSED on Linux (the proto crate does not depend on libc).
+fn libc_econnrefused() -> i32 {
+    111
 }
 
 fn arb_addr(v6: bool) -> impl Strategy<Value = SockAddr> {

@@ -1,0 +1,250 @@
+//! The pending socket error (`sk->sk_err`): how the dump sees it without
+//! reading it, and how the restore re-creates it.
+//!
+//! Kernel behaviour relied on:
+//! - An ICMP error for a UDP socket sets `sk->sk_err` when the error is
+//!   hard and the socket connected, or always with `IP_RECVERR` /
+//!   `IPV6_RECVERR` (`__udp4_lib_err()` in net/ipv4/udp.c,
+//!   `__udp6_lib_err()` in net/ipv6/udp.c); with those options it also
+//!   queues the error on the error queue.
+//! - The next `recvmsg`, `MSG_PEEK` or not, returns the error first and
+//!   clears it (`__skb_recv_udp()` calls `sock_error()`), as does
+//!   `getsockopt(SO_ERROR)`; so does a send that allocates a buffer.
+//! - `poll` reports `POLLERR` while `sk->sk_err` is set or the error queue
+//!   is not empty (`udp_poll()`, `datagram_poll()` in
+//!   net/core/datagram.c), without changing either.
+//!
+//! Nothing sets `sk_err` directly; the restore sends the ICMP error that
+//! set it, quoting a datagram from the restored socket to its peer, on a
+//! raw socket (`CAP_NET_RAW`).
+
+use crate::wire;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsFd, BorrowedFd};
+use udp_repair_proto::v1;
+
+/// Whether `poll(2)` reports `POLLERR` on `fd`: a pending socket error or
+/// a non-empty error queue. Reads and changes nothing.
+pub fn error_signalled(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    use rustix::event::{poll, PollFd, PollFlags, Timespec};
+    let mut fds = [PollFd::new(&fd, PollFlags::empty())];
+    let zero = Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    poll(&mut fds, Some(&zero))?;
+    Ok(fds[0].revents().contains(PollFlags::ERR))
+}
+
+/// `SOF_TIMESTAMPING_TX_*` and `SOF_TIMESTAMPING_TX_SCHED`/`_ACK` bits
+/// (linux/net_tstamp.h): transmit timestamps go to the error queue.
+const SOF_TIMESTAMPING_TX_ANY: i64 = 0x1 | 0x2 | 0x100 | 0x200;
+
+/// What, among the saved options, can put entries on the error queue, by
+/// name: `IP_RECVERR`, `IPV6_RECVERR`, transmit timestamping, zerocopy
+/// completions. Empty: the queue is always empty, and `POLLERR` means a
+/// pending socket error.
+pub fn error_queue_sources(options: &[v1::SockOpt]) -> Vec<&'static str> {
+    let on = |level: i32, name: i32| {
+        options.iter().any(|o| {
+            o.level == level
+                && o.name == name
+                && matches!(o.value, Some(v1::sock_opt::Value::Int(v)) if v != 0)
+        })
+    };
+    let mut out = Vec::new();
+    if on(libc::SOL_IP, libc::IP_RECVERR) {
+        out.push("IP_RECVERR");
+    }
+    if on(libc::SOL_IPV6, libc::IPV6_RECVERR) {
+        out.push("IPV6_RECVERR");
+    }
+    let tsing = options.iter().any(|o| {
+        o.level == libc::SOL_SOCKET
+            && o.name == libc::SO_TIMESTAMPING
+            && matches!(o.value, Some(v1::sock_opt::Value::Int(v)) if v & SOF_TIMESTAMPING_TX_ANY != 0)
+    });
+    if tsing {
+        out.push("SO_TIMESTAMPING (transmit timestamps)");
+    }
+    if on(libc::SOL_SOCKET, libc::SO_ZEROCOPY) {
+        out.push("SO_ZEROCOPY (completions)");
+    }
+    out
+}
+
+/// The ICMP (or ICMPv6) destination-unreachable code that sets `errno`
+/// on a connected UDP socket as a hard error (`icmp_err_convert` in
+/// net/ipv4/icmp.c; `icmpv6_err_convert()` in net/ipv6/icmp.c), if any.
+pub fn unreachable_code(errno: i32, v6: bool) -> Option<u8> {
+    if v6 {
+        match errno {
+            libc::ENETUNREACH => Some(0),  // no route
+            libc::EACCES => Some(1),       // administratively prohibited
+            libc::EHOSTUNREACH => Some(3), // address unreachable
+            libc::ECONNREFUSED => Some(4), // port unreachable
+            _ => None,
+        }
+    } else {
+        match errno {
+            libc::ENETUNREACH => Some(0),
+            libc::EHOSTUNREACH => Some(1),
+            libc::ENOPROTOOPT => Some(2),
+            libc::ECONNREFUSED => Some(3),
+            libc::EOPNOTSUPP => Some(5), // source route failed
+            libc::EHOSTDOWN => Some(7),
+            libc::ENONET => Some(8),
+            _ => None,
+        }
+    }
+}
+
+/// The ICMP message (type, code, checksum, unused, then the quoted IPv4
+/// header and UDP header of a datagram `local` → `peer`) that reports
+/// `code` to the socket at `local`.
+fn icmp4_message(code: u8, local: SocketAddr, peer: SocketAddr) -> Option<Vec<u8>> {
+    let (IpAddr::V4(src), IpAddr::V4(dst)) = (local.ip(), peer.ip()) else {
+        return None;
+    };
+    let mut quoted = vec![
+        0x45,
+        0,
+        0,
+        28,
+        0,
+        0,
+        0x40,
+        0,
+        64,
+        libc::IPPROTO_UDP as u8,
+        0,
+        0,
+    ];
+    quoted.extend_from_slice(&src.octets());
+    quoted.extend_from_slice(&dst.octets());
+    let c = wire::inet_checksum(&quoted);
+    quoted[10..12].copy_from_slice(&c.to_be_bytes());
+    quoted.extend_from_slice(&local.port().to_be_bytes());
+    quoted.extend_from_slice(&peer.port().to_be_bytes());
+    quoted.extend_from_slice(&[0, 8, 0, 0]);
+    let mut m = vec![3, code, 0, 0, 0, 0, 0, 0];
+    m.extend_from_slice(&quoted);
+    let c = wire::inet_checksum(&m);
+    m[2..4].copy_from_slice(&c.to_be_bytes());
+    Some(m)
+}
+
+/// The ICMPv6 message reporting `code` for a datagram `local` → `peer`
+/// (the kernel fills in the checksum of a raw ICMPv6 socket).
+fn icmp6_message(code: u8, local: SocketAddr, peer: SocketAddr) -> Option<Vec<u8>> {
+    let (IpAddr::V6(src), IpAddr::V6(dst)) = (local.ip(), peer.ip()) else {
+        return None;
+    };
+    let mut m = vec![1, code, 0, 0, 0, 0, 0, 0];
+    m.extend_from_slice(&[0x60, 0, 0, 0, 0, 8, libc::IPPROTO_UDP as u8, 64]);
+    m.extend_from_slice(&src.octets());
+    m.extend_from_slice(&dst.octets());
+    m.extend_from_slice(&local.port().to_be_bytes());
+    m.extend_from_slice(&peer.port().to_be_bytes());
+    m.extend_from_slice(&[0, 8, 0, 0]);
+    Some(m)
+}
+
+/// Sets the pending error `errno` on `fd`, connected to `peer`, by
+/// sending it the ICMP error that would: destination unreachable with
+/// [`unreachable_code`], quoting a datagram from `fd`'s address to
+/// `peer`, through a raw socket to `fd`'s own address. Checks that the
+/// socket then signals `POLLERR`. The socket must be connected (without
+/// `IP_RECVERR` only a connected socket keeps a hard ICMP error).
+///
+/// # Errors
+/// `Unsupported` for an errno no ICMP error sets; the raw socket's errors
+/// (`EPERM` without `CAP_NET_RAW`); `Other` when the socket does not
+/// signal the error after it was sent.
+pub fn recreate(fd: BorrowedFd<'_>, peer: SocketAddr, errno: i32) -> io::Result<()> {
+    let local = SocketAddr::try_from(rustix::net::getsockname(fd)?)
+        .map_err(|_| io::Error::other("getsockname: not an inet address"))?;
+    // An IPv6 socket with IPv4 traffic gets IPv4 ICMP errors.
+    let (local, peer) = (wire::canonical(local), wire::canonical(peer));
+    let v6 = peer.is_ipv6();
+    let unsupported = || {
+        io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!(
+                "no ICMP{} error sets errno {errno} ({}) on a UDP socket",
+                if v6 { "v6" } else { "" },
+                io::Error::from_raw_os_error(errno)
+            ),
+        )
+    };
+    let code = unreachable_code(errno, v6).ok_or_else(unsupported)?;
+    let (domain, proto, msg) = if v6 {
+        (
+            rustix::net::AddressFamily::INET6,
+            libc::IPPROTO_ICMPV6,
+            icmp6_message(code, local, peer),
+        )
+    } else {
+        (
+            rustix::net::AddressFamily::INET,
+            libc::IPPROTO_ICMP,
+            icmp4_message(code, local, peer),
+        )
+    };
+    let msg = msg.ok_or_else(unsupported)?;
+    let raw = rustix::net::socket(
+        domain,
+        rustix::net::SocketType::RAW,
+        Some(rustix::net::Protocol::from_raw(
+            rustix::net::RawProtocol::new(proto as u32).expect("nonzero"),
+        )),
+    )?;
+    let to = SocketAddr::new(local.ip(), 0);
+    rustix::net::sendto(&raw, &msg, rustix::net::SendFlags::empty(), &to)?;
+    // Loopback delivery is normally done inside sendto; allow a deferred
+    // softirq a moment.
+    for _ in 0..200 {
+        if error_signalled(fd.as_fd())? {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    Err(io::Error::other(format!(
+        "the socket does not signal the error after an ICMP{} destination unreachable (code {code}) from {} was sent to it",
+        if v6 { "v6" } else { "" },
+        peer.ip()
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn icmp_messages_checksum_and_quote_the_datagram() {
+        let l: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let p: SocketAddr = "127.0.0.2:53".parse().unwrap();
+        let m = icmp4_message(3, l, p).unwrap();
+        assert_eq!(wire::inet_checksum(&m), 0);
+        assert_eq!(&m[..2], &[3, 3]);
+        assert_eq!(&m[8 + 12..8 + 16], &[127, 0, 0, 1]);
+        assert_eq!(&m[8 + 20..8 + 24], &[0x13, 0x88, 0, 53]);
+        assert!(icmp4_message(3, l, "[::1]:53".parse().unwrap()).is_none());
+        let m = icmp6_message(
+            4,
+            "[::1]:5000".parse().unwrap(),
+            "[::1]:53".parse().unwrap(),
+        )
+        .unwrap();
+        assert_eq!(m.len(), 8 + 40 + 8);
+        assert_eq!(m[8 + 6], libc::IPPROTO_UDP as u8);
+    }
+
+    #[test]
+    fn codes_cover_the_hard_errors() {
+        assert_eq!(unreachable_code(libc::ECONNREFUSED, false), Some(3));
+        assert_eq!(unreachable_code(libc::ECONNREFUSED, true), Some(4));
+        assert_eq!(unreachable_code(libc::EMSGSIZE, false), None);
+    }
+}
