@@ -50,6 +50,18 @@ const fn int(level: i32, name: i32, label: &'static str) -> Opt {
     }
 }
 
+const fn bytes(level: i32, name: i32, label: &'static str, max: usize) -> Opt {
+    Opt {
+        level,
+        name,
+        label,
+        kind: Kind::Bytes(max),
+    }
+}
+
+/// `SO_NO_CHECK` (asm-generic/socket.h; not in `libc` for Linux).
+pub const SO_NO_CHECK: i32 = 11;
+
 const SOL_SOCKET: i32 = libc::SOL_SOCKET;
 const SOL_IP: i32 = libc::SOL_IP;
 const SOL_IPV6: i32 = libc::SOL_IPV6;
@@ -124,6 +136,8 @@ pub const TABLE: &[Opt] = &[
     int(SOL_SOCKET, 75, "SO_RCVMARK"),
     int(SOL_SOCKET, 82, "SO_RCVPRIORITY"),
     int(SOL_SOCKET, libc::SO_MAX_PACING_RATE, "SO_MAX_PACING_RATE"),
+    // UDP over IPv4 without a checksum (sk_no_check_tx).
+    int(SOL_SOCKET, SO_NO_CHECK, "SO_NO_CHECK"),
     // IP level: also meaningful on AF_INET6 sockets for v4-mapped traffic.
     int(SOL_IP, libc::IP_TTL, "IP_TTL"),
     int(SOL_IP, libc::IP_TOS, "IP_TOS"),
@@ -192,6 +206,19 @@ pub const TABLE: &[Opt] = &[
     int(SOL_IPV6, libc::IPV6_MULTICAST_ALL, "IPV6_MULTICAST_ALL"),
     int(SOL_IPV6, libc::IPV6_UNICAST_IF, "IPV6_UNICAST_IF"),
     int(SOL_IPV6, libc::IPV6_ROUTER_ALERT, "IPV6_ROUTER_ALERT"),
+    // RFC 2292 receive flags: the cmsgs of the old API (their own bits of
+    // rxopt, apart from the RFC 3542 ones above).
+    int(SOL_IPV6, libc::IPV6_2292PKTINFO, "IPV6_2292PKTINFO"),
+    int(SOL_IPV6, libc::IPV6_2292HOPOPTS, "IPV6_2292HOPOPTS"),
+    int(SOL_IPV6, libc::IPV6_2292DSTOPTS, "IPV6_2292DSTOPTS"),
+    int(SOL_IPV6, libc::IPV6_2292RTHDR, "IPV6_2292RTHDR"),
+    int(SOL_IPV6, libc::IPV6_2292HOPLIMIT, "IPV6_2292HOPLIMIT"),
+    // Sticky extension headers every datagram carries (RFC 3542 6.);
+    // getsockopt returns the header, at most 2048 bytes ((hdrlen + 1) * 8).
+    bytes(SOL_IPV6, libc::IPV6_HOPOPTS, "IPV6_HOPOPTS", 2048),
+    bytes(SOL_IPV6, libc::IPV6_RTHDRDSTOPTS, "IPV6_RTHDRDSTOPTS", 2048),
+    bytes(SOL_IPV6, libc::IPV6_RTHDR, "IPV6_RTHDR", 2048),
+    bytes(SOL_IPV6, libc::IPV6_DSTOPTS, "IPV6_DSTOPTS", 2048),
     // UDP level.
     int(SOL_UDP, libc::UDP_SEGMENT, "UDP_SEGMENT"),
     int(SOL_UDP, libc::UDP_GRO, "UDP_GRO"),

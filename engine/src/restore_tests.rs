@@ -881,3 +881,68 @@ fn pending_error_with_an_error_queue_is_refused_and_left_alone() {
         assert_ne!(o.control_len, 0);
     });
 }
+
+/// Options that were reset to their defaults by a restore, before they
+/// were in the table: SO_NO_CHECK on IPv4; the RFC 2292 receive flags and
+/// a sticky Hop-by-Hop header on IPv6. After the round trip each reads the
+/// same, the restored socket delivers the old API's IPV6_2292PKTINFO cmsg,
+/// and its datagrams carry the header.
+#[test]
+fn no_check_rfc2292_flags_and_sticky_headers_survive() {
+    ns(|| {
+        let a = udp("127.0.0.1:5050");
+        set(a.as_fd(), libc::SOL_SOCKET, options::SO_NO_CHECK, 1);
+        let cp = dump::dump(a.as_fd()).unwrap();
+        drop(a);
+        let r = restore::restore(&cp).unwrap();
+        assert_eq!(
+            sys::getsockopt_int(r.as_fd(), libc::SOL_SOCKET, options::SO_NO_CHECK).unwrap(),
+            1
+        );
+
+        let b = udp("[::1]:5051");
+        set(b.as_fd(), libc::SOL_IPV6, libc::IPV6_2292PKTINFO, 1);
+        set(b.as_fd(), libc::SOL_IPV6, libc::IPV6_2292HOPLIMIT, 1);
+        // Hop-by-Hop header holding one PadN option (8 bytes).
+        let hbh = [0u8, 0, 1, 4, 0, 0, 0, 0];
+        sys::setsockopt_bytes(b.as_fd(), libc::SOL_IPV6, libc::IPV6_HOPOPTS, &hbh).unwrap();
+        let before = options::save(b.as_fd(), false).unwrap();
+        let cp = dump::dump(b.as_fd()).unwrap();
+        drop(b);
+        let r = restore::restore(&cp).unwrap();
+        assert_eq!(options::save(r.as_fd(), false).unwrap(), before);
+
+        let peer = udp("[::1]:5052");
+        set(peer.as_fd(), libc::SOL_IPV6, libc::IPV6_RECVHOPOPTS, 1);
+        peer.send_to(b"in", "[::1]:5051").unwrap();
+        wait_queued(r.as_fd(), true);
+        let mut buf = [0u8; 16];
+        let mut name = [0u8; 128];
+        let mut control = [0u8; 512];
+        let o = sys::recvmsg_bytes(r.as_fd(), &mut buf, &mut name, &mut control, 0).unwrap();
+        let kinds: Vec<(i32, i32)> = crate::wire::cmsgs(&control[..o.control_len])
+            .map(|c| (c.level, c.kind))
+            .collect();
+        assert!(
+            kinds.contains(&(libc::SOL_IPV6, libc::IPV6_2292PKTINFO)),
+            "{kinds:?}"
+        );
+        rustix::net::sendto(
+            r.as_fd(),
+            b"out",
+            rustix::net::SendFlags::empty(),
+            &"[::1]:5052".parse::<SocketAddr>().unwrap(),
+        )
+        .unwrap();
+        wait_queued(peer.as_fd(), true);
+        let o = sys::recvmsg_bytes(peer.as_fd(), &mut buf, &mut name, &mut control, 0).unwrap();
+        let hop: Vec<Vec<u8>> = crate::wire::cmsgs(&control[..o.control_len])
+            .filter(|c| (c.level, c.kind) == (libc::SOL_IPV6, libc::IPV6_HOPOPTS))
+            .map(|c| c.data.to_vec())
+            .collect();
+        // The kernel fills in the next header (UDP).
+        let mut sent = hbh.to_vec();
+        sent[0] = libc::IPPROTO_UDP as u8;
+        assert_eq!(hop, vec![sent], "the datagram's Hop-by-Hop header");
+    });
+}
