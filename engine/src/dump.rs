@@ -99,6 +99,12 @@ pub struct DumpOptions {
     /// (see [`crate::sockerr::error_queue_sources`]): those cannot be read
     /// without dequeuing them, and the dump refuses them by name.
     pub take_error: bool,
+    /// Dump a pending datagram whose reader sees its payload and
+    /// destination only (the `recvmsg` series' interface): the cork state
+    /// its first send set by cmsgs cannot be read, and the restore takes it
+    /// from the socket options. The image records it in `dropped_state`.
+    /// Off: such a dump is refused by name.
+    pub accept_partial_cork: bool,
     /// Fail instead of producing an image with `zero_length_vouched = false`.
     pub require_vouched: bool,
     /// The send-queue readers to try.
@@ -118,6 +124,7 @@ impl Default for DumpOptions {
             drop_filter: false,
             drop_multicast: false,
             take_error: false,
+            accept_partial_cork: false,
             require_vouched: false,
             readers: default_readers(),
             outq_settle: Duration::from_millis(200),
@@ -420,6 +427,13 @@ pub fn dump_with(fd: BorrowedFd<'_>, opts: &DumpOptions) -> Result<v1::Checkpoin
                 ))));
         }
     }
+    if sq.pending.as_ref().is_some_and(|p| !p.complete) {
+        cp.dropped_state.push(format!(
+            "cork state the pending datagram's first send set by cmsgs (the {} interface reads \
+             payload and destination only; the restore takes it from the socket options)",
+            sq.reader
+        ));
+    }
     cp.receive_queue = Some(rq);
     cp.send_queue = Some(sq);
     cp.schema_version = udp_repair_proto::schema_for(&cp);
@@ -679,11 +693,20 @@ fn dump_send_queue(
             Ok(SendQueueRead::Pending(p)) => {
                 sq.reader = r.name().into();
                 if !p.complete {
-                    sq.note = format!(
-                        "the {} interface returns payload and destination only: cork state set by cmsgs \
-                         (TTL, TOS, mark, priority, GSO size, transmit time) is taken from the socket options",
+                    let why = format!(
+                        "the {} interface returns the pending datagram's payload and destination only: \
+                         cork state its first send set by cmsgs (TTL or hop limit, TOS or traffic class, \
+                         mark, priority, UDP_SEGMENT, transmit time, IP options and IPv6 extension \
+                         headers) cannot be read, and the restore would take it from the socket options",
                         r.name()
                     );
+                    if !opts.accept_partial_cork {
+                        return Err(refuse(
+                            "send queue",
+                            format!("{why}; pass the option accepting that to dump anyway"),
+                        ));
+                    }
+                    sq.note = format!("{why}; accepted as requested");
                 }
                 sq.pending = Some(*p);
                 return Ok(sq);

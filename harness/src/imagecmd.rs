@@ -46,6 +46,11 @@ pub enum ImageCmd {
         /// the error queue may hold entries (IP_RECVERR, TX timestamps).
         #[arg(long)]
         take_error: bool,
+        /// Dump a pending datagram although this kernel's reader sees its
+        /// payload and destination only (the recvmsg series): the cork
+        /// state set by cmsgs is then taken from the socket options.
+        #[arg(long)]
+        accept_partial_cork: bool,
     },
     /// Print an image: socket, options, both queues.
     Show {
@@ -108,12 +113,14 @@ pub fn run(cmd: ImageCmd) -> ExitCode {
             drop_multicast,
             strict,
             take_error,
+            accept_partial_cork,
         } => {
             let opts = dump::DumpOptions {
                 drop_pending,
                 drop_filter,
                 drop_multicast,
                 take_error,
+                accept_partial_cork,
                 require_vouched: strict,
                 ..Default::default()
             };

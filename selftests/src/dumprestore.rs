@@ -195,6 +195,7 @@ const CASES_TX: &[(&str, SkippableCase)] = &[
     ("tx::msg_more", |f| tx_round_trip(f, Held::MsgMore)),
     ("tx::zero_length", |f| tx_round_trip(f, Held::Empty)),
     ("tx::repair_mode_left_on", tx_repair_mode_left_on),
+    ("tx::partial_cork_refused", tx_partial_cork_refused),
 ];
 
 /// All tests of the suite.
@@ -236,6 +237,16 @@ pub fn tests() -> Vec<Test> {
         ));
     }
     tests
+}
+
+/// The dump options of the round trips: they mean to restore a pending
+/// datagram also where the reader sees payload and destination only (the
+/// `recvmsg` series; `tx::partial_cork_refused` checks the default).
+pub fn round_trip_options() -> DumpOptions {
+    DumpOptions {
+        accept_partial_cork: true,
+        ..Default::default()
+    }
 }
 
 /// Runs `body` in a network namespace of its own.
@@ -772,7 +783,7 @@ fn tx_round_trip(f: Family, how: Held) -> Outcome {
         src.port(),
     );
 
-    let dumped = dump::dump(fd);
+    let dumped = dump::dump_with(fd, &round_trip_options());
     if !k.repair {
         let e = match dumped {
             Ok(cp) => {
@@ -907,6 +918,70 @@ fn tx_round_trip(f: Family, how: Held) -> Outcome {
 /// recvmsg series' repair mode `MSG_PEEK` reads the send queue, so the
 /// receive queue must be read with repair mode off) and leaves repair mode
 /// and the peek offset as they were.
+/// Where the reader sees payload and destination only (the `recvmsg`
+/// series), a pending datagram whose first send set its TTL by cmsg is
+/// refused by name by default, changing nothing: the restore could not
+/// send it with that TTL. With the option the image says what was lost.
+fn tx_partial_cork_refused(f: Family) -> Outcome {
+    let k = Kernel::get()?;
+    match k.reader {
+        Some("recvmsg") => {}
+        Some(r) => return ktap::skip(format!("the {r} reader reads the whole cork state")),
+        None => return ktap::skip("no send-queue reader on this kernel (tx:: checks the refusal)"),
+    }
+    let s = bind(SocketAddr::new(f.local, 0))?;
+    let fd = s.as_fd();
+    let rx = bind(SocketAddr::new(f.senders[0], 0))?;
+    let to = rx.local_addr().ctx("getsockname")?;
+    let mut ttl = wire::CmsgBuilder::default();
+    if f.local.is_ipv6() && wire::as_v4(&f.local).is_none() {
+        ttl.push_int(libc::SOL_IPV6, libc::IPV6_HOPLIMIT, 7);
+    } else {
+        ttl.push_int(libc::SOL_IP, libc::IP_TTL, 7);
+    }
+    send_cmsg(fd, b"ttl 7", to, &ttl, libc::MSG_MORE)?;
+    let e = match dump::dump(fd) {
+        Ok(cp) => {
+            return Err(format!(
+                "the dump of a datagram whose cork state cannot be read succeeded: {:?}",
+                cp.send_queue
+            )
+            .into())
+        }
+        Err(e) => e,
+    };
+    check_eq!(e.step, "send queue", "refused at the send queue: {e}");
+    check_eq!(
+        e.kind,
+        udp_repair_engine::Kind::Refused,
+        "refused by name: {e}"
+    );
+    check!(
+        e.error.to_string().contains("payload and destination only"),
+        "the refusal says why: {e}"
+    );
+    check_eq!(
+        sys::getsockopt_int(fd, libc::SOL_UDP, UDP_REPAIR).ctx("UDP_REPAIR")?,
+        0,
+        "repair mode off again after the refusal"
+    );
+    let cp = dump::dump_with(fd, &round_trip_options()).ctx("dump accepting it")?;
+    check!(
+        cp.dropped_state.iter().any(|d| d.contains("cork state")),
+        "the image records the loss: {:?}",
+        cp.dropped_state
+    );
+    // Still pending, and leaves intact.
+    send_cmsg(fd, b"", to, &wire::CmsgBuilder::default(), 0)?;
+    let got = recv_meta(rx.as_fd())?;
+    check_eq!(
+        got.data,
+        b"ttl 7".to_vec(),
+        "the datagram after the refused dump"
+    );
+    Ok(Completion::Completed)
+}
+
 fn tx_repair_mode_left_on(f: Family) -> Outcome {
     let k = Kernel::get()?;
     if !k.repair {
@@ -928,7 +1003,7 @@ fn tx_repair_mode_left_on(f: Family) -> Outcome {
     )?;
     set(fd, libc::SOL_UDP, UDP_REPAIR, 1)?;
     set(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, 3)?;
-    let cp = dump::dump(fd).ctx("dump in repair mode")?;
+    let cp = dump::dump_with(fd, &round_trip_options()).ctx("dump in repair mode")?;
     check_eq!(
         payloads(&cp),
         vec![b"received".to_vec()],

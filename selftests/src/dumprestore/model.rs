@@ -919,7 +919,7 @@ fn dump_and_check(
     log: &mut String,
 ) -> Result<Option<(v1::Checkpoint, Image)>, String> {
     let expect = m.expect_dump();
-    let got = dump::dump(w.fd());
+    let got = dump::dump_with(w.fd(), &super::round_trip_options());
     match (expect, got) {
         (DumpExpect::Refused, Err(e)) => {
             if e.step != "send queue" {
