@@ -735,19 +735,35 @@ fn dump_send_queue(
         std::thread::sleep(Duration::from_millis(2));
     };
     if outq > 0 {
+        // SIOCOUTQ cannot tell a corked datagram from datagrams a slow
+        // qdisc or device still holds, and without a reader nothing else
+        // can: say both.
         let why = format!(
-            "{outq} bytes of the send buffer stay in use{}: data is pending (corked by UDP_CORK or MSG_MORE) and \
-             this kernel has no UDP_REPAIR interface to read it back",
-            if udp_cork { " and UDP_CORK is set" } else { "" }
+            "{outq} bytes of the send buffer are still in use after {} ms{}: either a pending \
+             datagram (corked by UDP_CORK or MSG_MORE), which this kernel has no UDP_REPAIR \
+             interface to read back, or datagrams still in flight (a slow qdisc or device), \
+             which this kernel cannot tell apart",
+            opts.outq_settle.as_millis(),
+            if udp_cork {
+                ", UDP_CORK is set"
+            } else {
+                ", UDP_CORK is off"
+            }
         );
         if !opts.drop_pending {
             return Err(refuse(
                 "send queue",
-                format!("{why}; pass the option to drop pending data to dump anyway"),
+                format!(
+                    "{why}; wait for datagrams in flight (a longer settle time), or pass the \
+                     option to drop pending data to dump anyway"
+                ),
             ));
         }
         sq.dropped = true;
-        sq.note = format!("{why}; dropped as requested: the restored socket has nothing pending");
+        sq.note = format!(
+            "{why}; dumped as requested: a pending datagram, if there was one, is not in the \
+             image and the restored socket has nothing pending"
+        );
     }
     Ok(sq)
 }

@@ -946,3 +946,62 @@ fn no_check_rfc2292_flags_and_sticky_headers_survive() {
         assert_eq!(hop, vec![sent], "the datagram's Hop-by-Hop header");
     });
 }
+
+fn ip(args: &str) {
+    let (prog, rest) = args.split_once(' ').unwrap();
+    let out = std::process::Command::new(prog)
+        .args(rest.split_whitespace())
+        .output()
+        .unwrap_or_else(|e| panic!("{args}: {e}"));
+    assert!(
+        out.status.success(),
+        "{args}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Datagrams a slow qdisc still holds keep SIOCOUTQ non-zero with nothing
+/// corked. Without a reader the kernel cannot tell them from a pending
+/// datagram, and the dump says both, rather than "data is pending"; with
+/// the drop option the image does not claim that anything was dropped.
+#[test]
+fn bytes_in_flight_are_not_called_a_pending_datagram() {
+    ns(|| {
+        ip("ip link add urv0 type veth peer name urv1");
+        ip("ip addr add 10.77.0.1/24 dev urv0");
+        ip("ip link set urv0 up");
+        ip("ip link set urv1 up");
+        ip("tc qdisc add dev urv0 root tbf rate 8kbit burst 1600 latency 30s");
+        ip("ip neigh add 10.77.0.2 lladdr 02:00:00:00:00:02 dev urv0 nud permanent");
+        let a = udp("10.77.0.1:0");
+        for _ in 0..12 {
+            a.send_to(&[0u8; 1000], "10.77.0.2:9").unwrap();
+        }
+        assert!(sys::ioctl_get_int(a.as_fd(), libc::TIOCOUTQ as libc::c_ulong).unwrap() > 0);
+        let no_reader = DumpOptions {
+            readers: Vec::new(),
+            ..Default::default()
+        };
+        let e = dump::dump_with(a.as_fd(), &no_reader).unwrap_err();
+        assert_eq!(e.kind, crate::Kind::Refused, "{e}");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("in flight") && msg.contains("UDP_CORK is off"),
+            "{msg}"
+        );
+        let cp = dump::dump_with(
+            a.as_fd(),
+            &DumpOptions {
+                drop_pending: true,
+                ..no_reader
+            },
+        )
+        .unwrap();
+        let sq = cp.send_queue.unwrap();
+        assert!(
+            sq.dropped && sq.note.contains("if there was one"),
+            "{}",
+            sq.note
+        );
+    });
+}

@@ -51,6 +51,11 @@ pub enum ImageCmd {
         /// state set by cmsgs is then taken from the socket options.
         #[arg(long)]
         accept_partial_cork: bool,
+        /// How long the send buffer may stay in use (datagrams in flight)
+        /// before a kernel without a reader takes it for pending data, in
+        /// milliseconds.
+        #[arg(long, value_name = "MS", default_value_t = 200)]
+        settle_ms: u64,
     },
     /// Print an image: socket, options, both queues.
     Show {
@@ -114,6 +119,7 @@ pub fn run(cmd: ImageCmd) -> ExitCode {
             strict,
             take_error,
             accept_partial_cork,
+            settle_ms,
         } => {
             let opts = dump::DumpOptions {
                 drop_pending,
@@ -121,6 +127,7 @@ pub fn run(cmd: ImageCmd) -> ExitCode {
                 drop_multicast,
                 take_error,
                 accept_partial_cork,
+                outq_settle: std::time::Duration::from_millis(settle_ms),
                 require_vouched: strict,
                 ..Default::default()
             };
@@ -183,7 +190,10 @@ pub fn run(cmd: ImageCmd) -> ExitCode {
 
 fn describe_sq(sq: Option<&v1::SendQueue>) -> String {
     match sq {
-        Some(s) if s.dropped => "pending data DROPPED".into(),
+        Some(s) if s.dropped => {
+            "send buffer in use at the dump (in flight, or pending): any pending datagram DROPPED"
+                .into()
+        }
         Some(v1::SendQueue {
             pending: Some(p),
             reader,
