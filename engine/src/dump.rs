@@ -485,10 +485,29 @@ fn pending_error(
                 .into(),
         ));
     }
+    let Some(peer) = cp.peer.as_ref().map(wire::from_proto) else {
+        return Err(refuse(
+            WHAT,
+            "a socket error is pending on a socket that is not connected (it was set while the \
+             socket was): the restore can re-create an error only on a connected socket, by an \
+             ICMP error"
+                .into(),
+        ));
+    };
     let err = step(
         "SO_ERROR",
         sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_ERROR),
     )?;
+    if err != 0 && !crate::sockerr::recreatable(err, peer) {
+        return Err(refuse(
+            WHAT,
+            format!(
+                "the pending socket error {err} ({}) was taken from the socket, and no ICMP error \
+                 sets it, so the restore could not re-create it: it is no longer on this socket",
+                io::Error::from_raw_os_error(err)
+            ),
+        ));
+    }
     cp.pending_error = err;
     if step("poll(POLLERR)", crate::sockerr::error_signalled(fd))? {
         return Err(refuse(

@@ -90,7 +90,7 @@ impl Drop for Pin {
 /// Whether `ip` is a local unicast address of the current namespace: a UDP
 /// socket can bind to it (EADDRNOTAVAIL otherwise) and connect to it
 /// without SO_BROADCAST (a broadcast route answers EACCES).
-fn is_local_unicast(ip: IpAddr) -> bool {
+pub(crate) fn is_local_unicast(ip: IpAddr) -> bool {
     let multicast_or_scoped = match ip {
         IpAddr::V4(a) => a.is_multicast() || a.is_broadcast() || a.is_unspecified(),
         IpAddr::V6(a) => {
@@ -201,6 +201,26 @@ pub(crate) fn inject(
 ) -> Result<Vec<Lost>, (usize, io::Error)> {
     if datagrams.is_empty() {
         return Ok(Vec::new());
+    }
+    // A socket bound to a specific address gets its datagrams sent to that
+    // address: it must be a local unicast one, or they would leave the
+    // machine (a multicast group, or an address bound with IP_FREEBIND or
+    // IP_TRANSPARENT that is not on this host), with their original, now
+    // forged, sources.
+    let b = wire::canonical(bound).ip();
+    if !b.is_unspecified() && !is_local_unicast(b) {
+        return Err((
+            0,
+            io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!(
+                    "the socket is bound to {b}, which is not a local unicast address here \
+                     (a multicast group, or a non-local address bound with IP_FREEBIND or \
+                     IP_TRANSPARENT): a re-created datagram would leave the machine, so the \
+                     receive queue cannot be re-created"
+                ),
+            ),
+        ));
     }
     let _pin = Pin::new();
     let mut dests = Destinations::new(bound);

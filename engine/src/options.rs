@@ -24,6 +24,9 @@ pub enum Kind {
     Int,
     /// Raw bytes, at most this many.
     Bytes(usize),
+    /// A C struct: raw bytes, exactly this many (`struct timeval`,
+    /// `struct sock_txtime`), or none when unset.
+    Exact(usize),
     /// SO_RCVBUF/SO_SNDBUF: getsockopt returns twice what setsockopt takes.
     Doubled,
 }
@@ -106,13 +109,13 @@ pub const TABLE: &[Opt] = &[
         level: SOL_SOCKET,
         name: libc::SO_RCVTIMEO,
         label: "SO_RCVTIMEO",
-        kind: Kind::Bytes(16),
+        kind: Kind::Exact(16),
     },
     Opt {
         level: SOL_SOCKET,
         name: libc::SO_SNDTIMEO,
         label: "SO_SNDTIMEO",
-        kind: Kind::Bytes(16),
+        kind: Kind::Exact(16),
     },
     int(SOL_SOCKET, SO_TIMESTAMP_OLD, "SO_TIMESTAMP"),
     int(SOL_SOCKET, SO_TIMESTAMPNS_OLD, "SO_TIMESTAMPNS"),
@@ -131,7 +134,7 @@ pub const TABLE: &[Opt] = &[
         level: SOL_SOCKET,
         name: libc::SO_TXTIME,
         label: "SO_TXTIME",
-        kind: Kind::Bytes(8),
+        kind: Kind::Exact(8),
     },
     int(SOL_SOCKET, 75, "SO_RCVMARK"),
     int(SOL_SOCKET, 82, "SO_RCVPRIORITY"),
@@ -302,7 +305,9 @@ fn level_label(level: i32) -> String {
 /// created: restore sets only options the table holds, each once, with a
 /// value of the row's layout ([`Kind::Int`] and [`Kind::Doubled`]: an
 /// integer that fits a C `int`; [`Kind::Bytes`]: raw bytes no longer than
-/// the row allows), and the `SOL_UDPLITE` rows only on a UDP-Lite socket.
+/// the row allows; [`Kind::Exact`]: the struct's size, or nothing), the
+/// `SOL_IPV6` rows only on an IPv6 socket (`v6`), and the `SOL_UDPLITE`
+/// rows only on a UDP-Lite socket.
 ///
 /// An image is untrusted input and `restore` usually runs as root, so an
 /// option the dump never saves (`SO_DEBUG`, say, which needs
@@ -311,7 +316,7 @@ fn level_label(level: i32) -> String {
 /// # Errors
 /// The first offending option, named (its uapi name where known, else its
 /// level and number), and why.
-pub fn check_saved(saved: &[v1::SockOpt], udplite: bool) -> Result<(), String> {
+pub fn check_saved(saved: &[v1::SockOpt], v6: bool, udplite: bool) -> Result<(), String> {
     for (i, o) in saved.iter().enumerate() {
         let name = || {
             FOREIGN_LABELS
@@ -341,6 +346,12 @@ pub fn check_saved(saved: &[v1::SockOpt], udplite: bool) -> Result<(), String> {
         {
             return Err(format!("option {i}: {} appears twice", row.label));
         }
+        if row.level == SOL_IPV6 && !v6 {
+            return Err(format!(
+                "option {i}: {} exists only on IPv6 sockets",
+                row.label
+            ));
+        }
         if row.level == SOL_UDPLITE && !udplite {
             return Err(format!(
                 "option {i}: {} exists only on UDP-Lite sockets",
@@ -366,7 +377,16 @@ pub fn check_saved(saved: &[v1::SockOpt], udplite: bool) -> Result<(), String> {
                 }
             }
             (None, _) => return Err(format!("option {i}: {} has no value", row.label)),
-            (Some(_), Kind::Bytes(_)) => {
+            (Some(v1::sock_opt::Value::Raw(b)), Kind::Exact(n)) => {
+                if !b.is_empty() && b.len() != n {
+                    return Err(format!(
+                        "option {i}: {} holds {} bytes, its struct has {n}",
+                        row.label,
+                        b.len()
+                    ));
+                }
+            }
+            (Some(_), Kind::Bytes(_) | Kind::Exact(_)) => {
                 return Err(format!(
                     "option {i}: {} takes raw bytes, the image has an integer",
                     row.label
@@ -418,7 +438,7 @@ pub fn read(fd: BorrowedFd<'_>, o: &Opt) -> io::Result<Option<v1::sock_opt::Valu
         Kind::Int | Kind::Doubled => {
             sys::getsockopt_int(fd, o.level, o.name).map(|v| v1::sock_opt::Value::Int(v.into()))
         }
-        Kind::Bytes(max) => {
+        Kind::Bytes(max) | Kind::Exact(max) => {
             let mut buf = vec![0u8; max];
             sys::getsockopt_bytes(fd, o.level, o.name, &mut buf).map(|n| {
                 buf.truncate(n.min(max));

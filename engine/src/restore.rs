@@ -117,7 +117,7 @@ pub fn restore_with(
     let protocol: u8 = if udplite { 136 } else { 17 };
     // Before any socket exists: only the table's options, with values of
     // their rows' layouts (an image is untrusted input).
-    options::check_saved(&cp.options, udplite).map_err(|e| {
+    options::check_saved(&cp.options, v6, udplite).map_err(|e| {
         Error::with_kind(
             Op::Restore,
             "validating the socket options",
@@ -125,6 +125,28 @@ pub fn restore_with(
             io::Error::new(io::ErrorKind::InvalidData, e),
         )
     })?;
+    // A pending error is re-created last; whether it can be is known now.
+    if cp.pending_error != 0 {
+        let why = match &cp.peer {
+            None => Some("the socket is not connected: an ICMP error sets the error only on a connected socket".to_string()),
+            Some(p) if !crate::sockerr::recreatable(cp.pending_error, wire::from_proto(p)) => {
+                Some("no ICMP error sets this errno on a UDP socket".to_string())
+            }
+            Some(_) => None,
+        };
+        if let Some(why) = why {
+            return Err(Error::with_kind(
+                Op::Restore,
+                format!(
+                    "re-creating the pending socket error {} ({})",
+                    cp.pending_error,
+                    io::Error::from_raw_os_error(cp.pending_error)
+                ),
+                Kind::Refused,
+                io::Error::new(io::ErrorKind::Unsupported, why),
+            ));
+        }
+    }
     let sock = step("socket()", inject::udp_socket(v6, protocol))?;
     let fd = sock.as_fd();
     let mut report = RestoreReport::default();
@@ -286,27 +308,15 @@ pub fn restore_with(
         options::verify(fd, &cp.options, |_| false),
     )?;
 
-    // 7. Last, as a send or a peek would consume it: the pending error.
-    if cp.pending_error != 0 {
-        let what = format!(
-            "re-creating the pending socket error {} ({})",
-            cp.pending_error,
-            io::Error::from_raw_os_error(cp.pending_error)
-        );
-        let Some(peer) = &cp.peer else {
-            return Err(Error::with_kind(
-                Op::Restore,
-                what,
-                Kind::Refused,
-                io::Error::new(
-                    io::ErrorKind::Unsupported,
-                    "the socket is not connected: an ICMP error sets the error only on a connected socket",
-                ),
-            ));
-        };
+    // 7. Last, as a send or a peek would consume it: the pending error
+    // (that it can be re-created, with a peer, was checked first).
+    if let (err @ 1.., Some(peer)) = (cp.pending_error, &cp.peer) {
         step(
-            what,
-            crate::sockerr::recreate(fd, wire::from_proto(peer), cp.pending_error),
+            format!(
+                "re-creating the pending socket error {err} ({})",
+                io::Error::from_raw_os_error(err)
+            ),
+            crate::sockerr::recreate(fd, wire::from_proto(peer), err),
         )?;
     }
     Ok((sock, report))

@@ -378,6 +378,15 @@ fn restore_refuses_options_the_dump_never_saves() {
             (int(libc::SOL_UDP, libc::UDP_CORK, 1), "send_queue"),
             (int(libc::SOL_SOCKET, libc::SO_TXTIME, 1), "raw bytes"),
             (int(136, 10, 8), "only on UDP-Lite"),
+            (int(libc::SOL_IPV6, libc::IPV6_V6ONLY, 1), "only on IPv6"),
+            (
+                v1::SockOpt {
+                    level: libc::SOL_SOCKET,
+                    name: libc::SO_RCVTIMEO,
+                    value: Some(v1::sock_opt::Value::Raw(vec![1, 2, 3])),
+                },
+                "its struct has 16",
+            ),
             (
                 v1::SockOpt {
                     level: libc::SOL_IP,
@@ -403,7 +412,7 @@ fn restore_refuses_options_the_dump_never_saves() {
         assert!(udp_repair_proto::encode(&huge).is_err());
         let e = restore::restore(&huge).unwrap_err();
         assert!(e.to_string().contains("int"), "{e}");
-        assert!(options::check_saved(&huge.options, false)
+        assert!(options::check_saved(&huge.options, false, false)
             .unwrap_err()
             .contains("does not fit a C int"));
         // A table option that is already in the image, twice.
@@ -947,61 +956,121 @@ fn no_check_rfc2292_flags_and_sticky_headers_survive() {
     });
 }
 
-fn ip(args: &str) {
-    let (prog, rest) = args.split_once(' ').unwrap();
-    let out = std::process::Command::new(prog)
-        .args(rest.split_whitespace())
-        .output()
-        .unwrap_or_else(|e| panic!("{args}: {e}"));
-    assert!(
-        out.status.success(),
-        "{args}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+/// A socket bound to an address that is not a local unicast one here (a
+/// multicast group; an IP_FREEBIND address of another host): its datagrams
+/// would be sent to that address and leave the machine with forged
+/// sources, so the restore refuses before it sends anything.
+#[test]
+fn restore_never_sends_a_datagram_off_the_machine() {
+    ns(|| {
+        let a = udp("127.0.0.1:5060");
+        let b = udp("127.0.0.1:0");
+        b.send_to(b"q", "127.0.0.1:5060").unwrap();
+        wait_queued(a.as_fd(), true);
+        let good = dump::dump(a.as_fd()).unwrap();
+        drop(a);
+        for ip in [[203, 0, 113, 7], [239, 255, 255, 250]] {
+            let mut cp = good.clone();
+            cp.bound = Some(v1::SockAddr {
+                ip: ip.to_vec(),
+                port: 5060,
+                flowinfo: 0,
+                scope_id: 0,
+            });
+            cp.options
+                .retain(|o| (o.level, o.name) != (libc::SOL_IP, libc::IP_FREEBIND));
+            cp.options.push(v1::SockOpt {
+                level: libc::SOL_IP,
+                name: libc::IP_FREEBIND,
+                value: Some(v1::sock_opt::Value::Int(1)),
+            });
+            let e = restore::restore(&cp).unwrap_err();
+            assert!(
+                e.to_string().contains("not a local unicast address"),
+                "{ip:?}: {e}"
+            );
+            assert_eq!(e.kind, crate::Kind::Refused, "{e}");
+        }
+    });
 }
 
-/// Datagrams a slow qdisc still holds keep SIOCOUTQ non-zero with nothing
-/// corked. Without a reader the kernel cannot tell them from a pending
-/// datagram, and the dump says both, rather than "data is pending"; with
-/// the drop option the image does not claim that anything was dropped.
+/// Every hard ICMP error the restore can send is re-created, EMSGSIZE
+/// (fragmentation needed, under path MTU discovery) and EPROTO included;
+/// the errors are set on the original socket by the same ICMP errors.
 #[test]
-fn bytes_in_flight_are_not_called_a_pending_datagram() {
+fn every_recreatable_error_survives_the_round_trip() {
     ns(|| {
-        ip("ip link add urv0 type veth peer name urv1");
-        ip("ip addr add 10.77.0.1/24 dev urv0");
-        ip("ip link set urv0 up");
-        ip("ip link set urv1 up");
-        ip("tc qdisc add dev urv0 root tbf rate 8kbit burst 1600 latency 30s");
-        ip("ip neigh add 10.77.0.2 lladdr 02:00:00:00:00:02 dev urv0 nud permanent");
-        let a = udp("10.77.0.1:0");
-        for _ in 0..12 {
-            a.send_to(&[0u8; 1000], "10.77.0.2:9").unwrap();
-        }
-        assert!(sys::ioctl_get_int(a.as_fd(), libc::TIOCOUTQ as libc::c_ulong).unwrap() > 0);
-        let no_reader = DumpOptions {
-            readers: Vec::new(),
+        let opts = DumpOptions {
+            take_error: true,
             ..Default::default()
         };
-        let e = dump::dump_with(a.as_fd(), &no_reader).unwrap_err();
-        assert_eq!(e.kind, crate::Kind::Refused, "{e}");
-        let msg = e.to_string();
-        assert!(
-            msg.contains("in flight") && msg.contains("UDP_CORK is off"),
-            "{msg}"
-        );
-        let cp = dump::dump_with(
-            a.as_fd(),
-            &DumpOptions {
-                drop_pending: true,
-                ..no_reader
-            },
-        )
-        .unwrap();
-        let sq = cp.send_queue.unwrap();
-        assert!(
-            sq.dropped && sq.note.contains("if there was one"),
-            "{}",
-            sq.note
-        );
+        for (i, err) in [
+            libc::EMSGSIZE,
+            libc::EPROTO,
+            libc::EHOSTUNREACH,
+            libc::ENETUNREACH,
+            libc::ENOPROTOOPT,
+            libc::EHOSTDOWN,
+            libc::ENONET,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let port = 5070 + 2 * i as u16;
+            let a = udp(&format!("127.0.0.1:{port}"));
+            set(
+                a.as_fd(),
+                libc::SOL_IP,
+                libc::IP_MTU_DISCOVER,
+                libc::IP_PMTUDISC_DO,
+            );
+            let peer: SocketAddr = format!("127.0.0.1:{}", port + 1).parse().unwrap();
+            a.connect(peer).unwrap();
+            crate::sockerr::recreate(a.as_fd(), peer, err).unwrap();
+            let cp = dump::dump_with(a.as_fd(), &opts).unwrap();
+            assert_eq!(cp.pending_error, err);
+            drop(a);
+            let r = restore::restore(&cp).unwrap();
+            assert_eq!(recv_errno(r.as_fd()), Err(Some(err)));
+        }
+        for (i, err) in [libc::EMSGSIZE, libc::EPROTO, libc::EACCES]
+            .into_iter()
+            .enumerate()
+        {
+            let port = 5090 + 2 * i as u16;
+            let a = udp(&format!("[::1]:{port}"));
+            set(
+                a.as_fd(),
+                libc::SOL_IPV6,
+                libc::IPV6_MTU_DISCOVER,
+                libc::IPV6_PMTUDISC_DO,
+            );
+            let peer: SocketAddr = format!("[::1]:{}", port + 1).parse().unwrap();
+            a.connect(peer).unwrap();
+            crate::sockerr::recreate(a.as_fd(), peer, err).unwrap();
+            let cp = dump::dump_with(a.as_fd(), &opts).unwrap();
+            assert_eq!(cp.pending_error, err);
+            drop(a);
+            let r = restore::restore(&cp).unwrap();
+            assert_eq!(recv_errno(r.as_fd()), Err(Some(err)), "IPv6 errno {err}");
+        }
+    });
+}
+
+/// An error set while the socket was connected stays after a disconnect;
+/// the restore could only re-create it on a connected socket, so the dump
+/// refuses to take it, and leaves it.
+#[test]
+fn a_pending_error_on_a_disconnected_socket_is_not_taken() {
+    ns(|| {
+        let a = socket_with_pending_error(5080, false);
+        rustix::net::connect_unspec(a.as_fd()).unwrap();
+        let opts = DumpOptions {
+            take_error: true,
+            ..Default::default()
+        };
+        let e = dump::dump_with(a.as_fd(), &opts).unwrap_err();
+        assert!(e.to_string().contains("not connected"), "{e}");
+        assert!(crate::sockerr::error_signalled(a.as_fd()).unwrap());
     });
 }

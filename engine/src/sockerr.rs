@@ -74,36 +74,55 @@ pub fn error_queue_sources(options: &[v1::SockOpt]) -> Vec<&'static str> {
     out
 }
 
-/// The ICMP (or ICMPv6) destination-unreachable code that sets `errno`
-/// on a connected UDP socket as a hard error (`icmp_err_convert` in
-/// net/ipv4/icmp.c; `icmpv6_err_convert()` in net/ipv6/icmp.c), if any.
-pub fn unreachable_code(errno: i32, v6: bool) -> Option<u8> {
+/// The ICMP (or ICMPv6) type and code that set `errno` on a connected UDP
+/// socket as a hard error (`icmp_err_convert` and `__udp4_lib_err()` in
+/// net/ipv4; `icmpv6_err_convert()` and `__udp6_lib_err()` in net/ipv6),
+/// if any. `EMSGSIZE` (fragmentation needed, packet too big) is hard only
+/// with path MTU discovery on, as it was on the dumped socket if it had
+/// the error; the restore copies that setting before it sends the ICMP.
+pub fn icmp_for(errno: i32, v6: bool) -> Option<(u8, u8)> {
+    // Only errors the kernel counts as hard: a soft one (network or host
+    // unreachable, time exceeded, and, for IPv6, address unreachable) sets
+    // no error on a socket without IP_RECVERR, so a dumped socket cannot
+    // have it from one.
     if v6 {
         match errno {
-            libc::ENETUNREACH => Some(0),  // no route
-            libc::EACCES => Some(1),       // administratively prohibited
-            libc::EHOSTUNREACH => Some(3), // address unreachable
-            libc::ECONNREFUSED => Some(4), // port unreachable
+            libc::EACCES => Some((1, 1)),       // administratively prohibited
+            libc::ECONNREFUSED => Some((1, 4)), // port unreachable
+            libc::EMSGSIZE => Some((2, 0)),     // packet too big
+            libc::EPROTO => Some((4, 0)),       // parameter problem
             _ => None,
         }
     } else {
         match errno {
-            libc::ENETUNREACH => Some(0),
-            libc::EHOSTUNREACH => Some(1),
-            libc::ENOPROTOOPT => Some(2),
-            libc::ECONNREFUSED => Some(3),
-            libc::EOPNOTSUPP => Some(5), // source route failed
-            libc::EHOSTDOWN => Some(7),
-            libc::ENONET => Some(8),
+            libc::ENOPROTOOPT => Some((3, 2)),   // protocol unreachable
+            libc::ECONNREFUSED => Some((3, 3)),  // port unreachable
+            libc::EMSGSIZE => Some((3, 4)),      // fragmentation needed
+            libc::ENETUNREACH => Some((3, 6)),   // network unknown
+            libc::EHOSTDOWN => Some((3, 7)),     // host unknown
+            libc::ENONET => Some((3, 8)),        // host isolated
+            libc::EHOSTUNREACH => Some((3, 10)), // host administratively prohibited
+            libc::EPROTO => Some((12, 0)),       // parameter problem
             _ => None,
         }
     }
 }
 
+/// Whether the restore can re-create a pending `errno` on a socket whose
+/// peer is `peer` (an IPv4 ICMP error for IPv4 or v4-mapped traffic).
+pub fn recreatable(errno: i32, peer: SocketAddr) -> bool {
+    icmp_for(errno, wire::canonical(peer).is_ipv6()).is_some()
+}
+
 /// The ICMP message (type, code, checksum, unused, then the quoted IPv4
 /// header and UDP header of a datagram `local` → `peer`) that reports
 /// `code` to the socket at `local`.
-fn icmp4_message(code: u8, local: SocketAddr, peer: SocketAddr) -> Option<Vec<u8>> {
+fn icmp4_message(
+    (kind, code): (u8, u8),
+    mtu: u16,
+    local: SocketAddr,
+    peer: SocketAddr,
+) -> Option<Vec<u8>> {
     let (IpAddr::V4(src), IpAddr::V4(dst)) = (local.ip(), peer.ip()) else {
         return None;
     };
@@ -128,7 +147,12 @@ fn icmp4_message(code: u8, local: SocketAddr, peer: SocketAddr) -> Option<Vec<u8
     quoted.extend_from_slice(&local.port().to_be_bytes());
     quoted.extend_from_slice(&peer.port().to_be_bytes());
     quoted.extend_from_slice(&[0, 8, 0, 0]);
-    let mut m = vec![3, code, 0, 0, 0, 0, 0, 0];
+    // Bytes 4..8: the next-hop MTU of "fragmentation needed", the pointer
+    // of "parameter problem" (0: the first byte of the quoted header).
+    let mut m = vec![kind, code, 0, 0, 0, 0, 0, 0];
+    if (kind, code) == (3, 4) {
+        m[6..8].copy_from_slice(&mtu.to_be_bytes());
+    }
     m.extend_from_slice(&quoted);
     let c = wire::inet_checksum(&m);
     m[2..4].copy_from_slice(&c.to_be_bytes());
@@ -137,11 +161,21 @@ fn icmp4_message(code: u8, local: SocketAddr, peer: SocketAddr) -> Option<Vec<u8
 
 /// The ICMPv6 message reporting `code` for a datagram `local` → `peer`
 /// (the kernel fills in the checksum of a raw ICMPv6 socket).
-fn icmp6_message(code: u8, local: SocketAddr, peer: SocketAddr) -> Option<Vec<u8>> {
+fn icmp6_message(
+    (kind, code): (u8, u8),
+    mtu: u32,
+    local: SocketAddr,
+    peer: SocketAddr,
+) -> Option<Vec<u8>> {
     let (IpAddr::V6(src), IpAddr::V6(dst)) = (local.ip(), peer.ip()) else {
         return None;
     };
-    let mut m = vec![1, code, 0, 0, 0, 0, 0, 0];
+    // Bytes 4..8: the MTU of "packet too big", the pointer of "parameter
+    // problem".
+    let mut m = vec![kind, code, 0, 0, 0, 0, 0, 0];
+    if kind == 2 {
+        m[4..8].copy_from_slice(&mtu.to_be_bytes());
+    }
     m.extend_from_slice(&[0x60, 0, 0, 0, 0, 8, libc::IPPROTO_UDP as u8, 64]);
     m.extend_from_slice(&src.octets());
     m.extend_from_slice(&dst.octets());
@@ -152,11 +186,13 @@ fn icmp6_message(code: u8, local: SocketAddr, peer: SocketAddr) -> Option<Vec<u8
 }
 
 /// Sets the pending error `errno` on `fd`, connected to `peer`, by
-/// sending it the ICMP error that would: destination unreachable with
-/// [`unreachable_code`], quoting a datagram from `fd`'s address to
-/// `peer`, through a raw socket to `fd`'s own address. Checks that the
-/// socket then signals `POLLERR`. The socket must be connected (without
-/// `IP_RECVERR` only a connected socket keeps a hard ICMP error).
+/// sending it the ICMP error that would ([`icmp_for`]), quoting a datagram
+/// from `fd`'s address to `peer`, through a raw socket to `fd`'s own
+/// address, which must be a local unicast one (nothing leaves the
+/// machine). A "too big" error carries the socket's current path MTU, so
+/// the route's MTU does not change. Checks that the socket then signals
+/// `POLLERR`. The socket must be connected (without `IP_RECVERR` only a
+/// connected socket keeps a hard ICMP error).
 ///
 /// # Errors
 /// `Unsupported` for an errno no ICMP error sets; the raw socket's errors
@@ -178,18 +214,35 @@ pub fn recreate(fd: BorrowedFd<'_>, peer: SocketAddr, errno: i32) -> io::Result<
             ),
         )
     };
-    let code = unreachable_code(errno, v6).ok_or_else(unsupported)?;
+    let icmp = icmp_for(errno, v6).ok_or_else(unsupported)?;
+    if !crate::inject::is_local_unicast(local.ip()) {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!(
+                "the socket's address {} is not a local unicast address here: the ICMP error \
+                 would leave the machine",
+                local.ip()
+            ),
+        ));
+    }
+    let mtu = if v6 {
+        crate::sys::getsockopt_int(fd, libc::SOL_IPV6, libc::IPV6_MTU)
+    } else {
+        crate::sys::getsockopt_int(fd, libc::SOL_IP, libc::IP_MTU)
+    }
+    .unwrap_or(1500)
+    .clamp(68, 65535);
     let (domain, proto, msg) = if v6 {
         (
             rustix::net::AddressFamily::INET6,
             libc::IPPROTO_ICMPV6,
-            icmp6_message(code, local, peer),
+            icmp6_message(icmp, mtu as u32, local, peer),
         )
     } else {
         (
             rustix::net::AddressFamily::INET,
             libc::IPPROTO_ICMP,
-            icmp4_message(code, local, peer),
+            icmp4_message(icmp, mtu as u16, local, peer),
         )
     };
     let msg = msg.ok_or_else(unsupported)?;
@@ -211,9 +264,10 @@ pub fn recreate(fd: BorrowedFd<'_>, peer: SocketAddr, errno: i32) -> io::Result<
         std::thread::sleep(std::time::Duration::from_millis(1));
     }
     Err(io::Error::other(format!(
-        "the socket does not signal the error after an ICMP{} destination unreachable (code {code}) from {} was sent to it",
+        "the socket does not signal the error after an ICMP{} error (type {}, code {}) was sent to it",
         if v6 { "v6" } else { "" },
-        peer.ip()
+        icmp.0,
+        icmp.1
     )))
 }
 
@@ -225,14 +279,18 @@ mod tests {
     fn icmp_messages_checksum_and_quote_the_datagram() {
         let l: SocketAddr = "127.0.0.1:5000".parse().unwrap();
         let p: SocketAddr = "127.0.0.2:53".parse().unwrap();
-        let m = icmp4_message(3, l, p).unwrap();
+        let m = icmp4_message((3, 3), 1500, l, p).unwrap();
         assert_eq!(wire::inet_checksum(&m), 0);
         assert_eq!(&m[..2], &[3, 3]);
         assert_eq!(&m[8 + 12..8 + 16], &[127, 0, 0, 1]);
         assert_eq!(&m[8 + 20..8 + 24], &[0x13, 0x88, 0, 53]);
-        assert!(icmp4_message(3, l, "[::1]:53".parse().unwrap()).is_none());
+        assert!(icmp4_message((3, 3), 1500, l, "[::1]:53".parse().unwrap()).is_none());
+        let m = icmp4_message((3, 4), 1400, l, p).unwrap();
+        assert_eq!(&m[6..8], &1400u16.to_be_bytes());
+        assert_eq!(wire::inet_checksum(&m), 0);
         let m = icmp6_message(
-            4,
+            (1, 4),
+            1280,
             "[::1]:5000".parse().unwrap(),
             "[::1]:53".parse().unwrap(),
         )
@@ -243,8 +301,10 @@ mod tests {
 
     #[test]
     fn codes_cover_the_hard_errors() {
-        assert_eq!(unreachable_code(libc::ECONNREFUSED, false), Some(3));
-        assert_eq!(unreachable_code(libc::ECONNREFUSED, true), Some(4));
-        assert_eq!(unreachable_code(libc::EMSGSIZE, false), None);
+        assert_eq!(icmp_for(libc::ECONNREFUSED, false), Some((3, 3)));
+        assert_eq!(icmp_for(libc::ECONNREFUSED, true), Some((1, 4)));
+        assert_eq!(icmp_for(libc::EMSGSIZE, false), Some((3, 4)));
+        assert_eq!(icmp_for(libc::EPROTO, true), Some((4, 0)));
+        assert_eq!(icmp_for(libc::ETIMEDOUT, false), None);
     }
 }

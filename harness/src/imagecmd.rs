@@ -3,7 +3,7 @@
 use clap::Subcommand;
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use udp_repair_engine::inject::Strategy;
 use udp_repair_engine::{dump, options, restore, sys, wire};
@@ -12,9 +12,12 @@ use udp_repair_proto::v1;
 /// The image subcommands, flattened into the top-level command.
 #[derive(Subcommand, Debug)]
 pub enum ImageCmd {
-    /// Checkpoint a UDP socket of a running process into an image file.
-    /// The socket is left exactly as it was (needs ptrace rights over PID:
-    /// pidfd_getfd).
+    /// Checkpoint a UDP socket of a running process into an image file
+    /// (mode 0600). The socket is left as it was, except for what an option
+    /// below accepts by name (--take-error moves a pending error into the
+    /// image); what the kernel cannot read without changing, the dump
+    /// refuses by name. Needs ptrace rights over PID (pidfd_getfd) and
+    /// CAP_NET_ADMIN (UDP_REPAIR): run it as root.
     Dump {
         /// The process holding the socket.
         #[arg(long)]
@@ -70,6 +73,9 @@ pub enum ImageCmd {
     },
     /// Restore the socket of an image and exec CMD with it as fd 3
     /// (socket activation: LISTEN_FDS=1, LISTEN_PID=the exec'ed process).
+    /// Needs root: CAP_NET_RAW for the raw strategy and for a pending
+    /// error, CAP_NET_ADMIN for options such as SO_RCVBUFFORCE. All or
+    /// nothing: on failure no socket is left and CMD does not run.
     Restore {
         /// The image file.
         image: PathBuf,
@@ -220,11 +226,47 @@ fn dump_pid(
         }
     })?;
     let img = udp_repair_proto::encode(&cp).map_err(|e| e.to_string())?;
-    // Write beside, then rename: a reader never sees a partial image.
-    let tmp = out.with_extension("tmp");
-    std::fs::write(&tmp, &img).map_err(|e| format!("{}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, out).map_err(|e| format!("{}: {e}", out.display()))?;
+    write_image(out, &img)?;
     Ok(cp)
+}
+
+/// Writes `img` to `out` so that a reader never sees a partial image and a
+/// planted file cannot redirect the write: a new file (`O_CREAT|O_EXCL`,
+/// which follows no symlink) with a name no one can predict, in `out`'s
+/// directory, mode 0600 (an image holds payloads), then renamed over
+/// `out`. The temporary file is removed on failure.
+fn write_image(out: &Path, img: &[u8]) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = match out.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = out
+        .file_name()
+        .ok_or_else(|| format!("{}: not a file name", out.display()))?
+        .to_string_lossy()
+        .into_owned();
+    let nonce = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let tmp = dir.join(format!(".{name}.{}.{nonce:x}.tmp", std::process::id()));
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&tmp)?;
+        f.write_all(img)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, out)
+    };
+    write().map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        format!("writing {}: {e}", out.display())
+    })
 }
 
 fn load(path: &PathBuf) -> Result<v1::Checkpoint, String> {

@@ -379,12 +379,14 @@ fn main() -> ExitCode {
         }
         Cmd::Parse { path, ktap, json } => {
             let run = if path.as_os_str() == "-" {
-                let mut text = String::new();
-                if let Err(e) = std::io::Read::read_to_string(&mut std::io::stdin(), &mut text) {
+                // A console carries whatever bytes the guest printed: read
+                // them as parse DIR does, invalid UTF-8 replaced.
+                let mut bytes = Vec::new();
+                if let Err(e) = std::io::Read::read_to_end(&mut std::io::stdin(), &mut bytes) {
                     eprintln!("udp-repair parse: reading standard input: {e}");
                     return ExitCode::from(EXIT_INFRA);
                 }
-                udp_repair::results::parse_log(&text)
+                udp_repair::results::parse_log(&String::from_utf8_lossy(&bytes))
             } else {
                 udp_repair::results::parse_dir(&path)
             };

@@ -168,15 +168,22 @@ pub fn boot_failure(
             } else {
                 "the guest never reached its init"
             };
+            let exit = match code {
+                Some(c) => format!("exit status {c}"),
+                None => "killed by a signal".into(),
+            };
             let qemu_err = b
                 .qemu_error
                 .as_deref()
                 .map(|l| format!("; qemu: {l}"))
                 .unwrap_or_default();
-            Some(Error::Boot {
-                reason: format!("{why} (qemu exit {code:?}{qemu_err})"),
-                console,
-            })
+            let reason = if b.runner == "log" {
+                // A log alone: its end is all there is to go by.
+                "the log ends before the guest's plan did (no @@udp-repair done)".to_string()
+            } else {
+                format!("{why} ({} {exit}{qemu_err})", b.runner)
+            };
+            Some(Error::Boot { reason, console })
         }
         EndRecord::Exited { .. } => None,
     }
@@ -503,12 +510,16 @@ pub fn parse_dir(dir: &Path) -> std::result::Result<Run, String> {
     let path = dir.join("run.json");
     let text = std::fs::read_to_string(&path).map_err(|e| {
         format!(
-            "{}: {e} (a run directory holds run.json beside console.log)",
+            "{}: {e} (a test run's directory holds run.json beside console.log; \
+             `udp-repair run` keeps none)",
             path.display()
         )
     })?;
     let rec: RunRecord =
         serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    if rec.units.is_empty() {
+        return Err(format!("{}: the record plans no unit", path.display()));
+    }
     if rec.version != RUN_RECORD_VERSION {
         return Err(format!(
             "{}: record version {}, this udp-repair reads {RUN_RECORD_VERSION}",

@@ -43,7 +43,7 @@ pub mod flags {
     pub const PRIORITY: u32 = 1 << 3;
     /// IPv6: `IPV6_DONTFRAG` set when the datagram was corked.
     pub const DONTFRAG: u32 = 1 << 4;
-    /// [`RawPending::tskey`] is valid (`SOF_TIMESTAMPING_OPT_ID`).
+    /// [`super::RawPending::tskey`] is valid (`SOF_TIMESTAMPING_OPT_ID`).
     pub const TSKEY: u32 = 1 << 5;
     /// `SO_WIFI_STATUS` was on when the datagram was corked.
     pub const WIFI_STATUS: u32 = 1 << 6;
