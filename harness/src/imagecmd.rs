@@ -216,7 +216,7 @@ fn dump_pid(
     pid: i32,
     fd: i32,
     opts: dump::DumpOptions,
-    out: &PathBuf,
+    out: &Path,
 ) -> Result<v1::Checkpoint, String> {
     let cp = dump::dump_pid(pid, fd, opts).map_err(|e| {
         if e.error.raw_os_error() == Some(libc::EPERM) && e.step.starts_with("pidfd_getfd") {
