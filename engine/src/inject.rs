@@ -14,6 +14,11 @@
 //!   cmsgs. When that port is taken (on that address or on the wildcard
 //!   address) the bind fails and the datagram cannot be re-created.
 //!
+//! A UDP_GRO aggregate (a datagram with `gso_size`) is sent whole with
+//! `UDP_SEGMENT` from a socket bound to its source, under either strategy
+//! (a raw socket cannot send a GSO packet): loopback delivers it whole to
+//! the restored socket, which has UDP_GRO on, with the same UDP_GRO cmsg.
+//!
 //! Safety of the traffic: a datagram is only ever sent to a local unicast
 //! address of the namespace (the restored socket's own address, the
 //! datagram's recorded destination if it is local, else loopback), so the
@@ -254,6 +259,28 @@ fn inject_raw(
                 d.source.as_ref().unwrap_or(&Default::default()),
             ));
             let dst = dests.pick(d, &src);
+            if d.gso_size.is_some() {
+                // A UDP_GRO aggregate: a raw socket cannot send a GSO
+                // packet, so it goes alone, in order, from a socket bound
+                // to its source (as the transparent strategy sends).
+                if !batch.is_empty() {
+                    break;
+                }
+                transparent_one(d, src, dst, device, protocol).map_err(|e| {
+                    (
+                        i,
+                        io::Error::new(
+                            e.kind(),
+                            format!(
+                                "a UDP_GRO aggregate is re-created from a socket bound to its \
+                                 source {src}: {e}"
+                            ),
+                        ),
+                    )
+                })?;
+                i += 1;
+                continue;
+            }
             let v6 = src.is_ipv6();
             if batch.first().is_some_and(|b| b.v6 != v6) {
                 break;
@@ -280,7 +307,10 @@ fn inject_raw(
                 v6,
             });
         }
-        let v6 = batch[0].v6;
+        let Some(first) = batch.first() else {
+            continue;
+        };
+        let v6 = first.v6;
         let slot = if v6 { &mut raw6 } else { &mut raw4 };
         if slot.is_none() {
             *slot = Some(raw_socket(v6, device).map_err(|e| (i, e))?);
@@ -360,6 +390,14 @@ fn transparent_one(
         c.push(libc::SOL_IP, libc::IP_PKTINFO, &pi);
         c.push_int(libc::SOL_IP, libc::IP_TTL, d.ttl.unwrap_or(64) as i32);
         c.push_int(libc::SOL_IP, libc::IP_TOS, d.tos.unwrap_or(0) as i32);
+    }
+    if let Some(g) = d.gso_size {
+        // Sent as one GSO datagram of segments of g bytes, which loopback
+        // delivers whole to the restored socket (UDP_GRO on): the same
+        // aggregate and UDP_GRO cmsg as the original.
+        let g = u16::try_from(g)
+            .map_err(|_| io::Error::other(format!("UDP_GRO segment size {g} over 65535")))?;
+        c.push(libc::SOL_UDP, libc::UDP_SEGMENT, &g.to_ne_bytes());
     }
     let n = sys::sendmsg_bytes(fd, &d.payload, &wire::sockaddr_bytes(&dst), c.bytes(), 0)?;
     if n != d.payload.len() {

@@ -86,6 +86,9 @@ pub(crate) fn parse_metadata(d: &mut v1::RecvDatagram, control: &[u8]) {
             (libc::SOL_IP, libc::IP_TOS) | (libc::SOL_IPV6, libc::IPV6_TCLASS) => {
                 d.tos = int_data(c.data)
             }
+            // The application's UDP_GRO: an aggregate, and its segment size
+            // (udp_cmsg_recv() in include/net/udp.h).
+            (libc::SOL_UDP, libc::UDP_GRO) => d.gso_size = int_data(c.data),
             (libc::SOL_SOCKET, options::SO_TIMESTAMPNS_OLD | options::SO_TIMESTAMPNS_NEW) => {
                 d.timestamp = timespec(c.data, 1)
             }

@@ -27,7 +27,9 @@
 //!    send or a peek would consume it.
 //!
 //! Known limits: the receive timestamps are the restore's (the image keeps
-//! the originals); the arrival interface seen by IP_PKTINFO is the loopback
+//! the originals); a UDP_GRO aggregate is sent from a socket bound to its
+//! source, so while that port is taken on this host it cannot be
+//! re-created (refused by name); the arrival interface seen by IP_PKTINFO is the loopback
 //! (or the bound device); datagrams addressed to a non-local address arrive
 //! addressed to loopback.
 
@@ -425,13 +427,19 @@ fn verify_queue(
                         .as_ref()
                         .map(|s| wire::canonical(wire::from_proto(s)))
                 };
-                if got.payload != want.payload || src(got) != src(want) {
+                if got.payload != want.payload
+                    || src(got) != src(want)
+                    || got.gso_size != want.gso_size
+                {
                     return Err(io::Error::other(format!(
-                        "datagram {i} differs after restore (order or content): got {} bytes from {:?}, want {} bytes from {:?}",
+                        "datagram {i} differs after restore (order or content): got {} bytes from {:?} \
+                         (UDP_GRO segments {:?}), want {} bytes from {:?} (UDP_GRO segments {:?})",
                         got.payload.len(),
                         src(got),
+                        got.gso_size,
                         want.payload.len(),
-                        src(want)
+                        src(want),
+                        want.gso_size
                     )));
                 }
             }

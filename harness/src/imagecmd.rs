@@ -422,6 +422,9 @@ pub fn show_text(cp: &v1::Checkpoint, payloads: bool) -> String {
         if let Some(t) = &d.timestamp {
             let _ = write!(s, " at {}.{:09}", t.sec, t.nsec);
         }
+        if let Some(g) = d.gso_size {
+            let _ = write!(s, " UDP_GRO segments of {g} B");
+        }
         if d.peeked {
             let _ = write!(s, " (already peeked)");
         }
@@ -510,6 +513,7 @@ pub fn to_json(cp: &v1::Checkpoint, payloads: bool) -> serde_json::Value {
                 "tos": d.tos,
                 "timestamp": d.timestamp.as_ref().map(|t| format!("{}.{:09}", t.sec, t.nsec)),
                 "peeked": d.peeked,
+                "gso_size": d.gso_size,
                 "payload_hex": payloads.then(|| hex(&d.payload, usize::MAX)),
             })).collect::<Vec<_>>(),
         },

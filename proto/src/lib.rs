@@ -54,12 +54,17 @@ pub const FORMAT_VERSION: u32 = 1;
 /// The newest `Checkpoint.schema_version` this crate understands. A writer
 /// sets the lowest version that holds what the image uses ([`schema_for`]),
 /// so a reader that does not know some state refuses the image instead of
-/// ignoring the field: version 2 adds `pending_error`.
+/// ignoring the field: version 2 adds `pending_error` and a datagram's
+/// `gso_size`.
 pub const SCHEMA_VERSION: u32 = 2;
 
 /// The lowest schema version that holds everything `cp` uses.
 pub fn schema_for(cp: &Checkpoint) -> u32 {
-    if cp.pending_error != 0 {
+    let gro = cp
+        .receive_queue
+        .as_ref()
+        .is_some_and(|q| q.datagrams.iter().any(|d| d.gso_size.is_some()));
+    if cp.pending_error != 0 || gro {
         2
     } else {
         1
@@ -355,7 +360,7 @@ pub fn validate(cp: &Checkpoint) -> Result<(), ImageError> {
     }
     if cp.schema_version < schema_for(cp) {
         return inv(format!(
-            "schema version {} cannot hold a pending socket error (version 2 can)",
+            "schema version {} cannot hold a pending socket error or a UDP_GRO segment size (version 2 can)",
             cp.schema_version
         ));
     }
@@ -474,6 +479,16 @@ pub fn validate(cp: &Checkpoint) -> Result<(), ImageError> {
                 .is_some_and(|t| t.nsec >= 1_000_000_000)
             {
                 return inv(format!("datagram {i}: timestamp nanoseconds out of range"));
+            }
+            // An aggregate holds two segments at least, each of 1..=65535
+            // bytes (UDP_SEGMENT takes a u16).
+            if let Some(g) = d.gso_size {
+                if g == 0 || g > 65535 || d.payload.len() as u64 <= u64::from(g) {
+                    return inv(format!(
+                        "datagram {i}: UDP_GRO segment size {g} for {} bytes",
+                        d.payload.len()
+                    ));
+                }
             }
         }
         if total != q.bytes {

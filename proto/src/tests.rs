@@ -25,6 +25,7 @@ fn sample(n: usize) -> Checkpoint {
                 nsec: 5,
             }),
             peeked: false,
+            gso_size: None,
         })
         .collect();
     let bytes = datagrams.iter().map(|d| d.payload.len() as u64).sum();
@@ -220,6 +221,7 @@ fn arb_checkpoint() -> impl Strategy<Value = Checkpoint> {
                 tos: ttl,
                 timestamp: None,
                 peeked: false,
+                gso_size: None,
             });
         (
             arb_addr(v6),
