@@ -357,8 +357,15 @@ pub fn dump_pid_of_unprivileged_app() -> Result<(), Failed> {
                 .any(|l| l.starts_with("Uid:") && l.contains(&NOBODY.to_string())),
             "the application runs as nobody"
         );
-        let cp = dump::dump_pid(child.id() as i32, fd, DumpOptions::default())
-            .ctx("dump --pid of nobody's socket")?;
+        // As `dump --pid --accept-partial-cork` (the recvmsg series' reader
+        // sees payload and destination only; the datagram here has no
+        // cork state of its own).
+        let opts = DumpOptions {
+            accept_partial_cork: true,
+            ..DumpOptions::default()
+        };
+        let cp =
+            dump::dump_pid(child.id() as i32, fd, opts).ctx("dump --pid of nobody's socket")?;
         let sq = cp
             .send_queue
             .ok_or_else(|| Failed::from("no send queue in the image"))?;
