@@ -105,6 +105,11 @@ pub struct DumpOptions {
     /// from the socket options. The image records it in `dropped_state`.
     /// Off: such a dump is refused by name.
     pub accept_partial_cork: bool,
+    /// Dump on a kernel without `udp_diag`, where the shutdown state cannot
+    /// be read (only `SHUT_RD` shows, through `poll`): a `SHUT_WR` is then
+    /// lost, and the image records that it could not be read. Off: such a
+    /// dump is refused by name.
+    pub without_shutdown_state: bool,
     /// Fail instead of producing an image with `zero_length_vouched = false`.
     pub require_vouched: bool,
     /// The send-queue readers to try.
@@ -125,6 +130,7 @@ impl Default for DumpOptions {
             drop_multicast: false,
             take_error: false,
             accept_partial_cork: false,
+            without_shutdown_state: false,
             require_vouched: false,
             readers: default_readers(),
             outq_settle: Duration::from_millis(200),
@@ -377,6 +383,32 @@ pub fn dump_with(fd: BorrowedFd<'_>, opts: &DumpOptions) -> Result<v1::Checkpoin
             .push(format!("multicast memberships: {}", groups.join(", ")));
     }
 
+    // Shutdown state: no getsockopt reports it; sock_diag does.
+    match step(
+        "shutdown state (sock_diag)",
+        crate::diag::shutdown_bits(fd, v6),
+    )? {
+        Some(bits) => cp.shutdown = bits,
+        None if opts.without_shutdown_state => {
+            let rd = step("poll(POLLRDHUP)", rdhup(fd))?;
+            cp.shutdown = if rd { crate::diag::RCV_SHUTDOWN } else { 0 };
+            cp.dropped_state.push(
+                "shutdown state: this kernel has no udp_diag, so SHUT_WR could not be read (a \
+                 SHUT_WR, if any, is lost)"
+                    .into(),
+            );
+        }
+        None => {
+            return Err(refuse(
+                "shutdown state",
+                "this kernel has no udp_diag (CONFIG_INET_UDP_DIAG; try modprobe udp_diag): no \
+                 other interface reports whether the socket was shut down for writing (SHUT_WR): \
+                 pass the option to dump without the shutdown state to dump anyway"
+                    .into(),
+            ))
+        }
+    }
+
     // A pending error comes out of the first recvmsg, MSG_PEEK or not:
     // before any peek, see it without reading it.
     pending_error(fd, opts, &mut cp)?;
@@ -449,6 +481,19 @@ pub fn dump_with(fd: BorrowedFd<'_>, opts: &DumpOptions) -> Result<v1::Checkpoin
 /// walk marks zero-length datagrams for good), and under its own guard:
 /// repair mode must be off again before the receive queue is peeked (in
 /// repair mode the `recvmsg` series' `MSG_PEEK` reads the send queue).
+/// Whether `poll` reports `POLLRDHUP` (the socket is shut down for
+/// reading). Reads nothing.
+fn rdhup(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    use rustix::event::{poll, PollFd, PollFlags, Timespec};
+    let mut fds = [PollFd::new(&fd, PollFlags::RDHUP)];
+    let zero = Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    poll(&mut fds, Some(&zero))?;
+    Ok(fds[0].revents().contains(PollFlags::RDHUP))
+}
+
 /// Refuses, by name, a socket whose `POLLERR` says an error is pending,
 /// before anything reads (and so clears) it; with
 /// [`DumpOptions::take_error`] and no error-queue source, takes the error

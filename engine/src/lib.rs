@@ -22,6 +22,7 @@
 //! Kernel behaviour the engine relies on is cited where it is used (file
 //! and function of the kernel source).
 
+pub mod diag;
 pub mod dump;
 pub mod error;
 pub mod guard;

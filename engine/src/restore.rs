@@ -21,7 +21,8 @@
 //! 5. the send queue: UDP_CORK, and the pending datagram re-sent with its
 //!    cork state as cmsgs, corked by UDP_CORK if it was, by MSG_MORE
 //!    otherwise;
-//! 6. every saved option read back and compared;
+//! 6. the shutdown state (after the send queue: SHUT_WR fails a send);
+//!    every saved option read back and compared;
 //! 7. the pending socket error, if the image holds one: an ICMP error sent
 //!    to the socket sets it ([`crate::sockerr::recreate`]), last, since a
 //!    send or a peek would consume it.
@@ -302,6 +303,21 @@ pub fn restore_with(
     // 5. Send queue.
     if let Some(sq) = &cp.send_queue {
         step("send queue", restore_send_queue(fd, cp, sq))?;
+    }
+
+    // The shutdown state, once nothing is left to send (SHUT_WR makes a
+    // send fail with EPIPE). An unconnected socket answers ENOTCONN but
+    // keeps the state (inet_shutdown() in net/ipv4/af_inet.c).
+    if cp.shutdown != 0 {
+        let how = match cp.shutdown {
+            1 => rustix::net::Shutdown::Read,
+            2 => rustix::net::Shutdown::Write,
+            _ => rustix::net::Shutdown::Both,
+        };
+        match rustix::net::shutdown(fd, how) {
+            Ok(()) | Err(rustix::io::Errno::NOTCONN) => {}
+            Err(e) => return Err(Error::new(Op::Restore, "shutdown", e.into())),
+        }
     }
 
     // 6. Everything read back.

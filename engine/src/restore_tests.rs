@@ -1147,3 +1147,47 @@ fn udp_gro_aggregates_keep_their_segment_size() {
         }
     });
 }
+
+/// A connected pair: `a` shut down for writing, `b` for reading with a
+/// datagram queued. After the round trip `a` still gets EPIPE on a send,
+/// and `b` still signals POLLRDHUP and returns its datagram.
+#[test]
+fn shutdown_state_survives() {
+    ns(|| {
+        let a = udp("127.0.0.1:5130");
+        let b = udp("127.0.0.1:5131");
+        a.connect("127.0.0.1:5131").unwrap();
+        b.connect("127.0.0.1:5130").unwrap();
+        a.send(b"queued").unwrap();
+        wait_queued(b.as_fd(), true);
+        rustix::net::shutdown(a.as_fd(), rustix::net::Shutdown::Write).unwrap();
+        rustix::net::shutdown(b.as_fd(), rustix::net::Shutdown::Read).unwrap();
+        assert_eq!(
+            crate::diag::shutdown_bits(a.as_fd(), false).unwrap(),
+            Some(crate::diag::SEND_SHUTDOWN),
+            "this host's udp_diag"
+        );
+        let (ca, cb) = (
+            dump::dump(a.as_fd()).unwrap(),
+            dump::dump(b.as_fd()).unwrap(),
+        );
+        assert_eq!((ca.shutdown, cb.shutdown), (2, 1));
+        assert_eq!(ca.schema_version, 2);
+        drop((a, b));
+        let ra = restore::restore(&ca).unwrap();
+        let rb = restore::restore(&cb).unwrap();
+        let e = rustix::net::send(ra.as_fd(), b"x", rustix::net::SendFlags::empty()).unwrap_err();
+        assert_eq!(e, rustix::io::Errno::PIPE);
+        let mut fds = [rustix::event::PollFd::new(
+            &rb,
+            rustix::event::PollFlags::RDHUP,
+        )];
+        let zero = rustix::event::Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        rustix::event::poll(&mut fds, Some(&zero)).unwrap();
+        assert!(fds[0].revents().contains(rustix::event::PollFlags::RDHUP));
+        assert_eq!(recv_errno(rb.as_fd()), Ok(b"queued".to_vec()));
+    });
+}

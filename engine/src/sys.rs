@@ -228,6 +228,21 @@ pub fn ioctl_get_int(fd: BorrowedFd<'_>, request: libc::c_ulong) -> io::Result<i
     }
 }
 
+/// The network namespace of socket `fd`, as a new descriptor
+/// (`ioctl(SIOCGSKNS)`, net/socket.c `sock_ioctl()`; needs
+/// `CAP_NET_ADMIN` over it).
+pub fn socket_netns(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    // SAFETY: SIOCGSKNS takes no argument and returns a new descriptor,
+    // which nothing else owns: wrapping it in an OwnedFd is sound.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), 0x894C as libc::c_ulong) };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        // SAFETY: see above; `rc` is a descriptor we own.
+        Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(rc) })
+    }
+}
+
 /// A copy of descriptor `fd` of process `pid`: `pidfd_open(2)`, then
 /// `pidfd_getfd(2)` (needs `PTRACE_MODE_ATTACH_REALCREDS` over `pid`).
 ///

@@ -59,6 +59,10 @@ pub enum ImageCmd {
         /// milliseconds.
         #[arg(long, value_name = "MS", default_value_t = 200)]
         settle_ms: u64,
+        /// Dump on a kernel without udp_diag, where a SHUT_WR cannot be
+        /// seen (it is then lost; the image says so).
+        #[arg(long)]
+        without_shutdown_state: bool,
     },
     /// Print an image: socket, options, both queues.
     Show {
@@ -126,6 +130,7 @@ pub fn run(cmd: ImageCmd) -> ExitCode {
             take_error,
             accept_partial_cork,
             settle_ms,
+            without_shutdown_state,
         } => {
             let opts = dump::DumpOptions {
                 drop_pending,
@@ -134,6 +139,7 @@ pub fn run(cmd: ImageCmd) -> ExitCode {
                 take_error,
                 accept_partial_cork,
                 outq_settle: std::time::Duration::from_millis(settle_ms),
+                without_shutdown_state,
                 require_vouched: strict,
                 ..Default::default()
             };
@@ -359,6 +365,14 @@ pub fn show_text(cp: &v1::Checkpoint, payloads: bool) -> String {
         }
     );
     let _ = writeln!(s, "peek off:   {}", cp.peek_offset);
+    if cp.shutdown != 0 {
+        let how = match cp.shutdown {
+            1 => "SHUT_RD",
+            2 => "SHUT_WR",
+            _ => "SHUT_RDWR",
+        };
+        let _ = writeln!(s, "shutdown:   {how}");
+    }
     if cp.pending_error != 0 {
         let _ = writeln!(
             s,
@@ -496,6 +510,7 @@ pub fn to_json(cp: &v1::Checkpoint, payloads: bool) -> serde_json::Value {
         "bound_device": cp.bound_device,
         "peek_offset": cp.peek_offset,
         "pending_error": cp.pending_error,
+        "shutdown": cp.shutdown,
         "options": opts,
         "filter": cp.filter.as_ref().map(|f| json!({"insns": f.insns, "locked": f.locked})),
         "dropped_state": cp.dropped_state,

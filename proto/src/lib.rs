@@ -54,8 +54,8 @@ pub const FORMAT_VERSION: u32 = 1;
 /// The newest `Checkpoint.schema_version` this crate understands. A writer
 /// sets the lowest version that holds what the image uses ([`schema_for`]),
 /// so a reader that does not know some state refuses the image instead of
-/// ignoring the field: version 2 adds `pending_error` and a datagram's
-/// `gso_size`.
+/// ignoring the field: version 2 adds `pending_error`, `shutdown` and a
+/// datagram's `gso_size`.
 pub const SCHEMA_VERSION: u32 = 2;
 
 /// The lowest schema version that holds everything `cp` uses.
@@ -64,7 +64,7 @@ pub fn schema_for(cp: &Checkpoint) -> u32 {
         .receive_queue
         .as_ref()
         .is_some_and(|q| q.datagrams.iter().any(|d| d.gso_size.is_some()));
-    if cp.pending_error != 0 || gro {
+    if cp.pending_error != 0 || gro || cp.shutdown != 0 {
         2
     } else {
         1
@@ -360,8 +360,14 @@ pub fn validate(cp: &Checkpoint) -> Result<(), ImageError> {
     }
     if cp.schema_version < schema_for(cp) {
         return inv(format!(
-            "schema version {} cannot hold a pending socket error or a UDP_GRO segment size (version 2 can)",
+            "schema version {} cannot hold a pending socket error, a shutdown state or a UDP_GRO segment size (version 2 can)",
             cp.schema_version
+        ));
+    }
+    if cp.shutdown > 3 {
+        return inv(format!(
+            "shutdown state {} (1 SHUT_RD, 2 SHUT_WR)",
+            cp.shutdown
         ));
     }
     if cp.pending_error < 0 || cp.pending_error > 4095 {

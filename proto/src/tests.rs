@@ -83,6 +83,7 @@ fn sample(n: usize) -> Checkpoint {
         kernel_release: "6.18".into(),
         dumped_at_unix_ns: 1,
         pending_error: 0,
+        shutdown: 0,
     }
 }
 

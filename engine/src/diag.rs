@@ -1,0 +1,192 @@
+//! `sock_diag` (netlink `NETLINK_SOCK_DIAG`, `udp_diag`): what the socket
+//! API does not report about a UDP socket, read without changing it. Today
+//! its shutdown state (`sk->sk_shutdown`, the `INET_DIAG_SHUTDOWN`
+//! attribute, `inet_diag_msg_attrs_fill()` in net/ipv4/inet_diag.c): no
+//! `getsockopt` reports it, and `poll` shows `SHUT_RD` (`POLLRDHUP`) and
+//! both (`POLLHUP`), never `SHUT_WR` alone (`udp_poll()`,
+//! `datagram_poll()`).
+//!
+//! The query runs in the socket's network namespace (`SIOCGSKNS`, then
+//! `setns` on a thread of its own) and finds the socket by its cookie
+//! (`SO_COOKIE`) in a dump of the family's UDP sockets, so a reuseport
+//! group or a wildcard binding cannot mislead it.
+
+use crate::sys;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
+
+/// `SOCK_DIAG_BY_FAMILY` (linux/sock_diag.h).
+const SOCK_DIAG_BY_FAMILY: u16 = 20;
+/// `INET_DIAG_SHUTDOWN` (linux/inet_diag.h).
+const INET_DIAG_SHUTDOWN: u16 = 8;
+/// `NLMSG_DONE`, `NLMSG_ERROR`.
+const NLMSG_DONE: u16 = 3;
+const NLMSG_ERROR: u16 = 2;
+/// `NLM_F_REQUEST | NLM_F_DUMP`.
+const NLM_F_REQUEST_DUMP: u16 = 0x1 | 0x300;
+/// `sizeof(struct inet_diag_msg)`: family, state, timer, retrans, the
+/// 48-byte `inet_diag_sockid` (its cookie at offset 4 + 40), expires,
+/// rqueue, wqueue, uid, inode.
+const INET_DIAG_MSG_LEN: usize = 72;
+/// Offset of the cookie in `struct inet_diag_msg`.
+const COOKIE_OFF: usize = 4 + 40;
+
+/// `SHUT_RD` and `SHUT_WR` as `sk->sk_shutdown` holds them
+/// (`RCV_SHUTDOWN`, `SEND_SHUTDOWN`, include/net/sock.h).
+pub const RCV_SHUTDOWN: u32 = 1;
+/// See [`RCV_SHUTDOWN`].
+pub const SEND_SHUTDOWN: u32 = 2;
+
+/// The shutdown bits of UDP socket `fd` (`RCV_SHUTDOWN | SEND_SHUTDOWN`),
+/// `v6` for an `AF_INET6` socket. `Ok(None)`: this kernel has no
+/// `udp_diag` (`CONFIG_INET_UDP_DIAG`) or the socket was not found.
+///
+/// # Errors
+/// `SIOCGSKNS` and `setns` need `CAP_NET_ADMIN` / `CAP_SYS_ADMIN`; the
+/// netlink socket's errors.
+pub fn shutdown_bits(fd: BorrowedFd<'_>, v6: bool) -> io::Result<Option<u32>> {
+    let cookie = sock_cookie(fd)?;
+    let ns = match sys::socket_netns(fd) {
+        Ok(ns) => ns,
+        // Without the privilege to name the socket's namespace, the
+        // caller's own is the one to ask (a socket of another namespace is
+        // then not found: Ok(None)).
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => return query(cookie, v6),
+        Err(e) => return Err(e),
+    };
+    std::thread::scope(|s| {
+        s.spawn(|| -> io::Result<Option<u32>> {
+            rustix::thread::move_into_link_name_space(
+                ns.as_fd(),
+                Some(rustix::thread::LinkNameSpaceType::Network),
+            )?;
+            query(cookie, v6)
+        })
+        .join()
+        .map_err(|_| io::Error::other("the sock_diag thread panicked"))?
+    })
+}
+
+/// `SO_COOKIE`: the socket's 64-bit cookie.
+fn sock_cookie(fd: BorrowedFd<'_>) -> io::Result<u64> {
+    let mut b = [0u8; 8];
+    let n = sys::getsockopt_bytes(fd, libc::SOL_SOCKET, libc::SO_COOKIE, &mut b)?;
+    if n != 8 {
+        return Err(io::Error::other("SO_COOKIE: short answer"));
+    }
+    Ok(u64::from_ne_bytes(b))
+}
+
+/// The request: a dump of every UDP socket of the family, any state.
+fn request(v6: bool) -> Vec<u8> {
+    let mut m = Vec::with_capacity(16 + 56);
+    let len = (16 + 56) as u32;
+    m.extend_from_slice(&len.to_ne_bytes());
+    m.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+    m.extend_from_slice(&NLM_F_REQUEST_DUMP.to_ne_bytes());
+    m.extend_from_slice(&1u32.to_ne_bytes()); // seq
+    m.extend_from_slice(&0u32.to_ne_bytes()); // pid
+                                              // struct inet_diag_req_v2
+    m.push(if v6 { libc::AF_INET6 } else { libc::AF_INET } as u8);
+    m.push(libc::IPPROTO_UDP as u8);
+    m.push(0); // idiag_ext
+    m.push(0); // pad
+    m.extend_from_slice(&u32::MAX.to_ne_bytes()); // idiag_states: all
+    m.extend_from_slice(&[0u8; 48]); // inet_diag_sockid: any
+    m
+}
+
+fn query(cookie: u64, v6: bool) -> io::Result<Option<u32>> {
+    use rustix::net::{netlink, AddressFamily, RecvFlags, SendFlags, SocketType};
+    let nl = rustix::net::socket(
+        AddressFamily::NETLINK,
+        SocketType::DGRAM,
+        Some(netlink::SOCK_DIAG),
+    )?;
+    let kernel = netlink::SocketAddrNetlink::new(0, 0);
+    rustix::net::sendto(&nl, &request(v6), SendFlags::empty(), &kernel)?;
+    let mut buf = vec![0u8; 1 << 16];
+    let mut found = None;
+    loop {
+        let (n, _) = rustix::net::recv(&nl, &mut buf, RecvFlags::empty())?;
+        let mut off = 0;
+        while off + 16 <= n {
+            let len = u32::from_ne_bytes(buf[off..off + 4].try_into().unwrap_or_default()) as usize;
+            let kind = u16::from_ne_bytes(buf[off + 4..off + 6].try_into().unwrap_or_default());
+            if len < 16 || off + len > n {
+                return Err(io::Error::other("sock_diag: a malformed netlink message"));
+            }
+            match kind {
+                NLMSG_DONE => return Ok(found),
+                NLMSG_ERROR => {
+                    let errno =
+                        i32::from_ne_bytes(buf[off + 16..off + 20].try_into().unwrap_or_default());
+                    return match -errno {
+                        // No udp_diag in this kernel.
+                        libc::ENOENT | libc::EOPNOTSUPP | libc::EINVAL => Ok(None),
+                        e => Err(io::Error::from_raw_os_error(e)),
+                    };
+                }
+                SOCK_DIAG_BY_FAMILY => {
+                    if let Some(bits) = parse_msg(&buf[off + 16..off + len], cookie) {
+                        found = Some(bits);
+                    }
+                }
+                _ => {}
+            }
+            off += (len + 3) & !3;
+        }
+    }
+}
+
+/// The shutdown bits of one `inet_diag_msg` with its attributes, if it is
+/// the socket of `cookie`.
+fn parse_msg(m: &[u8], cookie: u64) -> Option<u32> {
+    if m.len() < INET_DIAG_MSG_LEN {
+        return None;
+    }
+    let lo = u32::from_ne_bytes(m[COOKIE_OFF..COOKIE_OFF + 4].try_into().ok()?);
+    let hi = u32::from_ne_bytes(m[COOKIE_OFF + 4..COOKIE_OFF + 8].try_into().ok()?);
+    if (u64::from(hi) << 32 | u64::from(lo)) != cookie {
+        return None;
+    }
+    let mut a = INET_DIAG_MSG_LEN;
+    while a + 4 <= m.len() {
+        let len = u16::from_ne_bytes(m[a..a + 2].try_into().ok()?) as usize;
+        let kind = u16::from_ne_bytes(m[a + 2..a + 4].try_into().ok()?);
+        if len < 4 || a + len > m.len() {
+            return None;
+        }
+        if kind == INET_DIAG_SHUTDOWN && len >= 5 {
+            return Some(u32::from(m[a + 4]));
+        }
+        a += (len + 3) & !3;
+    }
+    // Found, but without the attribute: nothing is shut down.
+    Some(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_request_is_a_udp_dump_of_one_family() {
+        let r = request(true);
+        assert_eq!(r.len(), 72);
+        assert_eq!(u32::from_ne_bytes(r[0..4].try_into().unwrap()), 72);
+        assert_eq!(r[16], libc::AF_INET6 as u8);
+        assert_eq!(r[17], libc::IPPROTO_UDP as u8);
+    }
+
+    #[test]
+    fn a_message_is_matched_by_cookie_and_its_attribute_read() {
+        let mut m = vec![0u8; INET_DIAG_MSG_LEN];
+        m[COOKIE_OFF..COOKIE_OFF + 4].copy_from_slice(&7u32.to_ne_bytes());
+        m.extend_from_slice(&5u16.to_ne_bytes());
+        m.extend_from_slice(&INET_DIAG_SHUTDOWN.to_ne_bytes());
+        m.extend_from_slice(&[2, 0, 0, 0]);
+        assert_eq!(parse_msg(&m, 7), Some(SEND_SHUTDOWN));
+        assert_eq!(parse_msg(&m, 8), None);
+    }
+}
