@@ -349,6 +349,9 @@ pub fn dump_with(fd: BorrowedFd<'_>, opts: &DumpOptions) -> Result<v1::Checkpoin
 
     // Options first: they are read before the dump changes any of them.
     cp.options = step("socket options", options::save(fd, udplite))?;
+    if let Some(why) = step("socket options", options::refused_if_set(fd))? {
+        return Err(refuse("socket options", why));
+    }
 
     // State that cannot be read back.
     match read_filter(fd) {

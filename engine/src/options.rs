@@ -64,6 +64,9 @@ const fn bytes(level: i32, name: i32, label: &'static str, max: usize) -> Opt {
 
 /// `SO_NO_CHECK` (asm-generic/socket.h; not in `libc` for Linux).
 pub const SO_NO_CHECK: i32 = 11;
+/// `SO_BUF_LOCK` (asm-generic/socket.h): the `SOCK_SNDBUF_LOCK` and
+/// `SOCK_RCVBUF_LOCK` bits that setting SO_SNDBUF/SO_RCVBUF also sets.
+pub const SO_BUF_LOCK: i32 = 72;
 
 const SOL_SOCKET: i32 = libc::SOL_SOCKET;
 const SOL_IP: i32 = libc::SOL_IP;
@@ -141,6 +144,20 @@ pub const TABLE: &[Opt] = &[
     int(SOL_SOCKET, libc::SO_MAX_PACING_RATE, "SO_MAX_PACING_RATE"),
     // UDP over IPv4 without a checksum (sk_no_check_tx).
     int(SOL_SOCKET, SO_NO_CHECK, "SO_NO_CHECK"),
+    // struct linger: no effect on a UDP close, but readable.
+    Opt {
+        level: SOL_SOCKET,
+        name: libc::SO_LINGER,
+        label: "SO_LINGER",
+        kind: Kind::Exact(8),
+    },
+    int(SOL_SOCKET, libc::SO_OOBINLINE, "SO_OOBINLINE"),
+    int(SOL_SOCKET, 69, "SO_PREFER_BUSY_POLL"),
+    int(SOL_SOCKET, 70, "SO_BUSY_POLL_BUDGET"),
+    int(SOL_SOCKET, SO_BUF_LOCK, "SO_BUF_LOCK"),
+    int(SOL_SOCKET, 73, "SO_RESERVE_MEM"),
+    int(SOL_SOCKET, 74, "SO_TXREHASH"),
+    int(SOL_SOCKET, 76, "SO_PASSPIDFD"),
     // IP level: also meaningful on AF_INET6 sockets for v4-mapped traffic.
     int(SOL_IP, libc::IP_TTL, "IP_TTL"),
     int(SOL_IP, libc::IP_TOS, "IP_TOS"),
@@ -209,6 +226,9 @@ pub const TABLE: &[Opt] = &[
     int(SOL_IPV6, libc::IPV6_MULTICAST_ALL, "IPV6_MULTICAST_ALL"),
     int(SOL_IPV6, libc::IPV6_UNICAST_IF, "IPV6_UNICAST_IF"),
     int(SOL_IPV6, libc::IPV6_ROUTER_ALERT, "IPV6_ROUTER_ALERT"),
+    int(SOL_IPV6, 30, "IPV6_ROUTER_ALERT_ISOLATE"),
+    int(SOL_IPV6, libc::IPV6_TRANSPARENT, "IPV6_TRANSPARENT"),
+    int(SOL_IPV6, libc::IPV6_FREEBIND, "IPV6_FREEBIND"),
     // RFC 2292 receive flags: the cmsgs of the old API (their own bits of
     // rxopt, apart from the RFC 3542 ones above).
     int(SOL_IPV6, libc::IPV6_2292PKTINFO, "IPV6_2292PKTINFO"),
@@ -232,6 +252,30 @@ pub const TABLE: &[Opt] = &[
     int(SOL_UDPLITE, 10, "UDPLITE_SEND_CSCOV"),
     int(SOL_UDPLITE, 11, "UDPLITE_RECV_CSCOV"),
 ];
+
+/// Options the dump reads but the restore does not set: a socket that has
+/// one of them on is refused by name (see `engine/INVENTORY.md`).
+/// `(level, name, label, why)`.
+pub const REFUSED_IF_SET: &[(i32, i32, &str, &str)] = &[(
+    SOL_SOCKET,
+    libc::SO_DEBUG,
+    "SO_DEBUG",
+    "it needs CAP_NET_ADMIN and has no effect on UDP, so a restore does not set it from an image",
+)];
+
+/// The first of [`REFUSED_IF_SET`] that is on on `fd`, as a refusal
+/// message.
+pub fn refused_if_set(fd: BorrowedFd<'_>) -> io::Result<Option<String>> {
+    for (level, name, label, why) in REFUSED_IF_SET {
+        match sys::getsockopt_int(fd, *level, *name) {
+            Ok(0) => {}
+            Ok(v) => return Ok(Some(format!("{label} is set ({v}): {why}"))),
+            Err(e) if not_applicable(&e) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(None)
+}
 
 /// The row of `(level, name)`.
 pub fn lookup(level: i32, name: i32) -> Option<&'static Opt> {

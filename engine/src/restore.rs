@@ -91,6 +91,7 @@ fn deferred(o: &v1::SockOpt) -> bool {
     matches!(
         (o.level, o.name),
         (libc::SOL_SOCKET, libc::SO_RCVBUF)
+            | (libc::SOL_SOCKET, options::SO_BUF_LOCK)
             | (libc::SOL_UDP, libc::UDP_ENCAP)
             | (libc::SOL_IP, libc::IP_MINTTL)
             | (libc::SOL_IPV6, libc::IPV6_MINHOPCOUNT)
@@ -257,7 +258,9 @@ pub fn restore_with(
     step(
         "socket options",
         options::apply(fd, &cp.options, |o| {
-            !deferred(o) || (o.level == libc::SOL_SOCKET && o.name == libc::SO_RCVBUF)
+            !deferred(o)
+                || (o.level == libc::SOL_SOCKET
+                    && (o.name == libc::SO_RCVBUF || o.name == options::SO_BUF_LOCK))
         }),
     )?;
     if let Some(peer) = &cp.peer {
@@ -287,6 +290,15 @@ pub fn restore_with(
         .find(|o| o.level == libc::SOL_SOCKET && o.name == libc::SO_RCVBUF)
     {
         step("SO_RCVBUF", options::write(fd, o))?;
+    }
+    // Setting SO_RCVBUF or SO_SNDBUF locks the buffer size (the raise for
+    // the receive queue did too): the application's locks, last.
+    if let Some(o) = cp
+        .options
+        .iter()
+        .find(|o| o.level == libc::SOL_SOCKET && o.name == options::SO_BUF_LOCK)
+    {
+        step("SO_BUF_LOCK", options::write(fd, o))?;
     }
     if let Some(f) = &cp.filter {
         step("SO_ATTACH_FILTER", attach_filter(fd, f))?;

@@ -1191,3 +1191,18 @@ fn shutdown_state_survives() {
         assert_eq!(recv_errno(rb.as_fd()), Ok(b"queued".to_vec()));
     });
 }
+
+/// An option the dump reads but the restore does not set (SO_DEBUG, see
+/// options::REFUSED_IF_SET) is refused by name while it is on.
+#[test]
+fn an_option_the_restore_does_not_set_is_refused_while_on() {
+    ns(|| {
+        let a = udp("127.0.0.1:5140");
+        set(a.as_fd(), libc::SOL_SOCKET, libc::SO_DEBUG, 1);
+        let e = dump::dump(a.as_fd()).unwrap_err();
+        assert_eq!(e.kind, crate::Kind::Refused, "{e}");
+        assert!(e.to_string().contains("SO_DEBUG is set"), "{e}");
+        set(a.as_fd(), libc::SOL_SOCKET, libc::SO_DEBUG, 0);
+        dump::dump(a.as_fd()).unwrap();
+    });
+}
