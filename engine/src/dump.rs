@@ -484,6 +484,20 @@ pub fn dump_with(fd: BorrowedFd<'_>, opts: &DumpOptions) -> Result<v1::Checkpoin
 /// walk marks zero-length datagrams for good), and under its own guard:
 /// repair mode must be off again before the receive queue is peeked (in
 /// repair mode the `recvmsg` series' `MSG_PEEK` reads the send queue).
+/// Names the interface each datagram arrived on (its `IP_PKTINFO` index,
+/// or a link-local source's scope id), unless it is the loopback (index 1
+/// in every namespace): a restore on another host matches it by name.
+fn name_interfaces(fd: BorrowedFd<'_>, datagrams: &mut [v1::RecvDatagram]) -> io::Result<()> {
+    for d in datagrams {
+        let scope = d.source.as_ref().map(|s| s.scope_id).unwrap_or(0);
+        let index = d.ifindex.filter(|i| *i != 0).unwrap_or(scope);
+        if index > 1 {
+            d.ifname = rustix::net::netdevice::index_to_name(fd, index)?;
+        }
+    }
+    Ok(())
+}
+
 /// Whether `poll` reports `POLLRDHUP` (the socket is shut down for
 /// reading). Reads nothing.
 fn rdhup(fd: BorrowedFd<'_>) -> io::Result<bool> {
@@ -663,6 +677,10 @@ fn dump_receive_queue(
         ),
         _ => Error::new(Op::Dump, "peeking the receive queue", e),
     })?;
+    step(
+        "naming the interfaces datagrams arrived on",
+        name_interfaces(fd, &mut walk.datagrams),
+    )?;
 
     let mut vouched = true;
     let mut note = String::new();

@@ -111,11 +111,18 @@ pub(crate) fn is_local_unicast(ip: IpAddr) -> bool {
     s.connect(SocketAddr::new(ip, 9)).is_ok()
 }
 
+/// Whether `ip`, a link-local IPv6 address, is an address of interface
+/// `scope` here (a socket binds to it there).
+fn is_local_link_local(ip: Ipv6Addr, scope: u32) -> bool {
+    scope != 0
+        && UdpSocket::bind(SocketAddr::V6(std::net::SocketAddrV6::new(ip, 0, 0, scope))).is_ok()
+}
+
 /// Chooses the destination address of each datagram.
 #[derive(Debug)]
 pub(crate) struct Destinations {
     bound: SocketAddr,
-    cache: HashMap<IpAddr, bool>,
+    cache: HashMap<(IpAddr, u32), bool>,
 }
 
 impl Destinations {
@@ -135,9 +142,25 @@ impl Destinations {
         let recorded = d
             .destination
             .as_ref()
-            .map(|a| wire::canonical(wire::from_proto(a)).ip());
-        if let Some(ip) = recorded.filter(|ip| ip.is_ipv4() == src.is_ipv4()) {
-            let ok = *self.cache.entry(ip).or_insert_with(|| is_local_unicast(ip));
+            .map(|a| (wire::canonical(wire::from_proto(a)).ip(), a.scope_id));
+        if let Some((ip, scope)) = recorded.filter(|(ip, _)| ip.is_ipv4() == src.is_ipv4()) {
+            // A link-local destination is an address of the interface the
+            // datagram arrived on (its scope, by name on this host).
+            if let IpAddr::V6(a) = ip {
+                if (a.segments()[0] & 0xffc0) == 0xfe80 {
+                    let ok = *self
+                        .cache
+                        .entry((ip, scope))
+                        .or_insert_with(|| is_local_link_local(a, scope));
+                    if ok {
+                        return SocketAddr::V6(std::net::SocketAddrV6::new(a, port, 0, scope));
+                    }
+                }
+            }
+            let ok = *self
+                .cache
+                .entry((ip, 0))
+                .or_insert_with(|| is_local_unicast(ip));
             if ok {
                 return SocketAddr::new(ip, port);
             }
@@ -239,6 +262,7 @@ struct Prepared {
     packet: Vec<u8>,
     dst: Vec<u8>,
     v6: bool,
+    dev: String,
 }
 
 fn inject_raw(
@@ -247,8 +271,17 @@ fn inject_raw(
     device: &str,
     protocol: u8,
 ) -> Result<(), (usize, io::Error)> {
-    let mut raw4: Option<OwnedFd> = None;
-    let mut raw6: Option<OwnedFd> = None;
+    // One raw socket per family and device: a datagram goes out bound to
+    // the interface it arrived on (so that IP_PKTINFO and a link-local
+    // source's scope name it again), else to the socket's device.
+    let mut raws: HashMap<(bool, String), OwnedFd> = HashMap::new();
+    let dev_of = |d: &v1::RecvDatagram| {
+        if d.ifname.is_empty() {
+            device.to_string()
+        } else {
+            d.ifname.clone()
+        }
+    };
     let mut i = 0;
     while i < datagrams.len() {
         // A batch: consecutive datagrams of the same family.
@@ -266,7 +299,7 @@ fn inject_raw(
                 if !batch.is_empty() {
                     break;
                 }
-                transparent_one(d, src, dst, device, protocol).map_err(|e| {
+                transparent_one(d, src, dst, &dev_of(d), protocol).map_err(|e| {
                     (
                         i,
                         io::Error::new(
@@ -282,7 +315,8 @@ fn inject_raw(
                 continue;
             }
             let v6 = src.is_ipv6();
-            if batch.first().is_some_and(|b| b.v6 != v6) {
+            let dev = dev_of(d);
+            if batch.first().is_some_and(|b| b.v6 != v6 || b.dev != dev) {
                 break;
             }
             let rd = RawDatagram {
@@ -299,23 +333,33 @@ fn inject_raw(
             } else {
                 wire::ipv4_packet(&rd, &mut packet);
             }
-            // The port of a raw socket's destination must be 0.
-            let dst_addr = wire::sockaddr_bytes(&SocketAddr::new(dst.ip(), 0));
+            // The port of a raw socket's destination must be 0; a
+            // link-local one keeps its scope.
+            let dst_addr = wire::sockaddr_bytes(&match dst {
+                SocketAddr::V6(a) => {
+                    SocketAddr::V6(std::net::SocketAddrV6::new(*a.ip(), 0, 0, a.scope_id()))
+                }
+                SocketAddr::V4(a) => SocketAddr::new((*a.ip()).into(), 0),
+            });
             batch.push(Prepared {
                 packet,
                 dst: dst_addr,
                 v6,
+                dev,
             });
         }
         let Some(first) = batch.first() else {
             continue;
         };
-        let v6 = first.v6;
-        let slot = if v6 { &mut raw6 } else { &mut raw4 };
-        if slot.is_none() {
-            *slot = Some(raw_socket(v6, device).map_err(|e| (i, e))?);
-        }
-        let fd = slot.as_ref().map(|s| s.as_fd()).expect("created above");
+        let key = (first.v6, first.dev.clone());
+        let raw: &OwnedFd = match raws.entry(key) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let s = raw_socket(e.key().0, &e.key().1).map_err(|err| (i, err))?;
+                e.insert(s)
+            }
+        };
+        let fd = raw.as_fd();
         let msgs: Vec<(&[u8], &[u8])> = batch
             .iter()
             .map(|p| (p.packet.as_slice(), p.dst.as_slice()))
@@ -421,7 +465,12 @@ fn inject_transparent(
             d.source.as_ref().unwrap_or(&Default::default()),
         ));
         let dst = dests.pick(d, &src);
-        match transparent_one(d, src, dst, device, protocol) {
+        let dev = if d.ifname.is_empty() {
+            device
+        } else {
+            d.ifname.as_str()
+        };
+        match transparent_one(d, src, dst, dev, protocol) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AddrInUse || src.port() == 0 => {
                 lost.push(Lost { index: i, error: e })

@@ -151,6 +151,9 @@ pub fn restore_with(
             ));
         }
     }
+    // The interfaces datagrams arrived on, by name, on this host.
+    let empty_rq = v1::ReceiveQueue::default();
+    let datagrams = remap_interfaces(&cp.receive_queue.as_ref().unwrap_or(&empty_rq).datagrams)?;
     let sock = step("socket()", inject::udp_socket(v6, protocol))?;
     let fd = sock.as_fd();
     let mut report = RestoreReport::default();
@@ -206,7 +209,7 @@ pub fn restore_with(
     let t = Instant::now();
     if !rq.datagrams.is_empty() {
         let lost = inject::inject(
-            &rq.datagrams,
+            &datagrams,
             bound_now,
             &cp.bound_device,
             protocol,
@@ -235,8 +238,7 @@ pub fn restore_with(
                 ));
             }
         }
-        let expected: Vec<&v1::RecvDatagram> = rq
-            .datagrams
+        let expected: Vec<&v1::RecvDatagram> = datagrams
             .iter()
             .enumerate()
             .filter(|(i, _)| !lost.iter().any(|l| l.index == *i))
@@ -350,6 +352,50 @@ pub fn restore_with(
         )?;
     }
     Ok((sock, report))
+}
+
+/// The datagrams with the interface each arrived on looked up by name
+/// (`ifname`) on this host: its index there as `ifindex`, and as the scope
+/// id of a link-local source or destination. A datagram whose interface
+/// this host does not have is refused by name, before anything is created.
+fn remap_interfaces(datagrams: &[v1::RecvDatagram]) -> Result<Vec<v1::RecvDatagram>, Error> {
+    let mut out = datagrams.to_vec();
+    if out.iter().all(|d| d.ifname.is_empty()) {
+        return Ok(out);
+    }
+    let probe = step("socket()", inject::udp_socket(false, 17))?;
+    for (i, d) in out.iter_mut().enumerate() {
+        if d.ifname.is_empty() {
+            continue;
+        }
+        let index = rustix::net::netdevice::name_to_index(&probe, &d.ifname).map_err(|e| {
+            Error::with_kind(
+                Op::Restore,
+                format!("receive queue datagram {i}"),
+                Kind::Refused,
+                io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!(
+                        "it arrived on interface {}, which this host (network namespace) does \
+                         not have ({e}): its arrival interface cannot be restored",
+                        d.ifname
+                    ),
+                ),
+            )
+        })?;
+        let link_local =
+            |a: &v1::SockAddr| a.ip.len() == 16 && a.ip[0] == 0xfe && a.ip[1] & 0xc0 == 0x80;
+        for a in [d.source.as_mut(), d.destination.as_mut()]
+            .into_iter()
+            .flatten()
+        {
+            if link_local(a) {
+                a.scope_id = index;
+            }
+        }
+        d.ifindex = Some(index);
+    }
+    Ok(out)
 }
 
 /// Queues up to this long are checked datagram by datagram.

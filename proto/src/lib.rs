@@ -55,15 +55,16 @@ pub const FORMAT_VERSION: u32 = 1;
 /// sets the lowest version that holds what the image uses ([`schema_for`]),
 /// so a reader that does not know some state refuses the image instead of
 /// ignoring the field: version 2 adds `pending_error`, `shutdown` and a
-/// datagram's `gso_size`.
+/// datagram's `gso_size` and `ifname`.
 pub const SCHEMA_VERSION: u32 = 2;
 
 /// The lowest schema version that holds everything `cp` uses.
 pub fn schema_for(cp: &Checkpoint) -> u32 {
-    let gro = cp
-        .receive_queue
-        .as_ref()
-        .is_some_and(|q| q.datagrams.iter().any(|d| d.gso_size.is_some()));
+    let gro = cp.receive_queue.as_ref().is_some_and(|q| {
+        q.datagrams
+            .iter()
+            .any(|d| d.gso_size.is_some() || !d.ifname.is_empty())
+    });
     if cp.pending_error != 0 || gro || cp.shutdown != 0 {
         2
     } else {
@@ -485,6 +486,9 @@ pub fn validate(cp: &Checkpoint) -> Result<(), ImageError> {
                 .is_some_and(|t| t.nsec >= 1_000_000_000)
             {
                 return inv(format!("datagram {i}: timestamp nanoseconds out of range"));
+            }
+            if d.ifname.len() > 15 || d.ifname.bytes().any(|b| b == 0 || b == b'/') {
+                return inv(format!("datagram {i}: interface name {:?}", d.ifname));
             }
             // An aggregate holds two segments at least, each of 1..=65535
             // bytes (UDP_SEGMENT takes a u16).

@@ -26,6 +26,7 @@ fn sample(n: usize) -> Checkpoint {
             }),
             peeked: false,
             gso_size: None,
+            ifname: String::new(),
         })
         .collect();
     let bytes = datagrams.iter().map(|d| d.payload.len() as u64).sum();
@@ -223,6 +224,7 @@ fn arb_checkpoint() -> impl Strategy<Value = Checkpoint> {
                 timestamp: None,
                 peeked: false,
                 gso_size: None,
+                ifname: String::new(),
             });
         (
             arb_addr(v6),

@@ -1,0 +1,122 @@
+//! A datagram keeps the interface it arrived on: a wildcard IPv6 server
+//! holding a datagram from a link-local peer on a veth, and an IPv4 one
+//! that arrived on the veth, restore with the same source scope and
+//! IP_PKTINFO/IPV6_PKTINFO interface; an image naming an interface the
+//! host does not have is refused by name. In its own test binary: it runs
+//! `ip` (a fork while other tests run would hold their sockets).
+
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::{AsFd, BorrowedFd};
+use udp_repair_engine::inject::Strategy;
+use udp_repair_engine::restore::{self, RestoreOptions};
+use udp_repair_engine::{dump, netns, sys, wire};
+
+fn ip(args: &str) {
+    let w: Vec<&str> = args.split_whitespace().collect();
+    let out = std::process::Command::new(w[0])
+        .args(&w[1..])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// (source, arrival interface) of the next datagram, peeked.
+fn seen(fd: BorrowedFd<'_>, flags: i32) -> (SocketAddr, u32) {
+    let mut buf = [0u8; 64];
+    let mut name = [0u8; 128];
+    let mut control = [0u8; 256];
+    let o = sys::recvmsg_bytes(fd, &mut buf, &mut name, &mut control, flags).unwrap();
+    let src = wire::parse_sockaddr(&name[..o.name_len]).unwrap();
+    let mut ifindex = 0;
+    for c in wire::cmsgs(&control[..o.control_len]) {
+        match (c.level, c.kind) {
+            (libc::SOL_IPV6, libc::IPV6_PKTINFO) => {
+                ifindex = u32::from_ne_bytes(c.data[16..20].try_into().unwrap())
+            }
+            (libc::SOL_IP, libc::IP_PKTINFO) => {
+                ifindex = u32::from_ne_bytes(c.data[0..4].try_into().unwrap())
+            }
+            _ => {}
+        }
+    }
+    (src, ifindex)
+}
+
+#[test]
+fn datagrams_keep_their_arrival_interface() {
+    netns::in_new_netns(|| {
+        ip("ip link add urv0 type veth peer name urv1");
+        ip("ip link set urv0 up");
+        ip("ip link set urv1 up");
+        ip("ip -6 addr add fe80::1/64 dev urv0 nodad");
+        ip("ip -6 addr add fe80::2/64 dev urv1 nodad");
+        ip("ip addr add 10.9.0.1/24 dev urv0");
+        let urv0 =
+            rustix::net::netdevice::name_to_index(UdpSocket::bind("0.0.0.0:0").unwrap(), "urv0")
+                .unwrap();
+
+        // IPv6: a wildcard server, a datagram from fe80::2 to fe80::1%urv0.
+        let r6 = UdpSocket::bind("[::]:5200").unwrap();
+        sys::setsockopt_int(r6.as_fd(), libc::SOL_IPV6, libc::IPV6_RECVPKTINFO, 1).unwrap();
+        // IPv4: a wildcard server, a datagram sent out of urv0 to its address.
+        let r4 = UdpSocket::bind("0.0.0.0:5201").unwrap();
+        sys::setsockopt_int(r4.as_fd(), libc::SOL_IP, libc::IP_PKTINFO, 1).unwrap();
+        let urv1 = rustix::net::netdevice::name_to_index(r4.as_fd(), "urv1").unwrap();
+        let s6 = UdpSocket::bind(SocketAddr::V6(std::net::SocketAddrV6::new(
+            "fe80::2".parse().unwrap(),
+            0,
+            0,
+            urv1,
+        )))
+        .unwrap();
+        s6.send_to(
+            b"ll",
+            SocketAddr::V6(std::net::SocketAddrV6::new(
+                "fe80::1".parse().unwrap(),
+                5200,
+                0,
+                urv0,
+            )),
+        )
+        .unwrap();
+        let s4 = UdpSocket::bind("0.0.0.0:0").unwrap();
+        sys::setsockopt_bytes(s4.as_fd(), libc::SOL_SOCKET, libc::SO_BINDTODEVICE, b"urv0")
+            .unwrap();
+        s4.send_to(b"v4", "10.9.0.1:5201").unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let want6 = seen(r6.as_fd(), libc::MSG_PEEK);
+        let want4 = seen(r4.as_fd(), libc::MSG_PEEK);
+        assert_eq!(want6.1, urv0, "the original arrived on urv0: {want6:?}");
+
+        let c6 = dump::dump(r6.as_fd()).unwrap();
+        let c4 = dump::dump(r4.as_fd()).unwrap();
+        let d6 = &c6.receive_queue.as_ref().unwrap().datagrams[0];
+        assert_eq!(d6.ifname, "urv0");
+        drop((r6, r4, s6, s4));
+
+        for strategy in [Strategy::Raw, Strategy::Transparent] {
+            let o = RestoreOptions {
+                strategy,
+                ..Default::default()
+            };
+            let (n6, _) =
+                restore::restore_with(&c6, &o).unwrap_or_else(|e| panic!("{strategy:?}: {e}"));
+            assert_eq!(seen(n6.as_fd(), 0), want6, "IPv6, {strategy:?}");
+            let (n4, _) =
+                restore::restore_with(&c4, &o).unwrap_or_else(|e| panic!("{strategy:?}: {e}"));
+            assert_eq!(seen(n4.as_fd(), 0), want4, "IPv4, {strategy:?}");
+        }
+
+        // On a host without the interface, refused by name.
+        let mut gone = c6.clone();
+        gone.receive_queue.as_mut().unwrap().datagrams[0].ifname = "nosuch0".into();
+        let e = restore::restore(&gone).unwrap_err();
+        assert_eq!(e.kind, udp_repair_engine::Kind::Refused, "{e}");
+        assert!(e.to_string().contains("interface nosuch0"), "{e}");
+    })
+    .expect("a private network namespace (tests run as root)");
+}
