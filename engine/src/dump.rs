@@ -112,6 +112,10 @@ pub struct DumpOptions {
     pub without_shutdown_state: bool,
     /// Fail instead of producing an image with `zero_length_vouched = false`.
     pub require_vouched: bool,
+    /// Fail instead of naming, in `dropped_state`, per-datagram metadata
+    /// the restore cannot carry (receive timestamps, IP options, the flow
+    /// label...: [`options::METADATA_NOT_CARRIED`]) of queued datagrams.
+    pub refuse_metadata_loss: bool,
     /// The send-queue readers to try.
     pub readers: Vec<Box<dyn SendQueueReader>>,
     /// How long SIOCOUTQ may stay non-zero (datagrams in flight) before the
@@ -132,6 +136,7 @@ impl Default for DumpOptions {
             accept_partial_cork: false,
             without_shutdown_state: false,
             require_vouched: false,
+            refuse_metadata_loss: false,
             readers: default_readers(),
             outq_settle: Duration::from_millis(200),
             proc_net: "/proc/thread-self/net".into(),
@@ -468,6 +473,20 @@ pub fn dump_with(fd: BorrowedFd<'_>, opts: &DumpOptions) -> Result<v1::Checkpoin
              payload and destination only; the restore takes it from the socket options)",
             sq.reader
         ));
+    }
+    // Metadata the application asked for with each datagram that the
+    // restore cannot carry: named, never silent.
+    if !rq.datagrams.is_empty() {
+        for what in options::metadata_not_carried(&cp.options) {
+            if opts.refuse_metadata_loss {
+                return Err(refuse(
+                    "receive queue",
+                    format!("the restored datagrams would lose {what}"),
+                ));
+            }
+            cp.dropped_state
+                .push(format!("per-datagram metadata: {what}"));
+        }
     }
     cp.receive_queue = Some(rq);
     cp.send_queue = Some(sq);

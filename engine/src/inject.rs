@@ -253,7 +253,7 @@ pub(crate) fn inject(
     let _pin = Pin::new();
     let mut dests = Destinations::new(bound);
     match strategy {
-        Strategy::Raw => inject_raw(datagrams, &mut dests, device, protocol).map(|()| Vec::new()),
+        Strategy::Raw => inject_raw(datagrams, &mut dests, device, protocol),
         Strategy::Transparent => inject_transparent(datagrams, &mut dests, device, protocol),
     }
 }
@@ -270,7 +270,8 @@ fn inject_raw(
     dests: &mut Destinations,
     device: &str,
     protocol: u8,
-) -> Result<(), (usize, io::Error)> {
+) -> Result<Vec<Lost>, (usize, io::Error)> {
+    let mut lost = Vec::new();
     // One raw socket per family and device: a datagram goes out bound to
     // the interface it arrived on (so that IP_PKTINFO and a link-local
     // source's scope name it again), else to the socket's device.
@@ -299,18 +300,21 @@ fn inject_raw(
                 if !batch.is_empty() {
                     break;
                 }
-                transparent_one(d, src, dst, &dev_of(d), protocol).map_err(|e| {
-                    (
-                        i,
-                        io::Error::new(
+                match transparent_one(d, src, dst, &dev_of(d), protocol) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::AddrInUse => lost.push(Lost {
+                        index: i,
+                        error: io::Error::new(
                             e.kind(),
                             format!(
                                 "a UDP_GRO aggregate is re-created from a socket bound to its \
-                                 source {src}: {e}"
+                                 source {src}, and {e}: stop what holds that port here, or \
+                                 accept the loss (--accept-rx-loss)"
                             ),
                         ),
-                    )
-                })?;
+                    }),
+                    Err(e) => return Err((i, e)),
+                }
                 i += 1;
                 continue;
             }
@@ -375,7 +379,7 @@ fn inject_raw(
         }
         i += batch.len();
     }
-    Ok(())
+    Ok(lost)
 }
 
 fn transparent_one(
@@ -473,7 +477,15 @@ fn inject_transparent(
         match transparent_one(d, src, dst, dev, protocol) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AddrInUse || src.port() == 0 => {
-                lost.push(Lost { index: i, error: e })
+                let hint = if d.gso_size.is_some() {
+                    "stop what holds that port here"
+                } else {
+                    "the raw strategy, the default, binds no port and restores it"
+                };
+                lost.push(Lost {
+                    index: i,
+                    error: io::Error::new(e.kind(), format!("{e}: {hint}")),
+                })
             }
             Err(e) => return Err((i, e)),
         }

@@ -277,6 +277,60 @@ pub fn refused_if_set(fd: BorrowedFd<'_>) -> io::Result<Option<String>> {
     Ok(None)
 }
 
+/// Receive options whose per-datagram metadata the restore cannot carry
+/// into the re-created datagrams, `(level, name, what is lost)`: with one
+/// of them on and datagrams queued, the dump names the loss (and refuses
+/// under `DumpOptions::refuse_metadata_loss`). What the restore carries:
+/// payload, source, TTL/hop limit, TOS/traffic class, the arrival address
+/// and interface (IP_PKTINFO, IPV6_PKTINFO, the original destination), the
+/// UDP_GRO segment size.
+pub const METADATA_NOT_CARRIED: &[(i32, i32, &str)] = &[
+    (SOL_SOCKET, SO_TIMESTAMP_OLD, "receive timestamps (SO_TIMESTAMP): the restored datagrams are stamped when re-injected; the image keeps the originals"),
+    (SOL_SOCKET, SO_TIMESTAMPNS_OLD, "receive timestamps (SO_TIMESTAMPNS): the restored datagrams are stamped when re-injected; the image keeps the originals"),
+    (SOL_SOCKET, SO_TIMESTAMP_NEW, "receive timestamps (SO_TIMESTAMP_NEW): stamped when re-injected"),
+    (SOL_SOCKET, SO_TIMESTAMPNS_NEW, "receive timestamps (SO_TIMESTAMPNS_NEW): stamped when re-injected"),
+    (SOL_SOCKET, libc::SO_TIMESTAMPING, "receive timestamps (SO_TIMESTAMPING): stamped when re-injected"),
+    (SOL_SOCKET, libc::SO_RXQ_OVFL, "the drop counter (SO_RXQ_OVFL): the restored socket's starts at zero"),
+    (SOL_SOCKET, 75, "the packet mark (SO_RCVMARK): re-injected datagrams carry none"),
+    (SOL_SOCKET, 82, "the packet priority (SO_RCVPRIORITY): re-injected datagrams carry none"),
+    (SOL_IP, libc::IP_RECVOPTS, "IP options (IP_RECVOPTS): re-injected datagrams carry none"),
+    (SOL_IP, libc::IP_RETOPTS, "IP options (IP_RETOPTS): re-injected datagrams carry none"),
+    (SOL_IP, libc::IP_RECVFRAGSIZE, "the fragment size (IP_RECVFRAGSIZE): re-injected datagrams are not fragmented"),
+    (SOL_IP, libc::IP_CHECKSUM, "the checksum cmsg (IP_CHECKSUM)"),
+    (SOL_IPV6, libc::IPV6_FLOWINFO, "the flow label (IPV6_FLOWINFO): re-injected datagrams carry none"),
+    (SOL_IPV6, libc::IPV6_RECVHOPOPTS, "Hop-by-Hop options (IPV6_RECVHOPOPTS): re-injected datagrams carry none"),
+    (SOL_IPV6, libc::IPV6_RECVRTHDR, "routing headers (IPV6_RECVRTHDR): re-injected datagrams carry none"),
+    (SOL_IPV6, libc::IPV6_RECVDSTOPTS, "destination options (IPV6_RECVDSTOPTS): re-injected datagrams carry none"),
+    (SOL_IPV6, libc::IPV6_2292HOPOPTS, "Hop-by-Hop options (IPV6_2292HOPOPTS): re-injected datagrams carry none"),
+    (SOL_IPV6, libc::IPV6_2292RTHDR, "routing headers (IPV6_2292RTHDR): re-injected datagrams carry none"),
+    (SOL_IPV6, libc::IPV6_2292DSTOPTS, "destination options (IPV6_2292DSTOPTS): re-injected datagrams carry none"),
+    (SOL_IPV6, libc::IPV6_RECVFRAGSIZE, "the fragment size (IPV6_RECVFRAGSIZE): re-injected datagrams are not fragmented"),
+];
+
+/// What the saved options ask the kernel to deliver with each datagram
+/// that the restore cannot carry ([`METADATA_NOT_CARRIED`]), named.
+pub fn metadata_not_carried(saved: &[v1::SockOpt]) -> Vec<&'static str> {
+    let mut out: Vec<&'static str> = Vec::new();
+    for (level, name, what) in METADATA_NOT_CARRIED {
+        let on = saved.iter().any(|o| {
+            o.level == *level
+                && o.name == *name
+                && matches!(o.value, Some(v1::sock_opt::Value::Int(v)) if v != 0)
+        });
+        // SO_TIMESTAMPING: only its receive flags ask for stamps.
+        let rx_tsing = *name != libc::SO_TIMESTAMPING
+            || saved.iter().any(|o| {
+                o.level == SOL_SOCKET
+                    && o.name == libc::SO_TIMESTAMPING
+                    && matches!(o.value, Some(v1::sock_opt::Value::Int(v)) if v & 0x4 != 0 || v & 0x8 != 0)
+            });
+        if on && rx_tsing && !out.contains(what) {
+            out.push(what);
+        }
+    }
+    out
+}
+
 /// The row of `(level, name)`.
 pub fn lookup(level: i32, name: i32) -> Option<&'static Opt> {
     TABLE.iter().find(|o| o.level == level && o.name == name)

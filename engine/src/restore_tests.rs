@@ -1206,3 +1206,34 @@ fn an_option_the_restore_does_not_set_is_refused_while_on() {
         dump::dump(a.as_fd()).unwrap();
     });
 }
+
+/// Metadata the application asked for that the restore cannot carry
+/// (here receive timestamps and the drop counter) is named in the image
+/// with a datagram queued, and refused under `refuse_metadata_loss`
+/// (dump --strict); with an empty queue nothing is lost.
+#[test]
+fn metadata_the_restore_cannot_carry_is_named_or_refused() {
+    ns(|| {
+        let a = udp("127.0.0.1:5150");
+        set(a.as_fd(), libc::SOL_SOCKET, options::SO_TIMESTAMPNS_OLD, 1);
+        set(a.as_fd(), libc::SOL_SOCKET, libc::SO_RXQ_OVFL, 1);
+        let cp = dump::dump(a.as_fd()).unwrap();
+        assert!(cp.dropped_state.is_empty(), "{:?}", cp.dropped_state);
+        let b = udp("127.0.0.1:0");
+        b.send_to(b"q", "127.0.0.1:5150").unwrap();
+        wait_queued(a.as_fd(), true);
+        let cp = dump::dump(a.as_fd()).unwrap();
+        let named = cp.dropped_state.join("\n");
+        assert!(
+            named.contains("receive timestamps") && named.contains("drop counter"),
+            "{named}"
+        );
+        let strict = DumpOptions {
+            refuse_metadata_loss: true,
+            ..Default::default()
+        };
+        let e = dump::dump_with(a.as_fd(), &strict).unwrap_err();
+        assert_eq!(e.kind, crate::Kind::Refused, "{e}");
+        assert!(e.to_string().contains("would lose"), "{e}");
+    });
+}

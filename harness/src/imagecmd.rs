@@ -39,8 +39,10 @@ pub enum ImageCmd {
         /// lost.
         #[arg(long)]
         drop_multicast: bool,
-        /// Fail when the dump cannot vouch that every zero-length datagram
-        /// of the receive queue is in the image.
+        /// Fail instead of warning: when the dump cannot vouch that every
+        /// zero-length datagram of the receive queue is in the image, and
+        /// when queued datagrams carry metadata the restore cannot
+        /// re-create (receive timestamps, IP options, the flow label...).
         #[arg(long)]
         strict: bool,
         /// Take a pending socket error (an ICMP error such as port
@@ -141,6 +143,7 @@ pub fn run(cmd: ImageCmd) -> ExitCode {
                 outq_settle: std::time::Duration::from_millis(settle_ms),
                 without_shutdown_state,
                 require_vouched: strict,
+                refuse_metadata_loss: strict,
                 ..Default::default()
             };
             match dump_pid(pid, fd, opts, &output) {
