@@ -34,6 +34,11 @@
 //!   (IPv4) or always (IPv6 data: the cmsg's or the socket's then), else it
 //!   takes the socket's when it leaves.
 //!
+//! - a peer's `UDP_SEGMENT` send longer than one segment reaches the
+//!   socket (UDP_GRO on) as one datagram, every read of which carries the
+//!   segment size in a UDP_GRO cmsg (`udp_cmsg_recv()`); the restore must
+//!   re-create it so.
+//!
 //! And what the library promises for a dump (see `engine/src/dump.rs`):
 //! it refuses a socket with pending data when no reader can read it, and
 //! changes nothing then; otherwise it sees every datagram, except, on a
@@ -169,6 +174,10 @@ pub enum Op {
         sender: u8,
         /// Payload length.
         len: u16,
+        /// Sent with `UDP_SEGMENT` of this size: longer than one segment,
+        /// the socket (UDP_GRO on) receives it as one aggregate with a
+        /// UDP_GRO cmsg.
+        gso: Option<u16>,
     },
     /// `recvmsg(MSG_PEEK)`.
     Peek {
@@ -228,7 +237,8 @@ fn off_strategy() -> impl Strategy<Value = Off> {
 
 fn op_strategy() -> impl Strategy<Value = Op> {
     prop_oneof![
-        7 => (any::<u8>(), len_strategy()).prop_map(|(sender, len)| Op::Deliver { sender, len }),
+        7 => (any::<u8>(), len_strategy(), prop::option::weighted(0.2, 100u16..=600))
+            .prop_map(|(sender, len, gso)| Op::Deliver { sender, len, gso }),
         5 => (cap_strategy(), prop::bool::weighted(0.15)).prop_map(|(cap, trunc)| Op::Peek { cap, trunc }),
         3 => (cap_strategy(), prop::bool::weighted(0.15)).prop_map(|(cap, trunc)| Op::Recv { cap, trunc }),
         4 => off_strategy().prop_map(Op::SetPeekOff),
@@ -254,6 +264,8 @@ struct MDgram {
     from: SocketAddr,
     /// `skb->peeked`: a zero-length datagram a peek has returned.
     marked: bool,
+    /// A UDP_GRO aggregate's segment size (the socket has UDP_GRO on).
+    gso: Option<u16>,
 }
 
 /// The TTL a pending datagram will leave with.
@@ -285,6 +297,8 @@ struct Got {
     ret: usize,
     trunc: bool,
     from: SocketAddr,
+    /// The UDP_GRO cmsg: the segment size of an aggregate.
+    gro: Option<u16>,
 }
 
 /// What a dump must contain, or that it must refuse.
@@ -295,7 +309,7 @@ enum DumpExpect {
     /// The datagrams (payload, sender, `peeked`), and whether the dump
     /// vouches for zero-length datagrams.
     Image {
-        datagrams: Vec<(Vec<u8>, SocketAddr, bool)>,
+        datagrams: Vec<(Vec<u8>, SocketAddr, bool, Option<u16>)>,
         vouched: bool,
     },
 }
@@ -429,6 +443,7 @@ impl Model {
             ret,
             trunc,
             from: d.from,
+            gro: d.gso,
         };
         if peek && ulen == 0 {
             d.marked = true;
@@ -545,7 +560,7 @@ impl Model {
                 .queue
                 .iter()
                 .enumerate()
-                .map(|(i, d)| (d.payload.clone(), d.from, at.contains(&i)))
+                .map(|(i, d)| (d.payload.clone(), d.from, at.contains(&i), d.gso))
                 .collect();
             return DumpExpect::Image {
                 datagrams,
@@ -555,18 +570,18 @@ impl Model {
         // The walk sees what is not marked; a marked zero-length head is
         // recovered by a peek without offset unless the walk starts with a
         // zero-length datagram.
-        let mut datagrams: Vec<(Vec<u8>, SocketAddr, bool)> = self
+        let mut datagrams: Vec<(Vec<u8>, SocketAddr, bool, Option<u16>)> = self
             .queue
             .iter()
             .filter(|d| !d.payload.is_empty() || !d.marked)
-            .map(|d| (d.payload.clone(), d.from, false))
+            .map(|d| (d.payload.clone(), d.from, false, d.gso))
             .collect();
         if let Some(h) = self.queue.front() {
             if h.payload.is_empty()
                 && h.marked
                 && !datagrams.first().is_some_and(|d| d.0.is_empty())
             {
-                datagrams.insert(0, (Vec::new(), h.from, true));
+                datagrams.insert(0, (Vec::new(), h.from, true, None));
             }
         }
         DumpExpect::Image {
@@ -596,7 +611,7 @@ impl Model {
     /// The restored socket: the image's datagrams, marked as recorded; the
     /// pending datagram re-sent, with its TTL where the reader saved it,
     /// else with the socket's (fixed at the re-send for IPv6 data).
-    fn after_restore(&mut self, datagrams: Vec<(Vec<u8>, SocketAddr, bool)>) {
+    fn after_restore(&mut self, datagrams: Vec<(Vec<u8>, SocketAddr, bool, Option<u16>)>) {
         if !self.kernel.reader_saves_cork() {
             let ttl = self.ttl;
             if let Some(p) = &mut self.pending {
@@ -609,10 +624,11 @@ impl Model {
         }
         self.queue = datagrams
             .into_iter()
-            .map(|(payload, from, marked)| MDgram {
+            .map(|(payload, from, marked, gso)| MDgram {
                 payload,
                 from,
                 marked,
+                gso,
             })
             .collect();
     }
@@ -629,6 +645,19 @@ struct World {
     receivers: Vec<UdpSocket>,
 }
 
+/// A UDP socket with SO_REUSEADDR, bound to `at`.
+fn reuseaddr_socket(at: SocketAddr) -> std::io::Result<UdpSocket> {
+    let fam = if at.is_ipv4() {
+        rustix::net::AddressFamily::INET
+    } else {
+        rustix::net::AddressFamily::INET6
+    };
+    let fd = rustix::net::socket(fam, rustix::net::SocketType::DGRAM, None)?;
+    sys::setsockopt_int(fd.as_fd(), libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
+    rustix::net::bind(&fd, &at)?;
+    Ok(UdpSocket::from(fd))
+}
+
 fn io_err(what: &str, e: impl std::fmt::Display) -> String {
     format!("{what}: {e}")
 }
@@ -637,10 +666,15 @@ impl World {
     fn new(layout: Layout) -> Result<Self, String> {
         let s = UdpSocket::bind(layout.bind()).map_err(|e| io_err("bind", e))?;
         let port = s.local_addr().map_err(|e| io_err("getsockname", e))?.port();
+        // Aggregates arrive whole (and a restore re-creates them).
+        sys::setsockopt_int(s.as_fd(), libc::SOL_UDP, libc::UDP_GRO, 1)
+            .map_err(|e| io_err("UDP_GRO", e))?;
+        // The peers share their ports (SO_REUSEADDR), as the restore's
+        // socket that re-sends an aggregate from its source binds them too.
         let senders = layout
             .senders()
             .into_iter()
-            .map(|ip| UdpSocket::bind(SocketAddr::new(ip, 0)))
+            .map(|ip| reuseaddr_socket(SocketAddr::new(ip, 0)))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| io_err("bind a sender", e))?;
         let receivers = layout
@@ -710,13 +744,18 @@ impl World {
         SocketAddr::new(ip, self.port)
     }
 
-    fn deliver(&self, sender: usize, data: &[u8]) -> Result<SocketAddr, String> {
+    /// A peer sends `data` to the socket: one datagram, or with `gso` one
+    /// UDP_SEGMENT send that the socket (UDP_GRO on) receives whole.
+    fn deliver(&self, sender: usize, data: &[u8], gso: Option<u16>) -> Result<SocketAddr, String> {
         let tx = &self.senders[sender];
         let to = self.target(tx)?;
         let (rmem, _) =
             udp_repair_engine::peek::meminfo(self.fd()).map_err(|e| io_err("SO_MEMINFO", e))?;
-        let n = tx
-            .send_to(data, to)
+        let mut c = wire::CmsgBuilder::default();
+        if let Some(g) = gso {
+            c.push(libc::SOL_UDP, libc::UDP_SEGMENT, &g.to_ne_bytes());
+        }
+        let n = sys::sendmsg_bytes(tx.as_fd(), data, &wire::sockaddr_bytes(&to), c.bytes(), 0)
             .map_err(|e| io_err("send to the socket", e))?;
         if n != data.len() {
             return Err(format!("sent {n} of {} bytes", data.len()));
@@ -742,11 +781,12 @@ impl World {
     fn recv(&self, cap: usize, flags: i32) -> Result<Got, i32> {
         let mut buf = vec![0u8; cap];
         let mut name = [0u8; 128];
+        let mut control = [0u8; 64];
         match sys::recvmsg_bytes(
             self.fd(),
             &mut buf,
             &mut name,
-            &mut [],
+            &mut control,
             flags | libc::MSG_DONTWAIT,
         ) {
             Ok(o) => Ok(Got {
@@ -756,6 +796,10 @@ impl World {
                 from: wire::parse_sockaddr(&name[..o.name_len.min(name.len())])
                     .map(wire::canonical)
                     .unwrap_or(SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), 0)),
+                gro: wire::cmsgs(&control[..o.control_len.min(control.len())])
+                    .find(|c| (c.level, c.kind) == (libc::SOL_UDP, libc::UDP_GRO))
+                    .and_then(|c| c.data.get(..4))
+                    .and_then(|b| u16::try_from(i32::from_ne_bytes(b.try_into().ok()?)).ok()),
             }),
             Err(e) => Err(e.raw_os_error().unwrap_or(-1)),
         }
@@ -893,20 +937,24 @@ fn hex(b: &[u8]) -> String {
 fn show(r: &Result<Got, i32>) -> String {
     match r {
         Ok(g) => format!(
-            "ret {} data {}B[{}]{} from {}",
+            "ret {} data {}B[{}]{}{} from {}",
             g.ret,
             g.data.len(),
             hex(&g.data),
             if g.trunc { " TRUNC" } else { "" },
+            g.gro.map(|s| format!(" GRO {s}")).unwrap_or_default(),
             g.from
         ),
         Err(e) => format!("errno {e}"),
     }
 }
 
-fn show_image(d: &[(Vec<u8>, SocketAddr, bool)]) -> String {
+fn show_image(d: &[(Vec<u8>, SocketAddr, bool, Option<u16>)]) -> String {
     d.iter()
-        .map(|(p, f, k)| format!("{}B{}@{}", p.len(), if *k { "*" } else { "" }, f))
+        .map(|(p, f, k, g)| {
+            let gro = g.map(|g| format!("/gro{g}")).unwrap_or_default();
+            format!("{}B{gro}{}@{}", p.len(), if *k { "*" } else { "" }, f)
+        })
         .collect::<Vec<_>>()
         .join(" ")
 }
@@ -935,7 +983,7 @@ fn dump_and_check(
         (DumpExpect::Image { .. }, Err(e)) => Err(format!("the dump failed: {e}")),
         (DumpExpect::Image { datagrams, vouched }, Ok(cp)) => {
             let rq = cp.receive_queue.clone().unwrap_or_default();
-            let seen: Vec<(Vec<u8>, SocketAddr, bool)> = rq
+            let seen: Vec<(Vec<u8>, SocketAddr, bool, Option<u16>)> = rq
                 .datagrams
                 .iter()
                 .map(|d| {
@@ -944,7 +992,12 @@ fn dump_and_check(
                         .as_ref()
                         .map(|s| wire::canonical(wire::from_proto(s)))
                         .unwrap_or(SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), 0));
-                    (d.payload.clone(), from, d.peeked)
+                    (
+                        d.payload.clone(),
+                        from,
+                        d.peeked,
+                        d.gso_size.and_then(|g| u16::try_from(g).ok()),
+                    )
                 })
                 .collect();
             let _ = write!(
@@ -1006,7 +1059,7 @@ fn dump_and_check(
 }
 
 /// Datagrams of an image: payload, sender, `peeked`.
-type Image = Vec<(Vec<u8>, SocketAddr, bool)>;
+type Image = Vec<(Vec<u8>, SocketAddr, bool, Option<u16>)>;
 
 /// Runs one sequence; `log` gets one line per operation. On a mismatch the
 /// error names the operation and what differs.
@@ -1031,19 +1084,23 @@ pub fn run_case(
 
 fn step(m: &mut Model, w: &mut World, op: Op, log: &mut String) -> Result<(), String> {
     match op {
-        Op::Deliver { sender, len } => {
+        Op::Deliver { sender, len, gso } => {
             if m.queue.len() >= MAX_QUEUE {
                 let _ = write!(log, " skipped (queue full)");
                 return Ok(());
             }
             let idx = usize::from(sender) % w.senders.len();
             let data = m.next_payload(len);
-            let from = w.deliver(idx, &data)?;
+            // An aggregate only when longer than one segment (a send that
+            // fits one segment is a plain datagram: udp_send_skb()).
+            let gso = gso.filter(|g| data.len() > usize::from(*g));
+            let from = w.deliver(idx, &data, gso)?;
             let _ = write!(log, " {}B from {from}", data.len());
             m.queue.push_back(MDgram {
                 payload: data,
                 from,
                 marked: false,
+                gso,
             });
         }
         Op::Peek { cap, trunc } | Op::Recv { cap, trunc } => {
