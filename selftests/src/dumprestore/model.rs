@@ -34,6 +34,10 @@
 //!   (IPv4) or always (IPv6 data: the cmsg's or the socket's then), else it
 //!   takes the socket's when it leaves.
 //!
+//! - `shutdown(SHUT_WR)`: a send that starts a datagram fails with EPIPE,
+//!   one appended to a pending datagram does not, nor does pushing it;
+//!   `SHUT_RD` shows as `POLLRDHUP` (checked after every operation) and
+//!   changes no non-blocking read; both survive a dump and restore;
 //! - a peer's `UDP_SEGMENT` send longer than one segment reaches the
 //!   socket (UDP_GRO on) as one datagram, every read of which carries the
 //!   segment size in a UDP_GRO cmsg (`udp_cmsg_recv()`); the restore must
@@ -210,6 +214,10 @@ pub enum Op {
     },
     /// `setsockopt(IP_TTL)` (and `IPV6_UNICAST_HOPS` on an IPv6 socket).
     SetTtl(u8),
+    /// `shutdown(SHUT_RD)` (false) or `shutdown(SHUT_WR)` (true): the
+    /// socket is not connected, so it answers ENOTCONN but keeps the state
+    /// (`inet_shutdown()`).
+    Shutdown(bool),
     /// Dump, and keep using the socket.
     Dump,
     /// Dump, close the socket, restore it, and use the restored one.
@@ -246,6 +254,7 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         3 => (any::<u8>(), len_strategy(), any::<bool>(), prop::option::weighted(0.3, 1u8..=255))
             .prop_map(|(to, len, more, ttl)| Op::Send { to, len, more, ttl }),
         1 => prop_oneof![Just(64u8), 1u8..=255].prop_map(Op::SetTtl),
+        1 => any::<bool>().prop_map(Op::Shutdown),
         1 => Just(Op::Dump),
         2 => Just(Op::DumpRestore),
     ]
@@ -329,6 +338,13 @@ struct Model {
     rx: Vec<VecDeque<(Vec<u8>, u8)>>,
     /// Payload sequence number: every payload is distinct.
     seq: u32,
+    /// `SHUT_RD`: `poll` reports `POLLRDHUP` (a non-blocking read is as
+    /// before).
+    shut_rd: bool,
+    /// `SHUT_WR`: a send that starts a datagram fails with EPIPE (the
+    /// first buffer comes from `sock_alloc_send_skb()`, which checks it);
+    /// appending to a pending datagram and pushing it do not.
+    shut_wr: bool,
 }
 
 fn payload(seq: u32, len: u16) -> Vec<u8> {
@@ -350,6 +366,8 @@ impl Model {
             ttl: 64,
             rx: vec![VecDeque::new(); layout.receivers().len()],
             seq: 0,
+            shut_rd: false,
+            shut_wr: false,
         }
     }
 
@@ -496,6 +514,9 @@ impl Model {
         let n = data.len();
         let dest_v6 = self.layout.receivers()[to];
         let corkreq = self.cork || more;
+        if self.shut_wr && self.pending.is_none() {
+            return Err(libc::EPIPE);
+        }
         if let Some(p) = &mut self.pending {
             if self.layout.socket_v6() && !dest_v6 && p.v6 {
                 return Err(libc::EINVAL);
@@ -859,6 +880,22 @@ fn check_state(m: &mut Model, w: &World) -> Result<(), String> {
     if cork != m.cork {
         return Err(format!("UDP_CORK is {cork}, the model says {}", m.cork));
     }
+    let mut fds = [rustix::event::PollFd::new(
+        &w.s,
+        rustix::event::PollFlags::RDHUP,
+    )];
+    let zero = rustix::event::Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    rustix::event::poll(&mut fds, Some(&zero)).map_err(|e| io_err("poll", e))?;
+    let rdhup = fds[0].revents().contains(rustix::event::PollFlags::RDHUP);
+    if rdhup != m.shut_rd {
+        return Err(format!(
+            "POLLRDHUP is {rdhup}, the model says SHUT_RD is {}",
+            m.shut_rd
+        ));
+    }
     let inq = w.ioctl(libc::FIONREAD as libc::c_ulong, "SIOCINQ")?;
     let want = m.queue.front().map_or(0, |d| d.payload.len()) as i32;
     if inq != want {
@@ -1136,6 +1173,22 @@ fn step(m: &mut Model, w: &mut World, op: Op, log: &mut String) -> Result<(), St
         Op::SetTtl(t) => {
             w.set_ttl(t)?;
             m.ttl = t;
+        }
+        Op::Shutdown(write) => {
+            let how = if write {
+                rustix::net::Shutdown::Write
+            } else {
+                rustix::net::Shutdown::Read
+            };
+            match rustix::net::shutdown(w.fd(), how) {
+                Ok(()) | Err(rustix::io::Errno::NOTCONN) => {}
+                Err(e) => return Err(format!("shutdown: {e}")),
+            }
+            if write {
+                m.shut_wr = true;
+            } else {
+                m.shut_rd = true;
+            }
         }
         Op::Send { to, len, more, ttl } => {
             let to = usize::from(to) % w.receivers.len();
