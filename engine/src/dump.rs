@@ -338,6 +338,14 @@ pub fn dump_with(fd: BorrowedFd<'_>, opts: &DumpOptions) -> Result<v1::Checkpoin
 
     let bound = step("getsockname", local_addr(fd))?;
     cp.bound = Some(wire::to_proto(&bound));
+    if let SocketAddr::V6(a) = bound {
+        if a.scope_id() != 0 {
+            cp.bound_ifname = step(
+                "naming the bound address's interface",
+                rustix::net::netdevice::index_to_name(fd, a.scope_id()).map_err(Into::into),
+            )?;
+        }
+    }
     cp.peer = step("getpeername", peer_addr(fd))?.map(|p| wire::to_proto(&p));
     let mut dev = [0u8; 16];
     let n = step(

@@ -192,7 +192,27 @@ pub fn restore_with(
             ),
         )?;
     }
-    let bound = wire::from_proto(cp.bound.as_ref().unwrap_or(&Default::default()));
+    let mut bound = wire::from_proto(cp.bound.as_ref().unwrap_or(&Default::default()));
+    let shown = bound;
+    if let (SocketAddr::V6(a), false) = (&mut bound, cp.bound_ifname.is_empty()) {
+        // A link-local address's scope: the interface of that name here.
+        let index = rustix::net::netdevice::name_to_index(fd, &cp.bound_ifname).map_err(|e| {
+            Error::with_kind(
+                Op::Restore,
+                format!("bind({shown})"),
+                Kind::Refused,
+                io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!(
+                        "the socket is bound to an address of interface {}, which this host \
+                         does not have ({e})",
+                        cp.bound_ifname
+                    ),
+                ),
+            )
+        })?;
+        a.set_scope_id(index);
+    }
     if bound.port() != 0 || !bound.ip().is_unspecified() {
         step(
             format!("bind({bound})"),

@@ -111,6 +111,29 @@ fn datagrams_keep_their_arrival_interface() {
             assert_eq!(seen(n4.as_fd(), 0), want4, "IPv4, {strategy:?}");
         }
 
+        // A socket bound to the link-local address itself: its scope is
+        // the interface's, by name.
+        let ll = SocketAddr::V6(std::net::SocketAddrV6::new(
+            "fe80::1".parse().unwrap(),
+            5202,
+            0,
+            urv0,
+        ));
+        let b = UdpSocket::bind(ll).unwrap();
+        let cb = dump::dump(b.as_fd()).unwrap();
+        assert_eq!(cb.bound_ifname, "urv0");
+        drop(b);
+        let nb = restore::restore(&cb).unwrap();
+        assert_eq!(
+            SocketAddr::try_from(rustix::net::getsockname(&nb).unwrap()).unwrap(),
+            ll
+        );
+        drop(nb);
+        let mut gone_b = cb.clone();
+        gone_b.bound_ifname = "nosuch0".into();
+        let e = restore::restore(&gone_b).unwrap_err();
+        assert!(e.to_string().contains("interface nosuch0"), "{e}");
+
         // On a host without the interface, refused by name.
         let mut gone = c6.clone();
         gone.receive_queue.as_mut().unwrap().datagrams[0].ifname = "nosuch0".into();

@@ -54,8 +54,8 @@ pub const FORMAT_VERSION: u32 = 1;
 /// The newest `Checkpoint.schema_version` this crate understands. A writer
 /// sets the lowest version that holds what the image uses ([`schema_for`]),
 /// so a reader that does not know some state refuses the image instead of
-/// ignoring the field: version 2 adds `pending_error`, `shutdown` and a
-/// datagram's `gso_size` and `ifname`.
+/// ignoring the field: version 2 adds `pending_error`, `shutdown`,
+/// `bound_ifname` and a datagram's `gso_size` and `ifname`.
 pub const SCHEMA_VERSION: u32 = 2;
 
 /// The lowest schema version that holds everything `cp` uses.
@@ -65,7 +65,7 @@ pub fn schema_for(cp: &Checkpoint) -> u32 {
             .iter()
             .any(|d| d.gso_size.is_some() || !d.ifname.is_empty())
     });
-    if cp.pending_error != 0 || gro || cp.shutdown != 0 {
+    if cp.pending_error != 0 || gro || cp.shutdown != 0 || !cp.bound_ifname.is_empty() {
         2
     } else {
         1
@@ -364,6 +364,9 @@ pub fn validate(cp: &Checkpoint) -> Result<(), ImageError> {
             "schema version {} cannot hold a pending socket error, a shutdown state or a UDP_GRO segment size (version 2 can)",
             cp.schema_version
         ));
+    }
+    if cp.bound_ifname.len() > 15 || cp.bound_ifname.bytes().any(|b| b == 0 || b == b'/') {
+        return inv(format!("bound interface name {:?}", cp.bound_ifname));
     }
     if cp.shutdown > 3 {
         return inv(format!(

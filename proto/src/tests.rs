@@ -85,6 +85,7 @@ fn sample(n: usize) -> Checkpoint {
         dumped_at_unix_ns: 1,
         pending_error: 0,
         shutdown: 0,
+        bound_ifname: String::new(),
     }
 }
 
