@@ -37,30 +37,40 @@ pub const RCV_SHUTDOWN: u32 = 1;
 /// See [`RCV_SHUTDOWN`].
 pub const SEND_SHUTDOWN: u32 = 2;
 
-/// The shutdown bits of UDP socket `fd` (`RCV_SHUTDOWN | SEND_SHUTDOWN`),
-/// `v6` for an `AF_INET6` socket. `Ok(None)`: this kernel has no
-/// `udp_diag` (`CONFIG_INET_UDP_DIAG`) or the socket was not found.
+/// What sock_diag says of a socket's shutdown state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shutdown {
+    /// `RCV_SHUTDOWN | SEND_SHUTDOWN` bits.
+    Bits(u32),
+    /// The kernel has no `udp_diag` (`CONFIG_INET_UDP_DIAG`).
+    NoDiag,
+    /// Not in the family's tables: an unbound socket is in none.
+    NotFound,
+}
+
+/// The shutdown bits of socket `fd` (`v6`: `AF_INET6`; `udplite`: a
+/// UDP-Lite socket).
 ///
 /// # Errors
-/// `SIOCGSKNS` and `setns` need `CAP_NET_ADMIN` / `CAP_SYS_ADMIN`; the
-/// netlink socket's errors.
-pub fn shutdown_bits(fd: BorrowedFd<'_>, v6: bool) -> io::Result<Option<u32>> {
+/// `SIOCGSKNS` and `setns` need `CAP_NET_ADMIN` / `CAP_SYS_ADMIN` (without
+/// them the caller's own namespace is asked); the netlink socket's errors.
+pub fn shutdown_bits(fd: BorrowedFd<'_>, v6: bool, udplite: bool) -> io::Result<Shutdown> {
     let cookie = sock_cookie(fd)?;
     let ns = match sys::socket_netns(fd) {
         Ok(ns) => ns,
         // Without the privilege to name the socket's namespace, the
         // caller's own is the one to ask (a socket of another namespace is
         // then not found: Ok(None)).
-        Err(e) if e.raw_os_error() == Some(libc::EPERM) => return query(cookie, v6),
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => return query(cookie, v6, udplite),
         Err(e) => return Err(e),
     };
     std::thread::scope(|s| {
-        s.spawn(|| -> io::Result<Option<u32>> {
+        s.spawn(|| -> io::Result<Shutdown> {
             rustix::thread::move_into_link_name_space(
                 ns.as_fd(),
                 Some(rustix::thread::LinkNameSpaceType::Network),
             )?;
-            query(cookie, v6)
+            query(cookie, v6, udplite)
         })
         .join()
         .map_err(|_| io::Error::other("the sock_diag thread panicked"))?
@@ -78,7 +88,7 @@ fn sock_cookie(fd: BorrowedFd<'_>) -> io::Result<u64> {
 }
 
 /// The request: a dump of every UDP socket of the family, any state.
-fn request(v6: bool) -> Vec<u8> {
+fn request(v6: bool, udplite: bool) -> Vec<u8> {
     let mut m = Vec::with_capacity(16 + 56);
     let len = (16 + 56) as u32;
     m.extend_from_slice(&len.to_ne_bytes());
@@ -88,7 +98,11 @@ fn request(v6: bool) -> Vec<u8> {
     m.extend_from_slice(&0u32.to_ne_bytes()); // pid
                                               // struct inet_diag_req_v2
     m.push(if v6 { libc::AF_INET6 } else { libc::AF_INET } as u8);
-    m.push(libc::IPPROTO_UDP as u8);
+    m.push(if udplite {
+        libc::IPPROTO_UDPLITE
+    } else {
+        libc::IPPROTO_UDP
+    } as u8);
     m.push(0); // idiag_ext
     m.push(0); // pad
     m.extend_from_slice(&u32::MAX.to_ne_bytes()); // idiag_states: all
@@ -96,7 +110,7 @@ fn request(v6: bool) -> Vec<u8> {
     m
 }
 
-fn query(cookie: u64, v6: bool) -> io::Result<Option<u32>> {
+fn query(cookie: u64, v6: bool, udplite: bool) -> io::Result<Shutdown> {
     use rustix::net::{netlink, AddressFamily, RecvFlags, SendFlags, SocketType};
     let nl = rustix::net::socket(
         AddressFamily::NETLINK,
@@ -104,7 +118,7 @@ fn query(cookie: u64, v6: bool) -> io::Result<Option<u32>> {
         Some(netlink::SOCK_DIAG),
     )?;
     let kernel = netlink::SocketAddrNetlink::new(0, 0);
-    rustix::net::sendto(&nl, &request(v6), SendFlags::empty(), &kernel)?;
+    rustix::net::sendto(&nl, &request(v6, udplite), SendFlags::empty(), &kernel)?;
     let mut buf = vec![0u8; 1 << 16];
     let mut found = None;
     loop {
@@ -117,13 +131,13 @@ fn query(cookie: u64, v6: bool) -> io::Result<Option<u32>> {
                 return Err(io::Error::other("sock_diag: a malformed netlink message"));
             }
             match kind {
-                NLMSG_DONE => return Ok(found),
+                NLMSG_DONE => return Ok(found.map_or(Shutdown::NotFound, Shutdown::Bits)),
                 NLMSG_ERROR => {
                     let errno =
                         i32::from_ne_bytes(buf[off + 16..off + 20].try_into().unwrap_or_default());
                     return match -errno {
                         // No udp_diag in this kernel.
-                        libc::ENOENT | libc::EOPNOTSUPP | libc::EINVAL => Ok(None),
+                        libc::ENOENT | libc::EOPNOTSUPP | libc::EINVAL => Ok(Shutdown::NoDiag),
                         e => Err(io::Error::from_raw_os_error(e)),
                     };
                 }
@@ -172,7 +186,7 @@ mod tests {
 
     #[test]
     fn the_request_is_a_udp_dump_of_one_family() {
-        let r = request(true);
+        let r = request(true, false);
         assert_eq!(r.len(), 72);
         assert_eq!(u32::from_ne_bytes(r[0..4].try_into().unwrap()), 72);
         assert_eq!(r[16], libc::AF_INET6 as u8);

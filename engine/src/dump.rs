@@ -400,92 +400,130 @@ pub fn dump_with(fd: BorrowedFd<'_>, opts: &DumpOptions) -> Result<v1::Checkpoin
     }
 
     // Shutdown state: no getsockopt reports it; sock_diag does.
-    match step(
+    let unread = match step(
         "shutdown state (sock_diag)",
-        crate::diag::shutdown_bits(fd, v6),
+        crate::diag::shutdown_bits(fd, v6, udplite),
     )? {
-        Some(bits) => cp.shutdown = bits,
-        None if opts.without_shutdown_state => {
-            let rd = step("poll(POLLRDHUP)", rdhup(fd))?;
-            cp.shutdown = if rd { crate::diag::RCV_SHUTDOWN } else { 0 };
-            cp.dropped_state.push(
-                "shutdown state: this kernel has no udp_diag, so SHUT_WR could not be read (a \
-                 SHUT_WR, if any, is lost)"
-                    .into(),
-            );
+        crate::diag::Shutdown::Bits(bits) => {
+            cp.shutdown = bits;
+            None
         }
-        None => {
+        crate::diag::Shutdown::NoDiag => Some(
+            "this kernel has no udp_diag (CONFIG_INET_UDP_DIAG; try modprobe udp_diag), and no \
+             other interface reports whether the socket was shut down for writing (SHUT_WR)",
+        ),
+        crate::diag::Shutdown::NotFound => Some(
+            "sock_diag does not list the socket (an unbound socket is in no table), and no \
+             other interface reports whether it was shut down for writing (SHUT_WR)",
+        ),
+    };
+    if let Some(why) = unread {
+        if !opts.without_shutdown_state {
             return Err(refuse(
                 "shutdown state",
-                "this kernel has no udp_diag (CONFIG_INET_UDP_DIAG; try modprobe udp_diag): no \
-                 other interface reports whether the socket was shut down for writing (SHUT_WR): \
-                 pass the option to dump without the shutdown state to dump anyway"
-                    .into(),
-            ))
+                format!("{why}: pass the option to dump without the shutdown state to dump anyway"),
+            ));
         }
+        let rd = step("poll(POLLRDHUP)", rdhup(fd))?;
+        cp.shutdown = if rd { crate::diag::RCV_SHUTDOWN } else { 0 };
+        cp.dropped_state
+            .push(format!("shutdown state: {why}; a SHUT_WR, if any, is lost"));
     }
 
     // A pending error comes out of the first recvmsg, MSG_PEEK or not:
     // before any peek, see it without reading it.
     pending_error(fd, opts, &mut cp)?;
-
-    // Zero-length datagrams that the application's walk has already
-    // returned at its offset: counted first, as setting SO_PEEK_OFF (which
-    // the dump does) clears their marks on a kernel with the peek fix, and
-    // marked again at the end, also when the dump fails.
-    let restarts = peek_walk_restarts();
-    let marked = if restarts == Some(true) && cp.peek_offset >= 0 {
+    let taken = cp.pending_error;
+    let peer = cp.peer.as_ref().map(wire::from_proto);
+    let rest = (|| -> Result<v1::Checkpoint, Error> {
+        // Zero-length datagrams that the application's walk has already
+        // returned at its offset: counted first, as setting SO_PEEK_OFF (which
+        // the dump does) clears their marks on a kernel with the peek fix, and
+        // marked again at the end, also when the dump fails.
+        let restarts = peek_walk_restarts();
+        let marked = if restarts == Some(true) && cp.peek_offset >= 0 {
+            step(
+                "zero-length datagrams at the peek offset",
+                marked_at_offset(fd, cp.peek_offset),
+            )?
+        } else {
+            0
+        };
+        let queues = dump_queues(fd, v6, bound.port(), opts);
+        // Also when none was marked: the walk marked every zero-length datagram,
+        // and when it left the offset where it was (only zero-length datagrams
+        // at it) nothing has set it since to clear them.
+        let remarked = if restarts == Some(true) && cp.peek_offset >= 0 {
+            remark_at_offset(fd, cp.peek_offset, marked)
+        } else {
+            Ok(())
+        };
+        let (mut rq, sq) = queues?;
         step(
-            "zero-length datagrams at the peek offset",
-            marked_at_offset(fd, cp.peek_offset),
-        )?
-    } else {
-        0
-    };
-    let queues = dump_queues(fd, v6, bound.port(), opts);
-    // Also when none was marked: the walk marked every zero-length datagram,
-    // and when it left the offset where it was (only zero-length datagrams
-    // at it) nothing has set it since to clear them.
-    let remarked = if restarts == Some(true) && cp.peek_offset >= 0 {
-        remark_at_offset(fd, cp.peek_offset, marked)
-    } else {
-        Ok(())
-    };
-    let (mut rq, sq) = queues?;
-    step(
-        "marking the peeked zero-length datagrams at the peek offset again",
-        remarked,
-    )?;
-    if marked > 0 {
-        let mut at = 0usize;
-        let mut left = marked;
-        for d in &mut rq.datagrams {
-            if left > 0 && d.payload.is_empty() && at == cp.peek_offset as usize {
-                d.peeked = true;
-                left -= 1;
+            "marking the peeked zero-length datagrams at the peek offset again",
+            remarked,
+        )?;
+        if marked > 0 {
+            let mut at = 0usize;
+            let mut left = marked;
+            for d in &mut rq.datagrams {
+                if left > 0 && d.payload.is_empty() && at == cp.peek_offset as usize {
+                    d.peeked = true;
+                    left -= 1;
+                }
+                at += d.payload.len();
             }
-            at += d.payload.len();
+            if left > 0 {
+                return Err(Error::new(Op::Dump, "receive queue", io::Error::other(format!(
+                        "{marked} peeked zero-length datagram(s) at offset {} but the walk found {} there: \
+                         the queue changed while dumping",
+                        cp.peek_offset,
+                        marked - left
+                    ))));
+            }
         }
-        if left > 0 {
-            return Err(Error::new(Op::Dump, "receive queue", io::Error::other(format!(
-                    "{marked} peeked zero-length datagram(s) at offset {} but the walk found {} there: \
-                     the queue changed while dumping",
-                    cp.peek_offset,
-                    marked - left
-                ))));
+        if sq.pending.as_ref().is_some_and(|p| !p.complete) {
+            cp.dropped_state.push(format!(
+                "cork state the pending datagram's first send set by cmsgs (the {} interface reads \
+                 payload and destination only; the restore takes it from the socket options)",
+                sq.reader
+            ));
         }
-    }
-    if sq.pending.as_ref().is_some_and(|p| !p.complete) {
-        cp.dropped_state.push(format!(
-            "cork state the pending datagram's first send set by cmsgs (the {} interface reads \
-             payload and destination only; the restore takes it from the socket options)",
-            sq.reader
-        ));
-    }
-    // Metadata the application asked for with each datagram that the
-    // restore cannot carry: named, never silent.
-    if !rq.datagrams.is_empty() {
-        for what in options::metadata_not_carried(&cp.options) {
+        // A datagram addressed to what is not an address of this host (a
+        // broadcast or multicast address, a TPROXY destination) arrives
+        // again addressed to the loopback: its IP_PKTINFO destination
+        // changes, which the application observes. Named, or refused.
+        for (i, d) in rq.datagrams.iter().enumerate() {
+            let index = arrival_index(d);
+            if index > 1 && d.ifname.is_empty() {
+                let what = format!(
+                    "datagram {i} arrived on interface index {index}, which no longer exists: it \
+                     comes back as arriving on the loopback"
+                );
+                if opts.refuse_metadata_loss {
+                    return Err(refuse("receive queue", what));
+                }
+                cp.dropped_state
+                    .push(format!("per-datagram metadata: {what}"));
+            }
+            let Some(dst) = d.destination.as_ref() else {
+                continue;
+            };
+            let mut a = wire::from_proto(dst);
+            if let SocketAddr::V6(v) = &mut a {
+                if v.scope_id() == 0 {
+                    v.set_scope_id(d.ifindex.unwrap_or(0));
+                }
+            }
+            let a = wire::canonical(a);
+            if crate::inject::is_local(a) {
+                continue;
+            }
+            let what = format!(
+                "datagram {i}'s destination {} (not a unicast address of this host: a broadcast \
+                 or multicast group, or a TPROXY destination) is restored as the loopback address",
+                a.ip()
+            );
             if opts.refuse_metadata_loss {
                 return Err(refuse(
                     "receive queue",
@@ -495,15 +533,47 @@ pub fn dump_with(fd: BorrowedFd<'_>, opts: &DumpOptions) -> Result<v1::Checkpoin
             cp.dropped_state
                 .push(format!("per-datagram metadata: {what}"));
         }
+        // Metadata the application asked for with each datagram that the
+        // restore cannot carry: named, never silent.
+        if !rq.datagrams.is_empty() {
+            for what in options::metadata_not_carried(&cp.options) {
+                if opts.refuse_metadata_loss {
+                    return Err(refuse(
+                        "receive queue",
+                        format!("the restored datagrams would lose {what}"),
+                    ));
+                }
+                cp.dropped_state
+                    .push(format!("per-datagram metadata: {what}"));
+            }
+        }
+        cp.receive_queue = Some(rq);
+        cp.send_queue = Some(sq);
+        cp.schema_version = udp_repair_proto::schema_for(&cp);
+        step(
+            "validating the checkpoint",
+            udp_repair_proto::validate(&cp).map_err(io::Error::other),
+        )?;
+        Ok(cp)
+    })();
+    match (rest, taken, peer) {
+        // The dump took the pending error and then failed: the socket must
+        // be left as it was found, so the error is set on it again.
+        (Err(mut e), err @ 1.., Some(peer)) => {
+            if let Err(again) = crate::sockerr::recreate(fd, peer, err) {
+                e.error = io::Error::new(
+                    e.error.kind(),
+                    format!(
+                        "{}; and the pending socket error {err} it had taken could not be set on \
+                         the socket again ({again})",
+                        e.error
+                    ),
+                );
+            }
+            Err(e)
+        }
+        (r, _, _) => r,
     }
-    cp.receive_queue = Some(rq);
-    cp.send_queue = Some(sq);
-    cp.schema_version = udp_repair_proto::schema_for(&cp);
-    step(
-        "validating the checkpoint",
-        udp_repair_proto::validate(&cp).map_err(io::Error::other),
-    )?;
-    Ok(cp)
 }
 
 /// Both queues. The send queue first, so that a dump refused there has
@@ -514,15 +584,27 @@ pub fn dump_with(fd: BorrowedFd<'_>, opts: &DumpOptions) -> Result<v1::Checkpoin
 /// Names the interface each datagram arrived on (its `IP_PKTINFO` index,
 /// or a link-local source's scope id), unless it is the loopback (index 1
 /// in every namespace): a restore on another host matches it by name.
+/// An interface deleted since a datagram arrived on it has no name: the
+/// datagram keeps no `ifname` (the dump then names the change).
 fn name_interfaces(fd: BorrowedFd<'_>, datagrams: &mut [v1::RecvDatagram]) -> io::Result<()> {
-    for d in datagrams {
-        let scope = d.source.as_ref().map(|s| s.scope_id).unwrap_or(0);
-        let index = d.ifindex.filter(|i| *i != 0).unwrap_or(scope);
+    for d in datagrams.iter_mut() {
+        let index = arrival_index(d);
         if index > 1 {
-            d.ifname = rustix::net::netdevice::index_to_name(fd, index)?;
+            match rustix::net::netdevice::index_to_name(fd, index) {
+                Ok(name) => d.ifname = name,
+                Err(rustix::io::Errno::NODEV) => {}
+                Err(e) => return Err(e.into()),
+            }
         }
     }
     Ok(())
+}
+
+/// The index of the interface a datagram arrived on: its IP_PKTINFO one,
+/// else a link-local source's scope; 0 when neither says.
+fn arrival_index(d: &v1::RecvDatagram) -> u32 {
+    let scope = d.source.as_ref().map(|s| s.scope_id).unwrap_or(0);
+    d.ifindex.filter(|i| *i != 0).unwrap_or(scope)
 }
 
 /// Whether `poll` reports `POLLRDHUP` (the socket is shut down for
@@ -567,8 +649,9 @@ fn pending_error(
     if !opts.take_error {
         return Err(refuse(
             WHAT,
-            "a socket error is pending (POLLERR, and nothing can queue errors: an ICMP error such \
-             as port unreachable set it); the application's next recv returns it, and the dump's \
+            "a socket error is pending (POLLERR with no option on that queues errors: an ICMP \
+             error such as port unreachable set it, unless an error-queue entry was left by an \
+             option since turned off); the application's next recv returns it, and the dump's \
              first peek would consume it: pass the option to take the error into the image \
              (SO_ERROR clears it on this socket, the restore re-creates it)"
                 .into(),
@@ -577,9 +660,10 @@ fn pending_error(
     let Some(peer) = cp.peer.as_ref().map(wire::from_proto) else {
         return Err(refuse(
             WHAT,
-            "a socket error is pending on a socket that is not connected (it was set while the \
-             socket was): the restore can re-create an error only on a connected socket, by an \
-             ICMP error"
+            "POLLERR is set on a socket that is not connected: an error set while it was \
+             connected, or an error-queue entry left by an option since turned off; the restore \
+             can re-create an error only on a connected socket (by an ICMP error), and nothing \
+             reads an error-queue entry without dequeuing it"
                 .into(),
         ));
     };
@@ -599,11 +683,20 @@ fn pending_error(
     }
     cp.pending_error = err;
     if step("poll(POLLERR)", crate::sockerr::error_signalled(fd))? {
+        // Put the taken error back before refusing.
+        let back = match err {
+            0 => String::new(),
+            e => match crate::sockerr::recreate(fd, peer, e) {
+                Ok(()) => format!("; error {e} was set on the socket again"),
+                Err(x) => format!("; error {e} could not be set on the socket again ({x})"),
+            },
+        };
         return Err(refuse(
             WHAT,
             format!(
-                "POLLERR is still set after SO_ERROR took error {err}: another error arrived \
-                 meanwhile; error {err} is no longer on the socket"
+                "POLLERR is still set after SO_ERROR read error {err}: an error-queue entry (left \
+                 by an option since turned off) or an error that arrived meanwhile, which nothing \
+                 reads without consuming{back}"
             ),
         ));
     }

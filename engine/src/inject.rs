@@ -21,8 +21,10 @@
 //!
 //! Safety of the traffic: a datagram is only ever sent to a local unicast
 //! address of the namespace (the restored socket's own address, the
-//! datagram's recorded destination if it is local, else loopback), so the
-//! route is the local one and nothing leaves the machine. The sending
+//! datagram's recorded destination if it is local, else loopback), and
+//! bound to a device only when the route through that device to it is
+//! local ([`Destinations::target`]): the route is the local one and
+//! nothing leaves the machine. The sending
 //! thread is pinned to one CPU while injecting, so the per-CPU backlog keeps
 //! the queue order.
 
@@ -111,6 +113,18 @@ pub(crate) fn is_local_unicast(ip: IpAddr) -> bool {
     s.connect(SocketAddr::new(ip, 9)).is_ok()
 }
 
+/// Whether `a` is a local unicast address here: [`is_local_unicast`], or
+/// for a link-local IPv6 address, an address of the interface its scope
+/// names.
+pub(crate) fn is_local(a: SocketAddr) -> bool {
+    match a {
+        SocketAddr::V6(v) if (v.ip().segments()[0] & 0xffc0) == 0xfe80 => {
+            is_local_link_local(*v.ip(), v.scope_id())
+        }
+        _ => is_local_unicast(a.ip()),
+    }
+}
+
 /// Whether `ip`, a link-local IPv6 address, is an address of interface
 /// `scope` here (a socket binds to it there).
 fn is_local_link_local(ip: Ipv6Addr, scope: u32) -> bool {
@@ -123,6 +137,7 @@ fn is_local_link_local(ip: Ipv6Addr, scope: u32) -> bool {
 pub(crate) struct Destinations {
     bound: SocketAddr,
     cache: HashMap<(IpAddr, u32), bool>,
+    via: HashMap<(IpAddr, String), bool>,
 }
 
 impl Destinations {
@@ -130,7 +145,72 @@ impl Destinations {
         Destinations {
             bound: wire::canonical(bound),
             cache: HashMap::new(),
+            via: HashMap::new(),
         }
+    }
+
+    /// Where datagram `d` (from `src`, canonical) goes, and the device its
+    /// sending socket is bound to: the interface it arrived on (`ifname`),
+    /// else the restored socket's `device`. A send bound to a device is
+    /// routed locally only to an address of that device; to any other it
+    /// would leave the machine through it, so such a datagram cannot be
+    /// re-created (the error says why; `--accept-rx-loss` drops it).
+    pub(crate) fn target(
+        &mut self,
+        d: &v1::RecvDatagram,
+        src: &SocketAddr,
+        device: &str,
+    ) -> Result<(SocketAddr, String), io::Error> {
+        let dst = self.pick(d, src);
+        let dev = if d.ifname.is_empty() {
+            device.to_string()
+        } else {
+            d.ifname.clone()
+        };
+        if dev.is_empty() || self.local_via(dst, &dev) {
+            return Ok((dst, dev));
+        }
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!(
+                "it {} {dev} and is re-created to {}, which is not an address of {dev} here: sent \
+                 through {dev} it would leave the machine, so it cannot arrive on {dev} again",
+                if d.ifname.is_empty() {
+                    "must reach a socket bound to device"
+                } else {
+                    "arrived on interface"
+                },
+                dst.ip()
+            ),
+        ))
+    }
+
+    /// Whether a datagram to `dst` sent bound to device `dev` is delivered
+    /// here: the route through `dev` to it is local (a socket bound to
+    /// `dev` and connected to it gets `dst` itself as its source).
+    fn local_via(&mut self, dst: SocketAddr, dev: &str) -> bool {
+        let key = (dst.ip(), dev.to_string());
+        if let Some(v) = self.via.get(&key) {
+            return *v;
+        }
+        let probe = || -> io::Result<bool> {
+            let s = udp_socket(dst.is_ipv6(), 17)?;
+            sys::setsockopt_bytes(
+                s.as_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_BINDTODEVICE,
+                dev.as_bytes(),
+            )?;
+            let mut to = dst;
+            to.set_port(9);
+            rustix::net::connect(&s, &to)?;
+            let me = SocketAddr::try_from(rustix::net::getsockname(&s)?)
+                .map_err(|_| io::Error::other("getsockname"))?;
+            Ok(me.ip() == dst.ip())
+        };
+        let ok = probe().unwrap_or(false);
+        self.via.insert(key, ok);
+        ok
     }
 
     /// The address to send datagram `d` (from `src`, canonical) to.
@@ -236,7 +316,7 @@ pub(crate) fn inject(
     // IP_TRANSPARENT that is not on this host), with their original, now
     // forged, sources.
     let b = wire::canonical(bound).ip();
-    if !b.is_unspecified() && !is_local_unicast(b) {
+    if !b.is_unspecified() && !is_local(wire::canonical(bound)) {
         return Err((
             0,
             io::Error::new(
@@ -276,23 +356,24 @@ fn inject_raw(
     // the interface it arrived on (so that IP_PKTINFO and a link-local
     // source's scope name it again), else to the socket's device.
     let mut raws: HashMap<(bool, String), OwnedFd> = HashMap::new();
-    let dev_of = |d: &v1::RecvDatagram| {
-        if d.ifname.is_empty() {
-            device.to_string()
-        } else {
-            d.ifname.clone()
-        }
-    };
-    let mut i = 0;
-    while i < datagrams.len() {
-        // A batch: consecutive datagrams of the same family.
-        let mut batch: Vec<Prepared> = Vec::with_capacity(BATCH);
-        while i + batch.len() < datagrams.len() && batch.len() < BATCH {
-            let d = &datagrams[i + batch.len()];
+    let mut next = 0;
+    while next < datagrams.len() {
+        // A batch: consecutive datagrams of the same family and device.
+        let mut batch: Vec<(usize, Prepared)> = Vec::with_capacity(BATCH);
+        while next < datagrams.len() && batch.len() < BATCH {
+            let i = next;
+            let d = &datagrams[i];
             let src = wire::canonical(wire::from_proto(
                 d.source.as_ref().unwrap_or(&Default::default()),
             ));
-            let dst = dests.pick(d, &src);
+            let (dst, dev) = match dests.target(d, &src, device) {
+                Ok(t) => t,
+                Err(error) => {
+                    lost.push(Lost { index: i, error });
+                    next += 1;
+                    continue;
+                }
+            };
             if d.gso_size.is_some() {
                 // A UDP_GRO aggregate: a raw socket cannot send a GSO
                 // packet, so it goes alone, in order, from a socket bound
@@ -300,7 +381,7 @@ fn inject_raw(
                 if !batch.is_empty() {
                     break;
                 }
-                match transparent_one(d, src, dst, &dev_of(d), protocol) {
+                match transparent_one(d, src, dst, &dev, protocol) {
                     Ok(()) => {}
                     Err(e) if e.kind() == io::ErrorKind::AddrInUse => lost.push(Lost {
                         index: i,
@@ -315,12 +396,14 @@ fn inject_raw(
                     }),
                     Err(e) => return Err((i, e)),
                 }
-                i += 1;
+                next += 1;
                 continue;
             }
             let v6 = src.is_ipv6();
-            let dev = dev_of(d);
-            if batch.first().is_some_and(|b| b.v6 != v6 || b.dev != dev) {
+            if batch
+                .first()
+                .is_some_and(|(_, b)| b.v6 != v6 || b.dev != dev)
+            {
                 break;
             }
             let rd = RawDatagram {
@@ -345,39 +428,43 @@ fn inject_raw(
                 }
                 SocketAddr::V4(a) => SocketAddr::new((*a.ip()).into(), 0),
             });
-            batch.push(Prepared {
-                packet,
-                dst: dst_addr,
-                v6,
-                dev,
-            });
+            batch.push((
+                i,
+                Prepared {
+                    packet,
+                    dst: dst_addr,
+                    v6,
+                    dev,
+                },
+            ));
+            next += 1;
         }
-        let Some(first) = batch.first() else {
+        let Some((first_index, first)) = batch.first() else {
             continue;
         };
+        let first_index = *first_index;
         let key = (first.v6, first.dev.clone());
         let raw: &OwnedFd = match raws.entry(key) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::hash_map::Entry::Vacant(e) => {
-                let s = raw_socket(e.key().0, &e.key().1).map_err(|err| (i, err))?;
+                let s = raw_socket(e.key().0, &e.key().1).map_err(|err| (first_index, err))?;
                 e.insert(s)
             }
         };
         let fd = raw.as_fd();
         let msgs: Vec<(&[u8], &[u8])> = batch
             .iter()
-            .map(|p| (p.packet.as_slice(), p.dst.as_slice()))
+            .map(|(_, p)| (p.packet.as_slice(), p.dst.as_slice()))
             .collect();
         let mut sent = 0;
         while sent < msgs.len() {
             match sys::sendmmsg_bytes(fd, &msgs[sent..]) {
-                Ok(0) => return Err((i + sent, io::Error::other("sendmmsg sent nothing"))),
+                Ok(0) => return Err((batch[sent].0, io::Error::other("sendmmsg sent nothing"))),
                 Ok(n) => sent += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err((i + sent, e)),
+                Err(e) => return Err((batch[sent].0, e)),
             }
         }
-        i += batch.len();
     }
     Ok(lost)
 }
@@ -468,13 +555,14 @@ fn inject_transparent(
         let src = wire::canonical(wire::from_proto(
             d.source.as_ref().unwrap_or(&Default::default()),
         ));
-        let dst = dests.pick(d, &src);
-        let dev = if d.ifname.is_empty() {
-            device
-        } else {
-            d.ifname.as_str()
+        let (dst, dev) = match dests.target(d, &src, device) {
+            Ok(t) => t,
+            Err(error) => {
+                lost.push(Lost { index: i, error });
+                continue;
+            }
         };
-        match transparent_one(d, src, dst, dev, protocol) {
+        match transparent_one(d, src, dst, &dev, protocol) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AddrInUse || src.port() == 0 => {
                 let hint = if d.gso_size.is_some() {

@@ -282,7 +282,8 @@ pub fn refused_if_set(fd: BorrowedFd<'_>) -> io::Result<Option<String>> {
 /// of them on and datagrams queued, the dump names the loss (and refuses
 /// under `DumpOptions::refuse_metadata_loss`). What the restore carries:
 /// payload, source, TTL/hop limit, TOS/traffic class, the arrival address
-/// and interface (IP_PKTINFO, IPV6_PKTINFO, the original destination), the
+/// and interface (IP_PKTINFO, IPV6_PKTINFO, IP_RECVORIGDSTADDR, where the
+/// destination is an address of this host; see `engine/INVENTORY.md`), the
 /// UDP_GRO segment size.
 pub const METADATA_NOT_CARRIED: &[(i32, i32, &str)] = &[
     (SOL_SOCKET, SO_TIMESTAMP_OLD, "receive timestamps (SO_TIMESTAMP): the restored datagrams are stamped when re-injected; the image keeps the originals"),
@@ -360,8 +361,6 @@ const HANDLED_ELSEWHERE: &[(i32, i32, &str, &str)] = &[
 /// names them (asm-generic/socket.h, linux/in.h, linux/in6.h).
 const FOREIGN_LABELS: &[(i32, i32, &str)] = &[
     (SOL_SOCKET, libc::SO_DEBUG, "SO_DEBUG"),
-    (SOL_SOCKET, libc::SO_OOBINLINE, "SO_OOBINLINE"),
-    (SOL_SOCKET, libc::SO_LINGER, "SO_LINGER"),
     (SOL_SOCKET, libc::SO_DETACH_FILTER, "SO_DETACH_FILTER"),
     (SOL_SOCKET, libc::SO_ATTACH_BPF, "SO_ATTACH_BPF"),
     (

@@ -30,9 +30,11 @@
 //! Known limits: the receive timestamps are the restore's (the image keeps
 //! the originals); a UDP_GRO aggregate is sent from a socket bound to its
 //! source, so while that port is taken on this host it cannot be
-//! re-created (refused by name); the arrival interface seen by IP_PKTINFO is the loopback
-//! (or the bound device); datagrams addressed to a non-local address arrive
-//! addressed to loopback.
+//! re-created (refused by name); a datagram is re-injected bound to the
+//! interface it arrived on only to an address of that interface (else it
+//! would leave the machine: refused by name); datagrams addressed to what
+//! is not an address of this host arrive addressed to the loopback (the
+//! dump names them). See engine/INVENTORY.md.
 
 use crate::error::{Error, Kind, Op};
 use crate::inject::{self, Strategy};
@@ -380,15 +382,33 @@ pub fn restore_with(
 /// this host does not have is refused by name, before anything is created.
 fn remap_interfaces(datagrams: &[v1::RecvDatagram]) -> Result<Vec<v1::RecvDatagram>, Error> {
     let mut out = datagrams.to_vec();
-    if out.iter().all(|d| d.ifname.is_empty()) {
-        return Ok(out);
-    }
-    let probe = step("socket()", inject::udp_socket(false, 17))?;
+    let link_local =
+        |a: &v1::SockAddr| a.ip.len() == 16 && a.ip[0] == 0xfe && a.ip[1] & 0xc0 == 0x80;
+    let mut probe = None;
     for (i, d) in out.iter_mut().enumerate() {
         if d.ifname.is_empty() {
+            // No name (the loopback, or an interface gone before the
+            // dump, which said so): it arrives on the loopback again.
+            for a in [d.source.as_mut(), d.destination.as_mut()]
+                .into_iter()
+                .flatten()
+            {
+                if link_local(a) && a.scope_id > 1 {
+                    a.scope_id = 1;
+                }
+            }
+            if d.ifindex.is_some_and(|x| x > 1) {
+                d.ifindex = Some(1);
+            }
             continue;
         }
-        let index = rustix::net::netdevice::name_to_index(&probe, &d.ifname).map_err(|e| {
+        if probe.is_none() {
+            probe = Some(step("socket()", inject::udp_socket(false, 17))?);
+        }
+        let Some(probe) = probe.as_ref() else {
+            continue;
+        };
+        let index = rustix::net::netdevice::name_to_index(probe, &d.ifname).map_err(|e| {
             Error::with_kind(
                 Op::Restore,
                 format!("receive queue datagram {i}"),
@@ -403,8 +423,6 @@ fn remap_interfaces(datagrams: &[v1::RecvDatagram]) -> Result<Vec<v1::RecvDatagr
                 ),
             )
         })?;
-        let link_local =
-            |a: &v1::SockAddr| a.ip.len() == 16 && a.ip[0] == 0xfe && a.ip[1] & 0xc0 == 0x80;
         for a in [d.source.as_mut(), d.destination.as_mut()]
             .into_iter()
             .flatten()

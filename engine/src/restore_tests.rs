@@ -1163,8 +1163,8 @@ fn shutdown_state_survives() {
         rustix::net::shutdown(a.as_fd(), rustix::net::Shutdown::Write).unwrap();
         rustix::net::shutdown(b.as_fd(), rustix::net::Shutdown::Read).unwrap();
         assert_eq!(
-            crate::diag::shutdown_bits(a.as_fd(), false).unwrap(),
-            Some(crate::diag::SEND_SHUTDOWN),
+            crate::diag::shutdown_bits(a.as_fd(), false, false).unwrap(),
+            crate::diag::Shutdown::Bits(crate::diag::SEND_SHUTDOWN),
             "this host's udp_diag"
         );
         let (ca, cb) = (
@@ -1235,5 +1235,47 @@ fn metadata_the_restore_cannot_carry_is_named_or_refused() {
         let e = dump::dump_with(a.as_fd(), &strict).unwrap_err();
         assert_eq!(e.kind, crate::Kind::Refused, "{e}");
         assert!(e.to_string().contains("would lose"), "{e}");
+    });
+}
+
+/// A dump that took the pending error and then failed leaves the socket
+/// as it found it: the error is set on it again.
+#[test]
+fn a_failed_dump_puts_a_taken_error_back() {
+    ns(|| {
+        let a = socket_with_pending_error(5160, false);
+        set(a.as_fd(), libc::SOL_SOCKET, options::SO_TIMESTAMPNS_OLD, 1);
+        let opts = DumpOptions {
+            take_error: true,
+            refuse_metadata_loss: true,
+            ..Default::default()
+        };
+        let e = dump::dump_with(a.as_fd(), &opts).unwrap_err();
+        assert!(e.to_string().contains("would lose"), "{e}");
+        assert_eq!(recv_errno(a.as_fd()), Err(Some(libc::ECONNREFUSED)));
+        assert_eq!(recv_errno(a.as_fd()), Ok(b"queued".to_vec()));
+    });
+}
+
+/// A datagram addressed to a broadcast address comes back addressed to
+/// the loopback (nothing else can deliver it here): the image names the
+/// change, and `refuse_metadata_loss` refuses it.
+#[test]
+fn a_broadcast_destination_is_named() {
+    ns(|| {
+        let a = udp("0.0.0.0:5170");
+        set(a.as_fd(), libc::SOL_IP, libc::IP_PKTINFO, 1);
+        let b = udp("127.0.0.1:0");
+        set(b.as_fd(), libc::SOL_SOCKET, libc::SO_BROADCAST, 1);
+        b.send_to(b"all", "127.255.255.255:5170").unwrap();
+        wait_queued(a.as_fd(), true);
+        let cp = dump::dump(a.as_fd()).unwrap();
+        let named = cp.dropped_state.join("\n");
+        assert!(named.contains("127.255.255.255"), "{named}");
+        let strict = DumpOptions {
+            refuse_metadata_loss: true,
+            ..Default::default()
+        };
+        assert!(dump::dump_with(a.as_fd(), &strict).is_err());
     });
 }

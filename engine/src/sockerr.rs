@@ -215,7 +215,7 @@ pub fn recreate(fd: BorrowedFd<'_>, peer: SocketAddr, errno: i32) -> io::Result<
         )
     };
     let icmp = icmp_for(errno, v6).ok_or_else(unsupported)?;
-    if !crate::inject::is_local_unicast(local.ip()) {
+    if !crate::inject::is_local(local) {
         return Err(io::Error::new(
             io::ErrorKind::Unsupported,
             format!(

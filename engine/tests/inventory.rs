@@ -112,6 +112,20 @@ fn from_headers(tree: &Path) -> Vec<String> {
             "IP_",
             &["IP_PMTUDISC_", "IP_DEFAULT_"],
         ),
+        // The protocol-independent multicast API (RFC 3678), at both
+        // levels.
+        (
+            "SOL_IP",
+            "include/uapi/linux/in.h",
+            "MCAST_",
+            &["MCAST_EXCLUDE", "MCAST_INCLUDE"],
+        ),
+        (
+            "SOL_IPV6",
+            "include/uapi/linux/in.h",
+            "MCAST_",
+            &["MCAST_EXCLUDE", "MCAST_INCLUDE"],
+        ),
         (
             "SOL_IPV6",
             "include/uapi/linux/in6.h",

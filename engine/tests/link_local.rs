@@ -120,19 +120,53 @@ fn datagrams_keep_their_arrival_interface() {
             urv0,
         ));
         let b = UdpSocket::bind(ll).unwrap();
+        let peer = UdpSocket::bind(SocketAddr::V6(std::net::SocketAddrV6::new(
+            "fe80::2".parse().unwrap(),
+            0,
+            0,
+            urv1,
+        )))
+        .unwrap();
+        peer.send_to(b"to ll", ll).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let want_b = seen(b.as_fd(), libc::MSG_PEEK);
         let cb = dump::dump(b.as_fd()).unwrap();
         assert_eq!(cb.bound_ifname, "urv0");
-        drop(b);
+        drop((b, peer));
         let nb = restore::restore(&cb).unwrap();
         assert_eq!(
             SocketAddr::try_from(rustix::net::getsockname(&nb).unwrap()).unwrap(),
             ll
         );
+        assert_eq!(seen(nb.as_fd(), 0).0, want_b.0, "its datagram's source");
         drop(nb);
         let mut gone_b = cb.clone();
         gone_b.bound_ifname = "nosuch0".into();
         let e = restore::restore(&gone_b).unwrap_err();
         assert!(e.to_string().contains("interface nosuch0"), "{e}");
+
+        // A datagram that arrived on urv0 for an address of another
+        // interface (the weak host model): sent bound to urv0 it would be
+        // routed out of urv0, so it is refused, and --accept-rx-loss drops
+        // it rather than send it.
+        ip("ip addr add 10.9.1.1/24 dev urv1");
+        let mut weak = c4.clone();
+        {
+            let d = &mut weak.receive_queue.as_mut().unwrap().datagrams[0];
+            d.destination.as_mut().unwrap().ip = vec![10, 9, 1, 1];
+            assert_eq!(d.ifname, "urv0");
+        }
+        let e = restore::restore(&weak).unwrap_err();
+        assert!(e.to_string().contains("not an address of urv0"), "{e}");
+        let (_, report) = restore::restore_with(
+            &weak,
+            &RestoreOptions {
+                accept_rx_loss: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!((report.restored, report.lost.len()), (0, 1));
 
         // On a host without the interface, refused by name.
         let mut gone = c6.clone();

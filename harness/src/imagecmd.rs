@@ -102,7 +102,8 @@ pub enum ImageCmd {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum StrategyArg {
     /// Inject each datagram with its original source through a raw socket
-    /// (needs CAP_NET_RAW); loses nothing.
+    /// (needs CAP_NET_RAW); loses nothing but a UDP_GRO aggregate whose
+    /// source port is taken here (sent from a socket bound to it).
     Raw,
     /// Send each datagram from a transparent socket bound to its original
     /// source; loses a datagram whose source port is taken.
@@ -227,6 +228,9 @@ fn dump_pid(
     opts: dump::DumpOptions,
     out: &Path,
 ) -> Result<v1::Checkpoint, String> {
+    // The image file first: a dump that cannot be written must not have
+    // touched the socket (--take-error takes its pending error).
+    let mut file = ImageFile::create(out)?;
     let cp = dump::dump_pid(pid, fd, opts).map_err(|e| {
         if e.error.raw_os_error() == Some(libc::EPERM) && e.step.starts_with("pidfd_getfd") {
             format!("{e} (needs ptrace rights over pid {pid}: CAP_SYS_PTRACE)")
@@ -235,47 +239,69 @@ fn dump_pid(
         }
     })?;
     let img = udp_repair_proto::encode(&cp).map_err(|e| e.to_string())?;
-    write_image(out, &img)?;
+    file.commit(&img)?;
     Ok(cp)
 }
 
-/// Writes `img` to `out` so that a reader never sees a partial image and a
-/// planted file cannot redirect the write: a new file (`O_CREAT|O_EXCL`,
-/// which follows no symlink) with a name no one can predict, in `out`'s
-/// directory, mode 0600 (an image holds payloads), then renamed over
-/// `out`. The temporary file is removed on failure.
-fn write_image(out: &Path, img: &[u8]) -> Result<(), String> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let dir = match out.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let name = out
-        .file_name()
-        .ok_or_else(|| format!("{}: not a file name", out.display()))?
-        .to_string_lossy()
-        .into_owned();
-    let nonce = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    let tmp = dir.join(format!(".{name}.{}.{nonce:x}.tmp", std::process::id()));
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::OpenOptions::new()
+/// An image being written: a new file (`O_CREAT|O_EXCL`, which follows no
+/// symlink) with a name no one can predict in the output's directory, mode
+/// 0600 (an image holds payloads), renamed over the output once complete,
+/// so a reader never sees a partial image and a planted file cannot
+/// redirect the write. Removed if never committed.
+struct ImageFile {
+    tmp: PathBuf,
+    out: PathBuf,
+    file: Option<std::fs::File>,
+}
+
+impl ImageFile {
+    fn create(out: &Path) -> Result<Self, String> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let dir = match out.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let name = out
+            .file_name()
+            .ok_or_else(|| format!("{}: not a file name", out.display()))?
+            .to_string_lossy()
+            .into_owned();
+        let nonce = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let tmp = dir.join(format!(".{name}.{}.{nonce:x}.tmp", std::process::id()));
+        let file = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
             .custom_flags(libc::O_NOFOLLOW)
-            .open(&tmp)?;
-        f.write_all(img)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, out)
-    };
-    write().map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        format!("writing {}: {e}", out.display())
-    })
+            .open(&tmp)
+            .map_err(|e| format!("writing {}: {e}", out.display()))?;
+        Ok(ImageFile {
+            tmp,
+            out: out.to_path_buf(),
+            file: Some(file),
+        })
+    }
+
+    fn commit(&mut self, img: &[u8]) -> Result<(), String> {
+        use std::io::Write;
+        let mut f = self.file.take().ok_or("image already written")?;
+        let r = f
+            .write_all(img)
+            .and_then(|()| f.sync_all())
+            .and_then(|()| std::fs::rename(&self.tmp, &self.out));
+        r.map_err(|e| format!("writing {}: {e}", self.out.display()))
+    }
+}
+
+impl Drop for ImageFile {
+    fn drop(&mut self) {
+        // Not renamed: remove the temporary file (after a rename it is
+        // gone already).
+        let _ = std::fs::remove_file(&self.tmp);
+    }
 }
 
 fn load(path: &PathBuf) -> Result<v1::Checkpoint, String> {
@@ -439,6 +465,9 @@ pub fn show_text(cp: &v1::Checkpoint, payloads: bool) -> String {
         if let Some(t) = &d.timestamp {
             let _ = write!(s, " at {}.{:09}", t.sec, t.nsec);
         }
+        if !d.ifname.is_empty() {
+            let _ = write!(s, " on {}", d.ifname);
+        }
         if let Some(g) = d.gso_size {
             let _ = write!(s, " UDP_GRO segments of {g} B");
         }
@@ -532,6 +561,7 @@ pub fn to_json(cp: &v1::Checkpoint, payloads: bool) -> serde_json::Value {
                 "timestamp": d.timestamp.as_ref().map(|t| format!("{}.{:09}", t.sec, t.nsec)),
                 "peeked": d.peeked,
                 "gso_size": d.gso_size,
+                "ifname": d.ifname,
                 "payload_hex": payloads.then(|| hex(&d.payload, usize::MAX)),
             })).collect::<Vec<_>>(),
         },

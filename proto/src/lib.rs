@@ -87,6 +87,11 @@ pub const MAX_CHECKPOINT_RECORD: usize = 4 << 20;
 pub const MAX_DATAGRAM_RECORD: usize = 70_000;
 /// Largest UDP payload (IPv6 jumbograms aside): 65535 - 8.
 pub const MAX_PAYLOAD: usize = 65_527;
+/// The largest UDP payload over IPv4 (65535 - 20 - 8).
+pub const MAX_PAYLOAD_V4: usize = 65_507;
+/// Most segments of a UDP_SEGMENT send (`UDP_MAX_SEGMENTS`,
+/// include/linux/udp.h).
+pub const MAX_SEGMENTS: u64 = 128;
 /// Largest image body accepted (a 1 GiB receive buffer is far above any
 /// sane rmem_max).
 pub const MAX_BODY: u64 = 1 << 30;
@@ -361,7 +366,7 @@ pub fn validate(cp: &Checkpoint) -> Result<(), ImageError> {
     }
     if cp.schema_version < schema_for(cp) {
         return inv(format!(
-            "schema version {} cannot hold a pending socket error, a shutdown state or a UDP_GRO segment size (version 2 can)",
+            "schema version {} cannot hold a pending socket error, a shutdown state, interface names or a UDP_GRO segment size (version 2 can)",
             cp.schema_version
         ));
     }
@@ -466,6 +471,17 @@ pub fn validate(cp: &Checkpoint) -> Result<(), ImageError> {
                     d.payload.len()
                 ));
             }
+            let v4_source = d.source.as_ref().is_some_and(|s| {
+                s.ip.len() == 4
+                    || (s.ip.len() == 16
+                        && s.ip[..12] == [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff])
+            });
+            if v4_source && d.payload.len() > MAX_PAYLOAD_V4 {
+                return inv(format!(
+                    "datagram {i}: an IPv4 payload of {} bytes exceeds {MAX_PAYLOAD_V4}",
+                    d.payload.len()
+                ));
+            }
             total += d.payload.len() as u64;
             let src = d
                 .source
@@ -496,7 +512,12 @@ pub fn validate(cp: &Checkpoint) -> Result<(), ImageError> {
             // An aggregate holds two segments at least, each of 1..=65535
             // bytes (UDP_SEGMENT takes a u16).
             if let Some(g) = d.gso_size {
-                if g == 0 || g > 65535 || d.payload.len() as u64 <= u64::from(g) {
+                let segs = (d.payload.len() as u64).div_ceil(u64::from(g.max(1)));
+                if g == 0
+                    || g > 65535
+                    || d.payload.len() as u64 <= u64::from(g)
+                    || segs > MAX_SEGMENTS
+                {
                     return inv(format!(
                         "datagram {i}: UDP_GRO segment size {g} for {} bytes",
                         d.payload.len()
