@@ -493,6 +493,19 @@ pub fn dump_with(fd: BorrowedFd<'_>, opts: &DumpOptions) -> Result<v1::Checkpoin
         // broadcast or multicast address, a TPROXY destination) arrives
         // again addressed to the loopback: its IP_PKTINFO destination
         // changes, which the application observes. Named, or refused.
+        // A per-datagram loss: refused under refuse_metadata_loss, else
+        // named in the image.
+        let note_loss = |cp: &mut v1::Checkpoint, what: String| -> Result<(), Error> {
+            if opts.refuse_metadata_loss {
+                return Err(refuse(
+                    "receive queue",
+                    format!("the restored datagrams would lose {what}"),
+                ));
+            }
+            cp.dropped_state
+                .push(format!("per-datagram metadata: {what}"));
+            Ok(())
+        };
         for (i, d) in rq.datagrams.iter().enumerate() {
             let index = arrival_index(d);
             if index > 1 && d.ifname.is_empty() {
@@ -500,11 +513,7 @@ pub fn dump_with(fd: BorrowedFd<'_>, opts: &DumpOptions) -> Result<v1::Checkpoin
                     "datagram {i} arrived on interface index {index}, which no longer exists: it \
                      comes back as arriving on the loopback"
                 );
-                if opts.refuse_metadata_loss {
-                    return Err(refuse("receive queue", what));
-                }
-                cp.dropped_state
-                    .push(format!("per-datagram metadata: {what}"));
+                note_loss(&mut cp, what)?;
             }
             let Some(dst) = d.destination.as_ref() else {
                 continue;
@@ -524,27 +533,13 @@ pub fn dump_with(fd: BorrowedFd<'_>, opts: &DumpOptions) -> Result<v1::Checkpoin
                  or multicast group, or a TPROXY destination) is restored as the loopback address",
                 a.ip()
             );
-            if opts.refuse_metadata_loss {
-                return Err(refuse(
-                    "receive queue",
-                    format!("the restored datagrams would lose {what}"),
-                ));
-            }
-            cp.dropped_state
-                .push(format!("per-datagram metadata: {what}"));
+            note_loss(&mut cp, what)?;
         }
         // Metadata the application asked for with each datagram that the
         // restore cannot carry: named, never silent.
         if !rq.datagrams.is_empty() {
             for what in options::metadata_not_carried(&cp.options) {
-                if opts.refuse_metadata_loss {
-                    return Err(refuse(
-                        "receive queue",
-                        format!("the restored datagrams would lose {what}"),
-                    ));
-                }
-                cp.dropped_state
-                    .push(format!("per-datagram metadata: {what}"));
+                note_loss(&mut cp, what.to_string())?;
             }
         }
         cp.receive_queue = Some(rq);
