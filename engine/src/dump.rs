@@ -506,6 +506,7 @@ pub fn dump_with(fd: BorrowedFd<'_>, opts: &DumpOptions) -> Result<v1::Checkpoin
                 .push(format!("per-datagram metadata: {what}"));
             Ok(())
         };
+        let mut local = crate::inject::Locality::default();
         for (i, d) in rq.datagrams.iter().enumerate() {
             let index = arrival_index(d);
             if index > 1 && d.ifname.is_empty() {
@@ -525,7 +526,7 @@ pub fn dump_with(fd: BorrowedFd<'_>, opts: &DumpOptions) -> Result<v1::Checkpoin
                 }
             }
             let a = wire::canonical(a);
-            if crate::inject::is_local(a) {
+            if local.is_local(a) {
                 continue;
             }
             let what = format!(
@@ -605,14 +606,8 @@ fn arrival_index(d: &v1::RecvDatagram) -> u32 {
 /// Whether `poll` reports `POLLRDHUP` (the socket is shut down for
 /// reading). Reads nothing.
 fn rdhup(fd: BorrowedFd<'_>) -> io::Result<bool> {
-    use rustix::event::{poll, PollFd, PollFlags, Timespec};
-    let mut fds = [PollFd::new(&fd, PollFlags::RDHUP)];
-    let zero = Timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    poll(&mut fds, Some(&zero))?;
-    Ok(fds[0].revents().contains(PollFlags::RDHUP))
+    use rustix::event::PollFlags;
+    Ok(sys::poll_now(fd, PollFlags::RDHUP)?.contains(PollFlags::RDHUP))
 }
 
 /// Refuses, by name, a socket whose `POLLERR` says an error is pending,

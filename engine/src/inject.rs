@@ -100,9 +100,7 @@ impl Drop for Pin {
 pub(crate) fn is_local_unicast(ip: IpAddr) -> bool {
     let multicast_or_scoped = match ip {
         IpAddr::V4(a) => a.is_multicast() || a.is_broadcast() || a.is_unspecified(),
-        IpAddr::V6(a) => {
-            a.is_multicast() || a.is_unspecified() || (a.segments()[0] & 0xffc0) == 0xfe80
-        }
+        IpAddr::V6(a) => a.is_multicast() || a.is_unspecified() || wire::is_link_local(ip),
     };
     if multicast_or_scoped {
         return false;
@@ -118,10 +116,25 @@ pub(crate) fn is_local_unicast(ip: IpAddr) -> bool {
 /// names.
 pub(crate) fn is_local(a: SocketAddr) -> bool {
     match a {
-        SocketAddr::V6(v) if (v.ip().segments()[0] & 0xffc0) == 0xfe80 => {
+        SocketAddr::V6(v) if wire::is_link_local(a.ip()) => {
             is_local_link_local(*v.ip(), v.scope_id())
         }
         _ => is_local_unicast(a.ip()),
+    }
+}
+
+/// [`is_local`] of each address, probed once (each probe opens a socket).
+#[derive(Debug, Default)]
+pub(crate) struct Locality(HashMap<(IpAddr, u32), bool>);
+
+impl Locality {
+    /// Whether `a` (its address and, for IPv6, scope) is local here.
+    pub(crate) fn is_local(&mut self, a: SocketAddr) -> bool {
+        let scope = match a {
+            SocketAddr::V6(v) => v.scope_id(),
+            SocketAddr::V4(_) => 0,
+        };
+        *self.0.entry((a.ip(), scope)).or_insert_with(|| is_local(a))
     }
 }
 
@@ -136,7 +149,7 @@ fn is_local_link_local(ip: Ipv6Addr, scope: u32) -> bool {
 #[derive(Debug)]
 pub(crate) struct Destinations {
     bound: SocketAddr,
-    cache: HashMap<(IpAddr, u32), bool>,
+    local: Locality,
     via: HashMap<(IpAddr, String), bool>,
 }
 
@@ -144,7 +157,7 @@ impl Destinations {
     pub(crate) fn new(bound: SocketAddr) -> Self {
         Destinations {
             bound: wire::canonical(bound),
-            cache: HashMap::new(),
+            local: Locality::default(),
             via: HashMap::new(),
         }
     }
@@ -219,31 +232,20 @@ impl Destinations {
         if !self.bound.ip().is_unspecified() {
             return self.bound;
         }
+        // A link-local destination keeps its scope: the interface the
+        // datagram arrived on (by name on this host).
         let recorded = d
             .destination
             .as_ref()
-            .map(|a| (wire::canonical(wire::from_proto(a)).ip(), a.scope_id));
-        if let Some((ip, scope)) = recorded.filter(|(ip, _)| ip.is_ipv4() == src.is_ipv4()) {
-            // A link-local destination is an address of the interface the
-            // datagram arrived on (its scope, by name on this host).
-            if let IpAddr::V6(a) = ip {
-                if (a.segments()[0] & 0xffc0) == 0xfe80 {
-                    let ok = *self
-                        .cache
-                        .entry((ip, scope))
-                        .or_insert_with(|| is_local_link_local(a, scope));
-                    if ok {
-                        return SocketAddr::V6(std::net::SocketAddrV6::new(a, port, 0, scope));
-                    }
+            .map(|a| match wire::canonical(wire::from_proto(a)).ip() {
+                IpAddr::V6(v6) if wire::is_link_local(v6.into()) => {
+                    SocketAddr::V6(std::net::SocketAddrV6::new(v6, port, 0, a.scope_id))
                 }
-            }
-            let ok = *self
-                .cache
-                .entry((ip, 0))
-                .or_insert_with(|| is_local_unicast(ip));
-            if ok {
-                return SocketAddr::new(ip, port);
-            }
+                ip => SocketAddr::new(ip, port),
+            })
+            .filter(|r| r.is_ipv4() == src.is_ipv4());
+        if let Some(r) = recorded.filter(|r| self.local.is_local(*r)) {
+            return r;
         }
         if src.is_ipv4() {
             SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port)

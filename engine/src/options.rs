@@ -313,19 +313,15 @@ pub const METADATA_NOT_CARRIED: &[(i32, i32, &str)] = &[
 pub fn metadata_not_carried(saved: &[v1::SockOpt]) -> Vec<&'static str> {
     let mut out: Vec<&'static str> = Vec::new();
     for (level, name, what) in METADATA_NOT_CARRIED {
-        let on = saved.iter().any(|o| {
-            o.level == *level
-                && o.name == *name
-                && matches!(o.value, Some(v1::sock_opt::Value::Int(v)) if v != 0)
-        });
-        // SO_TIMESTAMPING: only its receive flags ask for stamps.
-        let rx_tsing = *name != libc::SO_TIMESTAMPING
-            || saved.iter().any(|o| {
-                o.level == SOL_SOCKET
-                    && o.name == libc::SO_TIMESTAMPING
-                    && matches!(o.value, Some(v1::sock_opt::Value::Int(v)) if v & 0x4 != 0 || v & 0x8 != 0)
-            });
-        if on && rx_tsing && !out.contains(what) {
+        let value = saved_int(saved, *level, *name).unwrap_or(0);
+        // SO_TIMESTAMPING: only its receive flags (SOF_TIMESTAMPING_RX_*)
+        // ask for stamps.
+        let on = if *name == libc::SO_TIMESTAMPING && *level == SOL_SOCKET {
+            value & (0x4 | 0x8) != 0
+        } else {
+            value != 0
+        };
+        if on && !out.contains(what) {
             out.push(what);
         }
     }

@@ -382,8 +382,7 @@ pub fn restore_with(
 /// this host does not have is refused by name, before anything is created.
 fn remap_interfaces(datagrams: &[v1::RecvDatagram]) -> Result<Vec<v1::RecvDatagram>, Error> {
     let mut out = datagrams.to_vec();
-    let link_local =
-        |a: &v1::SockAddr| a.ip.len() == 16 && a.ip[0] == 0xfe && a.ip[1] & 0xc0 == 0x80;
+    let link_local = |a: &v1::SockAddr| wire::is_link_local(wire::from_proto(a).ip());
     let mut probe = None;
     for (i, d) in out.iter_mut().enumerate() {
         if d.ifname.is_empty() {

@@ -27,14 +27,8 @@ use udp_repair_proto::v1;
 /// Whether `poll(2)` reports `POLLERR` on `fd`: a pending socket error or
 /// a non-empty error queue. Reads and changes nothing.
 pub fn error_signalled(fd: BorrowedFd<'_>) -> io::Result<bool> {
-    use rustix::event::{poll, PollFd, PollFlags, Timespec};
-    let mut fds = [PollFd::new(&fd, PollFlags::empty())];
-    let zero = Timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    poll(&mut fds, Some(&zero))?;
-    Ok(fds[0].revents().contains(PollFlags::ERR))
+    use rustix::event::PollFlags;
+    Ok(crate::sys::poll_now(fd, PollFlags::empty())?.contains(PollFlags::ERR))
 }
 
 /// `SOF_TIMESTAMPING_TX_*` and `SOF_TIMESTAMPING_TX_SCHED`/`_ACK` bits
@@ -46,13 +40,8 @@ const SOF_TIMESTAMPING_TX_ANY: i64 = 0x1 | 0x2 | 0x100 | 0x200;
 /// completions. Empty: the queue is always empty, and `POLLERR` means a
 /// pending socket error.
 pub fn error_queue_sources(options: &[v1::SockOpt]) -> Vec<&'static str> {
-    let on = |level: i32, name: i32| {
-        options.iter().any(|o| {
-            o.level == level
-                && o.name == name
-                && matches!(o.value, Some(v1::sock_opt::Value::Int(v)) if v != 0)
-        })
-    };
+    let value = |level, name| crate::options::saved_int(options, level, name).unwrap_or(0);
+    let on = |level, name| value(level, name) != 0;
     let mut out = Vec::new();
     if on(libc::SOL_IP, libc::IP_RECVERR) {
         out.push("IP_RECVERR");
@@ -60,11 +49,8 @@ pub fn error_queue_sources(options: &[v1::SockOpt]) -> Vec<&'static str> {
     if on(libc::SOL_IPV6, libc::IPV6_RECVERR) {
         out.push("IPV6_RECVERR");
     }
-    let tsing = options.iter().any(|o| {
-        o.level == libc::SOL_SOCKET
-            && o.name == libc::SO_TIMESTAMPING
-            && matches!(o.value, Some(v1::sock_opt::Value::Int(v)) if v & SOF_TIMESTAMPING_TX_ANY != 0)
-    });
+    let tsing =
+        i64::from(value(libc::SOL_SOCKET, libc::SO_TIMESTAMPING)) & SOF_TIMESTAMPING_TX_ANY != 0;
     if tsing {
         out.push("SO_TIMESTAMPING (transmit timestamps)");
     }

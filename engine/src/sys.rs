@@ -228,6 +228,22 @@ pub fn ioctl_get_int(fd: BorrowedFd<'_>, request: libc::c_ulong) -> io::Result<i
     }
 }
 
+/// The events `poll(2)` reports on `fd` now (a zero timeout), asking for
+/// `events` (`POLLERR` and `POLLHUP` are always reported). Reads nothing.
+pub fn poll_now(
+    fd: BorrowedFd<'_>,
+    events: rustix::event::PollFlags,
+) -> io::Result<rustix::event::PollFlags> {
+    use rustix::event::{poll, PollFd, Timespec};
+    let mut fds = [PollFd::new(&fd, events)];
+    let zero = Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    poll(&mut fds, Some(&zero))?;
+    Ok(fds[0].revents())
+}
+
 /// The network namespace of socket `fd`, as a new descriptor
 /// (`ioctl(SIOCGSKNS)`, net/socket.c `sock_ioctl()`; needs
 /// `CAP_NET_ADMIN` over it).

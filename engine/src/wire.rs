@@ -171,6 +171,12 @@ pub fn as_v4(ip: &IpAddr) -> Option<Ipv4Addr> {
     }
 }
 
+/// Whether `ip` is an IPv6 link-local address (fe80::/10), which only
+/// names a host together with an interface (its scope).
+pub fn is_link_local(ip: IpAddr) -> bool {
+    matches!(ip, IpAddr::V6(a) if (a.segments()[0] & 0xffc0) == 0xfe80)
+}
+
 /// Canonical form: v4-mapped IPv6 addresses become IPv4.
 pub fn canonical(a: SocketAddr) -> SocketAddr {
     match a {

@@ -8,18 +8,8 @@ use std::os::fd::AsFd;
 use udp_repair_engine::dump::{self, DumpOptions};
 use udp_repair_engine::{netns, sys};
 
-fn ip(args: &str) {
-    let (prog, rest) = args.split_once(' ').unwrap();
-    let out = std::process::Command::new(prog)
-        .args(rest.split_whitespace())
-        .output()
-        .unwrap_or_else(|e| panic!("{args}: {e}"));
-    assert!(
-        out.status.success(),
-        "{args}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+mod common;
+use common::run;
 
 /// Datagrams a slow qdisc still holds keep SIOCOUTQ non-zero with nothing
 /// corked. Without a reader the kernel cannot tell them from a pending
@@ -28,12 +18,12 @@ fn ip(args: &str) {
 #[test]
 fn bytes_in_flight_are_not_called_a_pending_datagram() {
     netns::in_new_netns(|| {
-        ip("ip link add urv0 type veth peer name urv1");
-        ip("ip addr add 10.77.0.1/24 dev urv0");
-        ip("ip link set urv0 up");
-        ip("ip link set urv1 up");
-        ip("tc qdisc add dev urv0 root tbf rate 8kbit burst 1600 latency 30s");
-        ip("ip neigh add 10.77.0.2 lladdr 02:00:00:00:00:02 dev urv0 nud permanent");
+        run("ip link add urv0 type veth peer name urv1");
+        run("ip addr add 10.77.0.1/24 dev urv0");
+        run("ip link set urv0 up");
+        run("ip link set urv1 up");
+        run("tc qdisc add dev urv0 root tbf rate 8kbit burst 1600 latency 30s");
+        run("ip neigh add 10.77.0.2 lladdr 02:00:00:00:00:02 dev urv0 nud permanent");
         let a = UdpSocket::bind("10.77.0.1:0").unwrap();
         for _ in 0..12 {
             a.send_to(&[0u8; 1000], "10.77.0.2:9").unwrap();

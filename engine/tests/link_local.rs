@@ -11,18 +11,8 @@ use udp_repair_engine::inject::Strategy;
 use udp_repair_engine::restore::{self, RestoreOptions};
 use udp_repair_engine::{dump, netns, sys, wire};
 
-fn ip(args: &str) {
-    let w: Vec<&str> = args.split_whitespace().collect();
-    let out = std::process::Command::new(w[0])
-        .args(&w[1..])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{args}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+mod common;
+use common::run;
 
 /// (source, arrival interface) of the next datagram, peeked.
 fn seen(fd: BorrowedFd<'_>, flags: i32) -> (SocketAddr, u32) {
@@ -49,12 +39,12 @@ fn seen(fd: BorrowedFd<'_>, flags: i32) -> (SocketAddr, u32) {
 #[test]
 fn datagrams_keep_their_arrival_interface() {
     netns::in_new_netns(|| {
-        ip("ip link add urv0 type veth peer name urv1");
-        ip("ip link set urv0 up");
-        ip("ip link set urv1 up");
-        ip("ip -6 addr add fe80::1/64 dev urv0 nodad");
-        ip("ip -6 addr add fe80::2/64 dev urv1 nodad");
-        ip("ip addr add 10.9.0.1/24 dev urv0");
+        run("ip link add urv0 type veth peer name urv1");
+        run("ip link set urv0 up");
+        run("ip link set urv1 up");
+        run("ip -6 addr add fe80::1/64 dev urv0 nodad");
+        run("ip -6 addr add fe80::2/64 dev urv1 nodad");
+        run("ip addr add 10.9.0.1/24 dev urv0");
         let urv0 =
             rustix::net::netdevice::name_to_index(UdpSocket::bind("0.0.0.0:0").unwrap(), "urv0")
                 .unwrap();
@@ -149,7 +139,7 @@ fn datagrams_keep_their_arrival_interface() {
         // interface (the weak host model): sent bound to urv0 it would be
         // routed out of urv0, so it is refused, and --accept-rx-loss drops
         // it rather than send it.
-        ip("ip addr add 10.9.1.1/24 dev urv1");
+        run("ip addr add 10.9.1.1/24 dev urv1");
         let mut weak = c4.clone();
         {
             let d = &mut weak.receive_queue.as_mut().unwrap().datagrams[0];

@@ -317,7 +317,7 @@ fn boot_once(spec: &Spec, accel: Accel, life: Duration) -> Result<Booted> {
 
 /// How long an init may take to say it is up under KVM before KVM is
 /// judged broken here.
-pub(crate) const KVM_LIFE: Duration = Duration::from_secs(20);
+const KVM_LIFE: Duration = Duration::from_secs(20);
 
 /// What [`Accel::Auto`] means here without a new probe: `Some(Tcg)` when
 /// `/dev/kvm` does not open or the cached verdict says KVM guests do not
@@ -341,21 +341,37 @@ pub fn resolve_accel(cache: &Cache, accel: Accel) -> Option<Accel> {
 /// and a probe boot (this boot, bounded) shows life; the verdict is cached
 /// per QEMU and host kernel, and a KVM that hangs falls back to TCG.
 pub fn boot(cache: &Cache, spec: &Spec, accel: Accel) -> Result<Booted> {
+    boot_probing(cache, accel, &spec.events, |a, life| {
+        boot_once(spec, a, life.unwrap_or(spec.timeout))
+    })
+}
+
+/// The accelerator rule both runners follow: [`resolve_accel`], and with
+/// no verdict yet, `boot(Kvm, Some(KVM_LIFE))` as the probe (its verdict
+/// recorded; a KVM that shows no life is reported as
+/// [`crate::Event::KvmFallback`] and the guest boots again under TCG).
+/// `boot(accel, life)` is one boot; `life` bounds the time to the init's
+/// "up" line (`None`: the runner's own deadline only).
+pub(crate) fn boot_probing(
+    cache: &Cache,
+    accel: Accel,
+    events: &crate::Events,
+    mut boot: impl FnMut(Accel, Option<Duration>) -> Result<Booted>,
+) -> Result<Booted> {
     let accel = match resolve_accel(cache, accel) {
         Some(a) => a,
         None => {
-            let b = boot_once(spec, Accel::Kvm, KVM_LIFE)?;
+            let b = boot(Accel::Kvm, Some(KVM_LIFE))?;
             let works = b.console.contains("udp-repair-init: up");
             record_kvm_verdict(cache, works, &b);
             if works {
                 return Ok(b);
             }
-            spec.events
-                .emit(crate::Event::KvmFallback(&kvm_failure(&b)));
+            events.emit(crate::Event::KvmFallback(&kvm_failure(&b)));
             Accel::Tcg
         }
     };
-    boot_once(spec, accel, spec.timeout)
+    boot(accel, None)
 }
 
 fn kvm_usable() -> bool {
@@ -397,7 +413,7 @@ fn kvm_verdict(cache: &Cache) -> Option<bool> {
 }
 
 /// Why probe boot `b` under KVM is judged a failure, for people.
-pub(crate) fn kvm_failure(b: &Booted) -> String {
+fn kvm_failure(b: &Booted) -> String {
     match &b.end {
         End::QemuFatal(line) => format!("KVM failed at once here ({line})"),
         _ => format!(
@@ -408,7 +424,7 @@ pub(crate) fn kvm_failure(b: &Booted) -> String {
 }
 
 /// Records whether KVM guests come up here, from probe boot `b`.
-pub(crate) fn record_kvm_verdict(cache: &Cache, works: bool, b: &Booted) {
+fn record_kvm_verdict(cache: &Cache, works: bool, b: &Booted) {
     let why = match &b.end {
         End::NoLife => format!("no sign of life in {}s", KVM_LIFE.as_secs()),
         End::Exited(c) => format!(

@@ -91,21 +91,9 @@ pub fn vng_args(spec: &Spec, accel: Accel) -> Vec<String> {
 /// fatal error of QEMU on vng's output ends the boot at once
 /// ([`End::QemuFatal`]).
 pub fn boot(cache: &Cache, spec: &Spec) -> Result<Booted> {
-    let accel = match crate::qemu::resolve_accel(cache, spec.accel) {
-        Some(a) => a,
-        None => {
-            let b = boot_once(spec, Accel::Kvm, Some(crate::qemu::KVM_LIFE))?;
-            let works = b.console.contains("udp-repair-init: up");
-            crate::qemu::record_kvm_verdict(cache, works, &b);
-            if works {
-                return Ok(b);
-            }
-            spec.events
-                .emit(crate::Event::KvmFallback(&crate::qemu::kvm_failure(&b)));
-            Accel::Tcg
-        }
-    };
-    boot_once(spec, accel, None)
+    crate::qemu::boot_probing(cache, spec.accel, &spec.events, |a, life| {
+        boot_once(spec, a, life)
+    })
 }
 
 /// One vng boot under `accel` (Kvm or Tcg). With `life`, a boot whose

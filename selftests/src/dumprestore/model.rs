@@ -880,16 +880,9 @@ fn check_state(m: &mut Model, w: &World) -> Result<(), String> {
     if cork != m.cork {
         return Err(format!("UDP_CORK is {cork}, the model says {}", m.cork));
     }
-    let mut fds = [rustix::event::PollFd::new(
-        &w.s,
-        rustix::event::PollFlags::RDHUP,
-    )];
-    let zero = rustix::event::Timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    rustix::event::poll(&mut fds, Some(&zero)).map_err(|e| io_err("poll", e))?;
-    let rdhup = fds[0].revents().contains(rustix::event::PollFlags::RDHUP);
+    let rdhup = udp_repair_engine::sys::poll_now(w.s.as_fd(), rustix::event::PollFlags::RDHUP)
+        .map_err(|e| io_err("poll", e))?
+        .contains(rustix::event::PollFlags::RDHUP);
     if rdhup != m.shut_rd {
         return Err(format!(
             "POLLRDHUP is {rdhup}, the model says SHUT_RD is {}",
