@@ -491,8 +491,9 @@ pub fn dump_with(fd: BorrowedFd<'_>, opts: &DumpOptions) -> Result<v1::Checkpoin
         }
         // A datagram addressed to what is not an address of this host (a
         // broadcast or multicast address, a TPROXY destination) arrives
-        // again addressed to the loopback: its IP_PKTINFO destination
-        // changes, which the application observes. Named, or refused.
+        // again addressed to the loopback, through the loopback: its
+        // IP_PKTINFO destination and interface change, which the
+        // application observes. Named, or refused (`inject::Destinations`).
         // A per-datagram loss: refused under refuse_metadata_loss, else
         // named in the image.
         let note_loss = |cp: &mut v1::Checkpoint, what: String| -> Result<(), Error> {
@@ -531,7 +532,10 @@ pub fn dump_with(fd: BorrowedFd<'_>, opts: &DumpOptions) -> Result<v1::Checkpoin
             }
             let what = format!(
                 "datagram {i}'s destination {} (not a unicast address of this host: a broadcast \
-                 or multicast group, or a TPROXY destination) is restored as the loopback address",
+                 or multicast group, or a TPROXY destination) is restored as the loopback address, \
+                 arriving on the loopback interface (one from a link-local source, or for a \
+                 socket bound to a device, cannot be: the restore refuses it, --accept-rx-loss \
+                 drops it)",
                 a.ip()
             );
             note_loss(&mut cp, what)?;

@@ -164,7 +164,10 @@ impl Destinations {
 
     /// Where datagram `d` (from `src`, canonical) goes, and the device its
     /// sending socket is bound to: the interface it arrived on (`ifname`),
-    /// else the restored socket's `device`. A send bound to a device is
+    /// else the restored socket's `device`; one re-created to the loopback
+    /// address goes through the loopback (`lo`) unless the restored socket
+    /// has a device (a link-local source's scope cannot come along: refused
+    /// with the reason). A send bound to a device is
     /// routed locally only to an address of that device; to any other it
     /// would leave the machine through it, so such a datagram cannot be
     /// re-created (the error says why; `--accept-rx-loss` drops it).
@@ -175,11 +178,28 @@ impl Destinations {
         device: &str,
     ) -> Result<(SocketAddr, String), io::Error> {
         let dst = self.pick(d, src);
-        let dev = if d.ifname.is_empty() {
-            device.to_string()
-        } else {
+        // To the loopback (its own destination, or one that is not an
+        // address of this host: see `pick`), it arrives on the loopback.
+        let to_loopback = dst.ip().is_loopback();
+        let dev = if !to_loopback && !d.ifname.is_empty() {
             d.ifname.clone()
+        } else if to_loopback && device.is_empty() {
+            "lo".to_string()
+        } else {
+            device.to_string()
         };
+        if to_loopback && wire::is_link_local(src.ip()) && d.ifname != "lo" {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!(
+                    "it is re-created to {} (its destination is not an address of this host) and \
+                     its link-local source {src} names interface {}, which a datagram arriving on \
+                     the loopback cannot keep",
+                    dst.ip(),
+                    if d.ifname.is_empty() { "?" } else { &d.ifname }
+                ),
+            ));
+        }
         if dev.is_empty() || self.local_via(dst, &dev) {
             return Ok((dst, dev));
         }
@@ -188,7 +208,7 @@ impl Destinations {
             format!(
                 "it {} {dev} and is re-created to {}, which is not an address of {dev} here: sent \
                  through {dev} it would leave the machine, so it cannot arrive on {dev} again",
-                if d.ifname.is_empty() {
+                if d.ifname.is_empty() || to_loopback {
                     "must reach a socket bound to device"
                 } else {
                     "arrived on interface"

@@ -33,8 +33,10 @@
 //! re-created (refused by name); a datagram is re-injected bound to the
 //! interface it arrived on only to an address of that interface (else it
 //! would leave the machine: refused by name); datagrams addressed to what
-//! is not an address of this host arrive addressed to the loopback (the
-//! dump names them). See engine/INVENTORY.md.
+//! is not an address of this host arrive addressed to the loopback,
+//! through the loopback (the dump names them; one from a link-local
+//! source, or for a socket bound to a device, is refused by name). See
+//! engine/INVENTORY.md.
 
 use crate::error::{Error, Kind, Op};
 use crate::inject::{self, Strategy};

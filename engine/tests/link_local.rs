@@ -167,3 +167,90 @@ fn datagrams_keep_their_arrival_interface() {
     })
     .expect("a private network namespace (tests run as root)");
 }
+
+/// A datagram that arrived on an interface addressed to what is not an
+/// address of this host (a broadcast) comes back through the loopback,
+/// addressed to it: the image names that, and the restore delivers it
+/// rather than refuse it. One from a link-local source cannot keep its
+/// scope that way: refused with the reason, dropped under
+/// --accept-rx-loss.
+#[test]
+fn a_broadcast_on_an_interface_comes_back_through_the_loopback() {
+    netns::in_new_netns(|| {
+        run("ip link add urv0 type veth peer name urv1");
+        run("ip link set urv0 up");
+        run("ip link set urv1 up");
+        run("ip -6 addr add fe80::1/64 dev urv0 nodad");
+        run("ip -6 addr add fe80::2/64 dev urv1 nodad");
+        run("ip addr add 10.9.0.1/24 dev urv0");
+        run("ip addr add 10.9.0.2/24 dev urv1");
+
+        let r4 = UdpSocket::bind("0.0.0.0:5203").unwrap();
+        sys::setsockopt_int(r4.as_fd(), libc::SOL_IP, libc::IP_PKTINFO, 1).unwrap();
+        let s4 = UdpSocket::bind("10.9.0.2:0").unwrap();
+        s4.set_broadcast(true).unwrap();
+        sys::setsockopt_bytes(s4.as_fd(), libc::SOL_SOCKET, libc::SO_BINDTODEVICE, b"urv1")
+            .unwrap();
+        s4.send_to(b"all", "10.9.0.255:5203").unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let want = seen(r4.as_fd(), libc::MSG_PEEK);
+        assert_eq!(want.0, s4.local_addr().unwrap());
+        let c4 = dump::dump(r4.as_fd()).unwrap();
+        let named = c4.dropped_state.join("\n");
+        assert!(
+            named.contains("10.9.0.255") && named.contains("arriving on the loopback interface"),
+            "{named}"
+        );
+        drop((r4, s4));
+        for strategy in [Strategy::Raw, Strategy::Transparent] {
+            let o = RestoreOptions {
+                strategy,
+                ..Default::default()
+            };
+            let (n4, report) =
+                restore::restore_with(&c4, &o).unwrap_or_else(|e| panic!("{strategy:?}: {e}"));
+            assert_eq!((report.restored, report.lost.len()), (1, 0), "{strategy:?}");
+            // The same source; the loopback's index (1) as its interface.
+            assert_eq!(seen(n4.as_fd(), 0), (want.0, 1), "{strategy:?}");
+        }
+
+        // IPv6 all-nodes multicast from fe80::2%urv1.
+        let r6 = UdpSocket::bind("[::]:5204").unwrap();
+        sys::setsockopt_int(r6.as_fd(), libc::SOL_IPV6, libc::IPV6_RECVPKTINFO, 1).unwrap();
+        let urv1 = rustix::net::netdevice::name_to_index(r6.as_fd(), "urv1").unwrap();
+        let s6 = UdpSocket::bind(SocketAddr::V6(std::net::SocketAddrV6::new(
+            "fe80::2".parse().unwrap(),
+            0,
+            0,
+            urv1,
+        )))
+        .unwrap();
+        s6.send_to(
+            b"ll",
+            SocketAddr::V6(std::net::SocketAddrV6::new(
+                "ff02::1".parse().unwrap(),
+                5204,
+                0,
+                urv1,
+            )),
+        )
+        .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let c6 = dump::dump(r6.as_fd()).unwrap();
+        let queued = c6.receive_queue.as_ref().unwrap().datagrams.len();
+        assert!(queued >= 1, "the multicast datagram was queued");
+        drop((r6, s6));
+        let e = restore::restore(&c6).unwrap_err();
+        assert!(e.to_string().contains("link-local source"), "{e}");
+        let (_, report) = restore::restore_with(
+            &c6,
+            &RestoreOptions {
+                accept_rx_loss: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!((report.restored, report.lost.len()), (0, queued));
+    })
+    .expect("a private network namespace (tests run as root)");
+}
