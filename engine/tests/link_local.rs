@@ -14,6 +14,16 @@ use udp_repair_engine::{dump, netns, sys, wire};
 mod common;
 use common::run;
 
+/// The IPv6 address `ip`, port `port`, on interface index `scope`.
+fn scoped(ip: &str, port: u16, scope: u32) -> SocketAddr {
+    SocketAddr::V6(std::net::SocketAddrV6::new(
+        ip.parse().unwrap(),
+        port,
+        0,
+        scope,
+    ))
+}
+
 /// (source, arrival interface) of the next datagram, peeked.
 fn seen(fd: BorrowedFd<'_>, flags: i32) -> (SocketAddr, u32) {
     let mut buf = [0u8; 64];
@@ -56,23 +66,8 @@ fn datagrams_keep_their_arrival_interface() {
         let r4 = UdpSocket::bind("0.0.0.0:5201").unwrap();
         sys::setsockopt_int(r4.as_fd(), libc::SOL_IP, libc::IP_PKTINFO, 1).unwrap();
         let urv1 = rustix::net::netdevice::name_to_index(r4.as_fd(), "urv1").unwrap();
-        let s6 = UdpSocket::bind(SocketAddr::V6(std::net::SocketAddrV6::new(
-            "fe80::2".parse().unwrap(),
-            0,
-            0,
-            urv1,
-        )))
-        .unwrap();
-        s6.send_to(
-            b"ll",
-            SocketAddr::V6(std::net::SocketAddrV6::new(
-                "fe80::1".parse().unwrap(),
-                5200,
-                0,
-                urv0,
-            )),
-        )
-        .unwrap();
+        let s6 = UdpSocket::bind(scoped("fe80::2", 0, urv1)).unwrap();
+        s6.send_to(b"ll", scoped("fe80::1", 5200, urv0)).unwrap();
         let s4 = UdpSocket::bind("0.0.0.0:0").unwrap();
         sys::setsockopt_bytes(s4.as_fd(), libc::SOL_SOCKET, libc::SO_BINDTODEVICE, b"urv0")
             .unwrap();
@@ -103,20 +98,9 @@ fn datagrams_keep_their_arrival_interface() {
 
         // A socket bound to the link-local address itself: its scope is
         // the interface's, by name.
-        let ll = SocketAddr::V6(std::net::SocketAddrV6::new(
-            "fe80::1".parse().unwrap(),
-            5202,
-            0,
-            urv0,
-        ));
+        let ll = scoped("fe80::1", 5202, urv0);
         let b = UdpSocket::bind(ll).unwrap();
-        let peer = UdpSocket::bind(SocketAddr::V6(std::net::SocketAddrV6::new(
-            "fe80::2".parse().unwrap(),
-            0,
-            0,
-            urv1,
-        )))
-        .unwrap();
+        let peer = UdpSocket::bind(scoped("fe80::2", 0, urv1)).unwrap();
         peer.send_to(b"to ll", ll).unwrap();
         std::thread::sleep(std::time::Duration::from_millis(50));
         let want_b = seen(b.as_fd(), libc::MSG_PEEK);
@@ -218,23 +202,8 @@ fn a_broadcast_on_an_interface_comes_back_through_the_loopback() {
         let r6 = UdpSocket::bind("[::]:5204").unwrap();
         sys::setsockopt_int(r6.as_fd(), libc::SOL_IPV6, libc::IPV6_RECVPKTINFO, 1).unwrap();
         let urv1 = rustix::net::netdevice::name_to_index(r6.as_fd(), "urv1").unwrap();
-        let s6 = UdpSocket::bind(SocketAddr::V6(std::net::SocketAddrV6::new(
-            "fe80::2".parse().unwrap(),
-            0,
-            0,
-            urv1,
-        )))
-        .unwrap();
-        s6.send_to(
-            b"ll",
-            SocketAddr::V6(std::net::SocketAddrV6::new(
-                "ff02::1".parse().unwrap(),
-                5204,
-                0,
-                urv1,
-            )),
-        )
-        .unwrap();
+        let s6 = UdpSocket::bind(scoped("fe80::2", 0, urv1)).unwrap();
+        s6.send_to(b"ll", scoped("ff02::1", 5204, urv1)).unwrap();
         std::thread::sleep(std::time::Duration::from_millis(50));
         let c6 = dump::dump(r6.as_fd()).unwrap();
         let queued = c6.receive_queue.as_ref().unwrap().datagrams.len();
