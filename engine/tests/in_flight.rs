@@ -9,7 +9,7 @@ use udp_repair_engine::dump::{self, DumpOptions};
 use udp_repair_engine::{netns, sys};
 
 mod common;
-use common::run;
+use common::{run, serial};
 
 /// Datagrams a slow qdisc still holds keep SIOCOUTQ non-zero with nothing
 /// corked. Without a reader the kernel cannot tell them from a pending
@@ -17,6 +17,7 @@ use common::run;
 /// the drop option the image does not claim that anything was dropped.
 #[test]
 fn bytes_in_flight_are_not_called_a_pending_datagram() {
+    let _serial = serial();
     netns::in_new_netns(|| {
         run("ip link add urv0 type veth peer name urv1");
         run("ip addr add 10.77.0.1/24 dev urv0");

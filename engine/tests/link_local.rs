@@ -2,8 +2,9 @@
 //! holding a datagram from a link-local peer on a veth, and an IPv4 one
 //! that arrived on the veth, restore with the same source scope and
 //! IP_PKTINFO/IPV6_PKTINFO interface; an image naming an interface the
-//! host does not have is refused by name. In its own test binary: it runs
-//! `ip` (a fork while other tests run would hold their sockets).
+//! host does not have is refused by name. In its own test binary, its
+//! tests one at a time (`common::serial`): they run `ip`, and a fork while
+//! another test runs would hold that test's sockets open.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsFd, BorrowedFd};
@@ -12,7 +13,7 @@ use udp_repair_engine::restore::{self, RestoreOptions};
 use udp_repair_engine::{dump, netns, sys, wire};
 
 mod common;
-use common::run;
+use common::{run, serial};
 
 /// The IPv6 address `ip`, port `port`, on interface index `scope`.
 fn scoped(ip: &str, port: u16, scope: u32) -> SocketAddr {
@@ -48,6 +49,7 @@ fn seen(fd: BorrowedFd<'_>, flags: i32) -> (SocketAddr, u32) {
 
 #[test]
 fn datagrams_keep_their_arrival_interface() {
+    let _serial = serial();
     netns::in_new_netns(|| {
         run("ip link add urv0 type veth peer name urv1");
         run("ip link set urv0 up");
@@ -160,6 +162,7 @@ fn datagrams_keep_their_arrival_interface() {
 /// --accept-rx-loss.
 #[test]
 fn a_broadcast_on_an_interface_comes_back_through_the_loopback() {
+    let _serial = serial();
     netns::in_new_netns(|| {
         run("ip link add urv0 type veth peer name urv1");
         run("ip link set urv0 up");
