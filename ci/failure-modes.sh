@@ -46,10 +46,11 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
 # A series whose patch cannot apply, in a scratch copy of the project.
-mkdir -p "$tmp/kernel-patches/broken" "$tmp/vm"
-cp kernel-patches/BASE "$tmp/kernel-patches/"
+mkdir -p "$tmp/kernel-patches/broken/6.12" "$tmp/vm"
+cp -r kernel-patches/bases "$tmp/kernel-patches/"
+echo "broken = broken" >"$tmp/kernel-patches/VARIANTS"
 cp -r vm/configs "$tmp/vm/"
-cat >"$tmp/kernel-patches/broken/0001-udp-broken.patch" <<'PATCH'
+cat >"$tmp/kernel-patches/broken/6.12/0001-udp-broken.patch" <<'PATCH'
 From 0000000000000000000000000000000000000000 Mon Sep 17 00:00:00 2001
 From: UDP Repair Project <udp-repair@example.org>
 Date: Sat, 1 Jan 2000 00:00:00 +0000

@@ -5,8 +5,9 @@
 set -euo pipefail
 
 # Keep in sync with vm/src/base.rs (TOOLS, FILES), vm/src/arch.rs (the
-# guest architecture's QEMU and static libc) and kernel-patches/BASE.
-base_version=$(sed -n 's/^version = //p' "$(dirname "$0")/../kernel-patches/BASE")
+# guest architecture's QEMU and static libc) and kernel-patches/bases/6.12
+# (the default base; the 7.1 base is a tarball no package ships).
+base_version=$(sed -n 's/^version = //p' "$(dirname "$0")/../kernel-patches/bases/6.12")
 packages=(
 	"linux-source-6.12=${base_version}"
 	qemu-system-x86 busybox-static protobuf-compiler ccache

@@ -183,7 +183,7 @@ fn boot_to_first_result(
 fn vng_cold_build(cache: &Cache, opts: &Options) -> Result<f64> {
     let vng = udp_repair_vm::vng::find()
         .ok_or_else(|| Error::Setup("vng is not installed (pip install virtme-ng)".into()))?;
-    let pin = base::Pin::load(&opts.root.join("kernel-patches/BASE"))?;
+    let pin = base::Pin::load(&opts.root.join("kernel-patches"), &opts.base)?;
     let git = base::ensure_base_repo(&pin, cache, &opts.events)?;
     let wt = cache.root().join("src").join(pin.id()).join("vng-bench");
     let sh = xshell::Shell::new().map_err(|e| Error::Setup(e.to_string()))?;

@@ -20,8 +20,10 @@ const EXIT_INFRA: u8 = 2;
     version,
     about = "Build, boot and test kernels carrying the UDP_REPAIR patch series",
     long_about = "Build, boot and test kernels carrying the UDP_REPAIR patch series.\n\n\
-        A kernel is the pinned base (kernel-patches/BASE: Debian's linux-source-6.12) plus a \
-        series (kernel-patches/VARIANT/*.patch; `none` is the unpatched base), configured from \
+        A kernel is a pinned base (--base: kernel-patches/bases/NAME; 6.12, Debian's \
+        linux-source-6.12, is the default; 7.1 is mainline 7.1.5 from ../shared/bases/) plus \
+        a variant: the series kernel-patches/VARIANTS stacks for it, each from \
+        kernel-patches/SERIES/BASE/*.patch (`none` is the unpatched base), configured from \
         vm/configs fragments. Builds are cached and incremental under ~/.cache/udp-repair \
         ($UDP_REPAIR_CACHE).\n\n\
         Exit status: 0 all tests passed, 1 a test failed, 2 the infrastructure failed \
@@ -123,6 +125,11 @@ enum Cmd {
 
 #[derive(Args, Debug)]
 struct Common {
+    /// The base: a name in kernel-patches/bases/ (6.12: Debian's
+    /// linux-source-6.12, the default; 7.1: mainline 7.1.5, its tarball in
+    /// ../shared/bases/).
+    #[arg(long, default_value = udp_repair_vm::base::DEFAULT, value_parser = base_name)]
+    base: String,
     /// Build this kernel tree as it is (out of tree, never modified)
     /// instead of the pinned base plus a series.
     #[arg(long, value_name = "PATH")]
@@ -172,6 +179,7 @@ impl Common {
         }
         Options {
             root: project_root(),
+            base: self.base.clone(),
             kernel_tree: self.kernel_tree.clone(),
             configs,
             accel: self.accel.into(),
@@ -232,7 +240,22 @@ impl From<RunnerArg> for Runner {
     }
 }
 
-/// A `--variant` value: `none` or a series directory of kernel-patches/,
+/// A `--base` value: a pin file of kernel-patches/bases/, checked when the
+/// arguments are parsed.
+fn base_name(s: &str) -> Result<String, String> {
+    let known = udp_repair_vm::base::names(&project_root().join("kernel-patches"));
+    if known.iter().any(|k| k == s) {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "no base {s:?}: bases are {} (pins in {})",
+            known.join(", "),
+            project_root().join("kernel-patches/bases").display()
+        ))
+    }
+}
+
+/// A `--variant` value: `none` or a variant of kernel-patches/VARIANTS,
 /// checked when the arguments are parsed.
 fn variant(s: &str) -> Result<String, String> {
     let known = udp_repair_vm::tree::variants(&project_root().join("kernel-patches"));
@@ -240,9 +263,9 @@ fn variant(s: &str) -> Result<String, String> {
         Ok(s.to_string())
     } else {
         Err(format!(
-            "no variant {s:?}: variants are {} (series in {})",
+            "no variant {s:?}: variants are {} (in {})",
             known.join(", "),
-            project_root().join("kernel-patches").display()
+            project_root().join("kernel-patches/VARIANTS").display()
         ))
     }
 }
@@ -257,7 +280,7 @@ fn variant_or_all(s: &str) -> Result<String, String> {
 }
 
 /// The project checkout: `$UDP_REPAIR_ROOT`, else the nearest ancestor of
-/// the working directory holding `kernel-patches/BASE`, else where this
+/// the working directory holding `kernel-patches/VARIANTS`, else where this
 /// binary was built from.
 fn project_root() -> PathBuf {
     if let Some(p) = std::env::var_os("UDP_REPAIR_ROOT") {
@@ -266,7 +289,7 @@ fn project_root() -> PathBuf {
     if let Ok(cwd) = std::env::current_dir() {
         if let Some(p) = cwd
             .ancestors()
-            .find(|p| p.join("kernel-patches/BASE").is_file())
+            .find(|p| p.join("kernel-patches/VARIANTS").is_file())
         {
             return p.to_path_buf();
         }

@@ -108,25 +108,25 @@ pub fn checkpatch(base_git: &Path, patch: &Path) -> Result<Verdict> {
 /// each patch passes checkpatch. Prints a table; returns whether all is
 /// clean.
 pub fn check(opts: &Options, cache: &Cache, variants: &[String]) -> Result<bool> {
-    let pin = base::Pin::load(&opts.root.join("kernel-patches/BASE"))?;
+    let patches_dir = opts.root.join("kernel-patches");
+    let pin = base::Pin::load(&patches_dir, &opts.base)?;
     base::ensure_packages(&pin, &opts.events)?;
     let git = base::ensure_base_repo(&pin, cache, &opts.events)?;
     let mut all_clean = true;
     for v in variants.iter().filter(|v| *v != "none") {
-        let series = tree::Series::load(&opts.root.join("kernel-patches"), v)?;
-        let cover = opts
-            .root
-            .join("kernel-patches")
-            .join(v)
-            .join("0000-cover-letter.patch");
-        if !cover.exists() {
-            println!("{v}: no cover letter ({})", cover.display());
-            all_clean = false;
+        let series = tree::Series::load(&patches_dir, v, &pin.name)?;
+        for part in &series.parts {
+            let cover = part.join("0000-cover-letter.patch");
+            if !cover.exists() {
+                println!("{v}: no cover letter ({})", cover.display());
+                all_clean = false;
+            }
         }
         match tree::prepare(cache, &pin, &git, &series) {
             Ok(_) => println!(
-                "{v}: {} patch(es) apply in order to {}",
+                "{v}: {} patch(es) apply in order to base {} ({})",
                 series.patches.len(),
+                pin.name,
                 pin.id()
             ),
             Err(e) => {

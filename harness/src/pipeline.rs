@@ -20,6 +20,8 @@ use udp_repair_vm::{base, build, tree, Cache, Error, Result};
 pub struct Options {
     /// The project's root (holds `kernel-patches/` and `vm/configs/`).
     pub root: PathBuf,
+    /// The base's name (`kernel-patches/bases/NAME`: `6.12`, `7.1`).
+    pub base: String,
     /// Build this tree as it is instead of base + series.
     pub kernel_tree: Option<PathBuf>,
     /// Config fragment names.
@@ -198,13 +200,14 @@ pub fn expand_variants(root: &Path, requested: &[String]) -> Vec<String> {
 
 /// Makes sure the packages, the base, the tree and the build are there.
 pub fn kernel(opts: &Options, cache: &Cache, variant: &str) -> Result<Kernel> {
-    let pin = base::Pin::load(&opts.root.join("kernel-patches/BASE"))?;
+    let patches_dir = opts.root.join("kernel-patches");
+    let pin = base::Pin::load(&patches_dir, &opts.base)?;
     base::ensure_packages(&pin, &opts.events)?;
     let tree = match &opts.kernel_tree {
         Some(path) => tree::user_tree(path)?,
         None => {
             let git = base::ensure_base_repo(&pin, cache, &opts.events)?;
-            let series = tree::Series::load(&opts.root.join("kernel-patches"), variant)?;
+            let series = tree::Series::load(&patches_dir, variant, &pin.name)?;
             tree::prepare(cache, &pin, &git, &series)?
         }
     };

@@ -1,7 +1,10 @@
-//! The pinned kernel base and the system packages the pipeline needs.
+//! The pinned kernel bases and the system packages the pipeline needs.
 //!
-//! The base is Debian's `linux-source-6.12` tarball, pinned by package
-//! version and digest in `kernel-patches/BASE`. On first use it is
+//! A base is a named kernel source tarball pinned by digest in
+//! `kernel-patches/bases/NAME`: either a Debian source package's tarball
+//! (`package =` and `version =`: the embedded default, Debian's
+//! `linux-source-6.12`, which apt installs) or a tarball the project was
+//! given (mainline 7.1.5 in `../shared/bases/`). On first use it is
 //! imported into a git repository (tag `base`) in the cache, from which
 //! every variant gets a worktree.
 
@@ -11,49 +14,99 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use xshell::cmd;
 
-/// The pinned base, as `kernel-patches/BASE` states it.
+/// The base the README's two commands use when no `--base` is given.
+pub const DEFAULT: &str = "6.12";
+
+/// A pinned base, as `kernel-patches/bases/NAME` states it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pin {
-    /// Debian package shipping the tarball.
-    pub package: String,
-    /// Exact package version.
+    /// The base's name (`6.12`, `7.1`): the file's name, `--base`'s value
+    /// and the subdirectory of each series directory holding its patches.
+    pub name: String,
+    /// The Debian package shipping the tarball, for a Debian base; `None`
+    /// for a tarball the project was given.
+    pub package: Option<String>,
+    /// The exact version: the package's, or the kernel's for a tarball.
     pub version: String,
-    /// Where the package puts the tarball.
+    /// The tarball; a relative `tarball =` is taken from the project root.
     pub tarball: PathBuf,
     /// SHA-256 of the tarball, lowercase hex.
     pub sha256: String,
 }
 
 impl Pin {
-    /// Parses the `key = value` pin file.
-    pub fn parse(text: &str) -> Result<Self> {
-        let get = |key: &str| -> Result<String> {
+    /// Parses the `key = value` pin file of base `name`; a relative
+    /// tarball path is resolved against `root`.
+    pub fn parse(name: &str, text: &str, root: &Path) -> Result<Self> {
+        let find = |key: &str| -> Option<String> {
             text.lines()
                 .map(str::trim)
                 .filter(|l| !l.starts_with('#'))
                 .filter_map(|l| l.split_once('='))
                 .find(|(k, _)| k.trim() == key)
                 .map(|(_, v)| v.trim().to_string())
-                .ok_or_else(|| Error::Setup(format!("kernel-patches/BASE: no `{key} =` line")))
         };
+        let get = |key: &str| -> Result<String> {
+            find(key).ok_or_else(|| {
+                Error::Setup(format!("kernel-patches/bases/{name}: no `{key} =` line"))
+            })
+        };
+        let sha256 = get("sha256")?.to_ascii_lowercase();
+        if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Error::Setup(format!(
+                "kernel-patches/bases/{name}: sha256 is not 64 hex digits"
+            )));
+        }
         Ok(Self {
-            package: get("package")?,
+            name: name.to_string(),
+            package: find("package"),
             version: get("version")?,
-            tarball: PathBuf::from(get("tarball")?),
-            sha256: get("sha256")?.to_ascii_lowercase(),
+            tarball: root.join(get("tarball")?),
+            sha256,
         })
     }
 
-    /// Reads the pin file.
-    pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).ctx(|| format!("reading {}", path.display()))?;
-        Self::parse(&text)
+    /// Reads base `name`'s pin from `patches_dir/bases/` (the project
+    /// root is `patches_dir`'s parent). An unknown name is refused with
+    /// the list of bases.
+    pub fn load(patches_dir: &Path, name: &str) -> Result<Self> {
+        let path = patches_dir.join("bases").join(name);
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            Error::Setup(format!(
+                "base {name}: cannot read {}: {e} (bases: {})",
+                path.display(),
+                names(patches_dir).join(", ")
+            ))
+        })?;
+        let root = patches_dir.parent().unwrap_or(Path::new("."));
+        Self::parse(name, &text, root)
     }
 
-    /// The base's directory name in the cache.
+    /// The base's directory name in the cache: its version.
     pub fn id(&self) -> &str {
         &self.version
     }
+
+    /// Whether its tarball is on this machine (a Debian base's is once its
+    /// package is installed).
+    pub fn available(&self) -> bool {
+        self.package.is_some() || self.tarball.is_file()
+    }
+}
+
+/// The bases `patches_dir/bases/` pins, the default first, then by name.
+pub fn names(patches_dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(patches_dir.join("bases"))
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .filter(|e| e.path().is_file())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| !n.starts_with('.') && !n.ends_with(".md"))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort_by_key(|n| (n != DEFAULT, n.clone()));
+    v
 }
 
 /// A command the pipeline runs, and the Debian package providing it (the
@@ -107,8 +160,10 @@ pub fn missing_packages(pin: &Pin) -> Vec<String> {
             add(a.libc_static.1.to_string());
         }
     }
-    if installed_version(&pin.package).as_deref() != Some(pin.version.as_str()) {
-        add(format!("{}={}", pin.package, pin.version));
+    if let Some(package) = &pin.package {
+        if installed_version(package).as_deref() != Some(pin.version.as_str()) {
+            add(format!("{package}={}", pin.version));
+        }
     }
     missing
 }
@@ -206,11 +261,21 @@ pub fn ensure_base_repo(
     if ready.exists() {
         return Ok(git);
     }
+    if !pin.tarball.is_file() {
+        return Err(Error::Setup(format!(
+            "base {}: its tarball {} is not on this machine (kernel-patches/bases/{} pins it; \
+             ../shared/bases/README.md says where it comes from)",
+            pin.name,
+            pin.tarball.display(),
+            pin.name
+        )));
+    }
     let digest = sha256_file(&pin.tarball)?;
     if digest != pin.sha256 {
         return Err(Error::Setup(format!(
-            "{} has sha256 {digest}, but kernel-patches/BASE pins {}: not the pinned base",
+            "{} has sha256 {digest}, but kernel-patches/bases/{} pins {}: not the pinned base",
             pin.tarball.display(),
+            pin.name,
             pin.sha256
         )));
     }
@@ -237,7 +302,10 @@ pub fn ensure_base_repo(
     }
     std::fs::rename(&top, &git).ctx(|| format!("moving the source to {}", git.display()))?;
     let _ = std::fs::remove_dir_all(&tmp);
-    let msg = format!("{} {}", pin.package, pin.version);
+    let msg = match &pin.package {
+        Some(package) => format!("{package} {}", pin.version),
+        None => format!("Linux {} (base {})", pin.version, pin.name),
+    };
     sh.change_dir(&git);
     run_quiet(cmd!(sh, "git init -q -b base ."))?;
     // Debian's top-level .gitignore ignores everything at the top level
@@ -256,23 +324,32 @@ pub fn ensure_base_repo(
 mod tests {
     use super::*;
 
-    #[test]
-    fn parses_the_pin_file() {
-        let text = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../kernel-patches/BASE"
-        ))
-        .unwrap();
-        let pin = Pin::parse(&text).unwrap();
-        assert_eq!(pin.package, "linux-source-6.12");
-        assert_eq!(pin.sha256.len(), 64);
+    fn patches_dir() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../kernel-patches")
     }
 
     #[test]
-    fn a_missing_key_is_named() {
-        let e = Pin::parse("package = x\nversion = 1\n")
+    fn parses_the_pin_files() {
+        let pin = Pin::load(&patches_dir(), DEFAULT).unwrap();
+        assert_eq!(pin.package.as_deref(), Some("linux-source-6.12"));
+        assert_eq!(pin.sha256.len(), 64);
+        let mainline = Pin::load(&patches_dir(), "7.1").unwrap();
+        assert_eq!((mainline.package, mainline.version.as_str()), (None, "7.1.5"));
+        assert!(mainline.tarball.ends_with("shared/bases/linux-7.1.5.tar.xz"));
+        assert_eq!(names(&patches_dir()), ["6.12", "7.1"]);
+    }
+
+    #[test]
+    fn a_missing_key_or_base_is_named() {
+        let e = Pin::parse("x", "package = x\nversion = 1\n", Path::new("/"))
             .unwrap_err()
             .to_string();
-        assert!(e.contains("tarball"), "{e}");
+        assert!(e.contains("sha256"), "{e}");
+        let e = Pin::parse("x", "version = 1\ntarball = t\nsha256 = 12\n", Path::new("/"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("64 hex digits"), "{e}");
+        let e = Pin::load(&patches_dir(), "5.4").unwrap_err().to_string();
+        assert!(e.contains("base 5.4") && e.contains("bases: 6.12, 7.1"), "{e}");
     }
 }

@@ -7,12 +7,15 @@ use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use xshell::{cmd, Shell};
 
-/// A patch series: `kernel-patches/NAME/*.patch` in order, the cover
-/// letter (`0000-cover-letter.patch`) left out.
+/// A variant's patches on one base: the series `kernel-patches/VARIANTS`
+/// stacks for it, each from `kernel-patches/SERIES/BASE/*.patch` in order,
+/// the cover letters (`0000-cover-letter.patch`) left out.
 #[derive(Debug, Clone)]
 pub struct Series {
     /// The variant's name (`none` for the unpatched base).
     pub name: String,
+    /// The series directories stacked, in order (`SERIES/BASE`).
+    pub parts: Vec<PathBuf>,
     /// The patches, in order.
     pub patches: Vec<PathBuf>,
 }
@@ -22,46 +25,57 @@ impl Series {
     pub fn none() -> Self {
         Self {
             name: "none".into(),
+            parts: Vec::new(),
             patches: Vec::new(),
         }
     }
 
-    /// Loads `dir/NAME`; `none` is the empty series.
-    pub fn load(patches_dir: &Path, name: &str) -> Result<Self> {
+    /// Loads variant `name` for base `base` (its series from
+    /// `patches_dir/VARIANTS`); `none` is the empty series. An unknown
+    /// variant, or a series with no patches for the base, is refused by
+    /// name.
+    pub fn load(patches_dir: &Path, name: &str, base: &str) -> Result<Self> {
         if name == "none" {
             return Ok(Self::none());
         }
-        let dir = patches_dir.join(name);
-        let entries = std::fs::read_dir(&dir).map_err(|e| {
-            Error::Setup(format!(
-                "variant {name}: cannot read {}: {e} (variants: {})",
-                dir.display(),
-                variants(patches_dir).join(", ")
-            ))
-        })?;
-        let mut patches: Vec<PathBuf> = entries
-            .filter_map(|e| e.ok())
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "patch"))
-            .filter(|p| {
-                !p.file_name()
-                    .is_some_and(|f| f.to_string_lossy().contains("cover-letter"))
-            })
-            .collect();
-        patches.sort();
-        if patches.is_empty() {
-            return Err(Error::Setup(format!(
-                "variant {name}: no patches in {}",
-                dir.display()
-            )));
-        }
-        Ok(Self {
+        let stack = stacks(patches_dir)?
+            .into_iter()
+            .find(|(v, _)| v == name)
+            .map(|(_, s)| s)
+            .ok_or_else(|| {
+                Error::Setup(format!(
+                    "no variant {name} in {} (variants: {})",
+                    patches_dir.join("VARIANTS").display(),
+                    variants(patches_dir).join(", ")
+                ))
+            })?;
+        let mut out = Self {
             name: name.into(),
-            patches,
-        })
+            parts: Vec::new(),
+            patches: Vec::new(),
+        };
+        for series in stack {
+            let dir = patches_dir.join(&series).join(base);
+            let mut patches = patch_files(&dir).map_err(|e| {
+                Error::Setup(format!(
+                    "variant {name}: series {series} has no patches for base {base}: \
+                     cannot read {}: {e}",
+                    dir.display()
+                ))
+            })?;
+            if patches.is_empty() {
+                return Err(Error::Setup(format!(
+                    "variant {name}: series {series} has no patches for base {base} in {}",
+                    dir.display()
+                )));
+            }
+            out.patches.append(&mut patches);
+            out.parts.push(dir);
+        }
+        Ok(out)
     }
 
-    /// Digest of the series' content: a changed patch changes it.
+    /// Digest of the series' content on `pin`: a changed patch changes it.
     pub fn digest(&self, pin: &Pin) -> Result<String> {
         let mut h = Sha256::new();
         h.update(pin.sha256.as_bytes());
@@ -74,21 +88,75 @@ impl Series {
     }
 }
 
-/// The variants present: `none` and every directory of `kernel-patches/`
-/// holding patches.
+/// The `NNNN-*.patch` files of `dir` in order, its cover letter left out.
+pub fn patch_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut patches: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "patch"))
+        .filter(|p| {
+            !p.file_name()
+                .is_some_and(|f| f.to_string_lossy().contains("cover-letter"))
+        })
+        .collect();
+    patches.sort();
+    Ok(patches)
+}
+
+/// `patches_dir/VARIANTS` as (variant, series stacked in order), in the
+/// file's order.
+fn stacks(patches_dir: &Path) -> Result<Vec<(String, Vec<String>)>> {
+    let path = patches_dir.join("VARIANTS");
+    let text = std::fs::read_to_string(&path).ctx(|| format!("reading {}", path.display()))?;
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (variant, series) = line
+            .split_once('=')
+            .map(|(v, s)| (v.trim(), s.split_whitespace().map(String::from).collect()))
+            .filter(|(v, s): &(&str, Vec<String>)| {
+                !v.is_empty() && *v != "none" && *v != "all" && !s.is_empty()
+            })
+            .ok_or_else(|| {
+                Error::Setup(format!(
+                    "{} line {}: not `VARIANT = SERIES...`: {line}",
+                    path.display(),
+                    n + 1
+                ))
+            })?;
+        out.push((variant.to_string(), series));
+    }
+    Ok(out)
+}
+
+/// The variants: `none`, then those `kernel-patches/VARIANTS` names, in
+/// its order.
 pub fn variants(patches_dir: &Path) -> Vec<String> {
     let mut v = vec!["none".to_string()];
-    let mut dirs: Vec<String> = std::fs::read_dir(patches_dir)
+    v.extend(
+        stacks(patches_dir)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(name, _)| name),
+    );
+    v
+}
+
+/// The series directories of `patches_dir`: those holding a subdirectory
+/// per base, in name order.
+pub fn series_names(patches_dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(patches_dir)
         .map(|rd| {
             rd.filter_map(|e| e.ok())
-                .filter(|e| e.path().is_dir())
-                .filter(|e| Series::load(patches_dir, &e.file_name().to_string_lossy()).is_ok())
+                .filter(|e| e.path().is_dir() && e.file_name() != "bases")
                 .map(|e| e.file_name().to_string_lossy().into_owned())
                 .collect()
         })
         .unwrap_or_default();
-    dirs.sort();
-    v.extend(dirs);
+    v.sort();
     v
 }
 
@@ -103,7 +171,8 @@ pub struct Tree {
     pub label: String,
 }
 
-/// The worktree of `series` on the pinned base, with the series applied.
+/// The worktree of `series` on the pinned base `pin` (imported at
+/// `base_git`), with the series applied.
 ///
 /// The worktree is reused: when the series changed since it was applied,
 /// the tree is reset to the base and the series applied again. git only
@@ -208,16 +277,34 @@ pub fn user_tree(path: &Path) -> Result<Tree> {
 mod tests {
     use super::*;
 
+    fn dir() -> &'static Path {
+        Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../kernel-patches"))
+    }
+
     #[test]
     fn none_is_empty_and_unknown_variants_are_named() {
-        let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../kernel-patches"));
-        assert!(Series::load(dir, "none").unwrap().patches.is_empty());
-        let e = Series::load(dir, "no-such-variant")
+        assert!(Series::load(dir(), "none", "6.12").unwrap().patches.is_empty());
+        let e = Series::load(dir(), "no-such-variant", "6.12")
             .unwrap_err()
             .to_string();
         assert!(
-            e.contains("no-such-variant") && e.contains("variants: none"),
+            e.contains("no-such-variant") && e.contains("variants: none, getsockopt, recvmsg"),
             "{e}"
         );
+        let e = Series::load(dir(), "recvmsg", "5.4").unwrap_err().to_string();
+        assert!(e.contains("no patches for base 5.4"), "{e}");
+    }
+
+    #[test]
+    fn every_variant_exists_on_every_base_and_stacks_in_order() {
+        for base in crate::base::names(dir()) {
+            for v in variants(dir()) {
+                let s = Series::load(dir(), &v, &base).unwrap();
+                assert_eq!(s.patches.is_empty(), v == "none", "{v} on {base}");
+            }
+            let g = Series::load(dir(), "getsockopt", &base).unwrap();
+            assert!(g.parts[0].ends_with(format!("peek-zerolen/{base}")), "{g:?}");
+            assert!(g.parts[1].ends_with(format!("getsockopt/{base}")), "{g:?}");
+        }
     }
 }
