@@ -704,7 +704,8 @@ fn dump_queues(
     opts: &DumpOptions,
 ) -> Result<(v1::ReceiveQueue, v1::SendQueue), DumpError> {
     let mut guard = Guard::new(fd);
-    // Turning the `recvmsg` series' repair mode on resets SO_PEEK_OFF.
+    // The `recvmsg` series' read moves SO_PEEK_OFF (and the 2021
+    // original reset it on entering repair mode): remembered, put back.
     let sq = step(
         "SO_PEEK_OFF",
         guard.remember(libc::SOL_SOCKET, libc::SO_PEEK_OFF),
@@ -729,8 +730,8 @@ fn dump_receive_queue(
     port: u16,
     opts: &DumpOptions,
 ) -> Result<v1::ReceiveQueue, DumpError> {
-    // First, so that it is put back last: turning the `recvmsg` series'
-    // repair mode back on (below) resets SO_PEEK_OFF.
+    // First, so that it is put back last: in the 2021 original of the
+    // `recvmsg` series, turning repair mode back on (below) reset it.
     step(
         "SO_PEEK_OFF",
         guard.remember(libc::SOL_SOCKET, libc::SO_PEEK_OFF),

@@ -11,7 +11,8 @@
 //!   [`uapi::recvmsg`]), apart from the generic wrappers.
 //! - [`options`]: the table of socket options a checkpoint saves.
 //! - [`peek`]: `MSG_PEEK` primitives over the receive queue, shared by
-//!   dump and restore; [`guard`]: options changed for a dump and put back.
+//!   dump and restore; [`guard`]: options changed for a dump and put back;
+//!   [`probe`]: the cmsgs the running kernel accepts on a send.
 //! - [`readers`]: the [`readers::SendQueueReader`] trait beside its
 //!   implementations over each series.
 //! - [`dump`], [`restore`] (with [`inject`], how the receive queue is
@@ -30,6 +31,7 @@ pub mod inject;
 pub mod netns;
 pub mod options;
 pub mod peek;
+pub mod probe;
 pub mod readers;
 pub mod restore;
 pub mod sockerr;

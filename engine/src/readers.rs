@@ -18,7 +18,7 @@
 use crate::guard::Guard;
 use crate::uapi::getsockopt::{self, CorkedBy, Family, Pending};
 use crate::uapi::recvmsg::{self, Support};
-use crate::{sys, wire};
+use crate::{probe, sys, wire};
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsFd;
@@ -130,6 +130,12 @@ pub fn from_getsockopt(fd: BorrowedFd<'_>, p: &Pending) -> io::Result<v1::Pendin
     if c.confirm {
         why.push("MSG_CONFIRM on the first send (the image cannot record it)".into());
     }
+    if c.tskey.is_some() && !probe::scm_ts_opt_id() {
+        why.push(
+            "its SOF_TIMESTAMPING_OPT_ID key (this kernel has no SCM_TS_OPT_ID cmsg to set it)"
+                .into(),
+        );
+    }
     if c.wifi_status
         && sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_WIFI_STATUS).unwrap_or(0) == 0
     {
@@ -167,9 +173,12 @@ pub fn from_getsockopt(fd: BorrowedFd<'_>, p: &Pending) -> io::Result<v1::Pendin
     let cork = v1::CorkState {
         ttl: (v4 && c.ttl.fixed).then_some(u32::from(c.ttl.value)),
         tos: (v4 && c.tos.fixed).then_some(u32::from(c.tos.value)),
-        // IPv4: fixed only with an IP_TOS cmsg, which sets it from the TOS
-        // again (6.12 has no SO_PRIORITY cmsg); IPv6: the socket's.
-        priority: None,
+        // Where the kernel has an SO_PRIORITY cmsg, ip_setup_cork() fixes
+        // the priority of every corked datagram, and the cmsg sets it
+        // again. Without one (6.12), IPv4's is fixed only by an IP_TOS
+        // cmsg, which sets it from the TOS again, and IPv6's follows the
+        // socket.
+        priority: (c.priority.fixed && probe::so_priority_cmsg()).then_some(c.priority.value),
         mark: Some(c.mark),
         gso_size: Some(u32::from(c.gso_size)),
         transmit_time: Some(c.transmit_time),
@@ -182,6 +191,7 @@ pub fn from_getsockopt(fd: BorrowedFd<'_>, p: &Pending) -> io::Result<v1::Pendin
         oif: (c.oif != 0).then_some(c.oif),
         source: Some(wire::to_proto(&c.source)),
         fragsize: None,
+        tskey: c.tskey,
     };
     Ok(v1::PendingDatagram {
         family: if v4 { libc::AF_INET } else { libc::AF_INET6 } as u32,
@@ -337,14 +347,13 @@ mod tests {
     fn state_the_restore_cannot_reproduce_is_refused() {
         let s = UdpSocket::bind("0.0.0.0:0").unwrap();
         let base = pending(Family::V6, "[2001:db8::2]:53", "[2001:db8::1]:4000");
-        let cases: [(&str, Change); 8] = [
+        let cases: [(&str, Change); 7] = [
             ("flow label", |p| p.cork.flowlabel = 0x12345),
             ("extension headers", |p| p.cork.options.hopopts = vec![0; 8]),
             ("MSG_CONFIRM", |p| p.cork.confirm = true),
             ("SO_WIFI_STATUS", |p| p.cork.wifi_status = true),
             ("flags", |p| p.cork.unknown_flags = 1 << 20),
             ("ZEROCOPY", |p| p.cork.unsupported = 1),
-            ("OPT_ID", |p| p.cork.tskey = Some(1)),
             ("UDP_CORK", |p| p.cork.corked_by = CorkedBy::UdpCork),
         ];
         for (what, change) in cases {
@@ -353,6 +362,32 @@ mod tests {
             let e = from_getsockopt(s.as_fd(), &p).unwrap_err();
             assert_eq!(e.kind(), io::ErrorKind::Unsupported, "{what}: {e}");
             assert!(e.to_string().contains(what), "{what}: {e}");
+        }
+    }
+
+    /// The timestamp key and a fixed priority are kept where this kernel
+    /// has the cmsg that sets them again; without it the key is refused by
+    /// name and the priority left to follow the socket (6.12's rule).
+    #[test]
+    fn kernel_dependent_cork_state_follows_the_probes() {
+        let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+        let mut p = pending(Family::V4, "192.0.2.1:53", "192.0.2.2:4000");
+        p.cork.priority = Value {
+            value: 4,
+            fixed: true,
+        };
+        let c = from_getsockopt(s.as_fd(), &p).unwrap().cork.unwrap();
+        assert_eq!(c.priority, probe::so_priority_cmsg().then_some(4));
+        p.cork.tskey = Some(9);
+        match from_getsockopt(s.as_fd(), &p) {
+            Ok(d) => {
+                assert!(probe::scm_ts_opt_id());
+                assert_eq!(d.cork.unwrap().tskey, Some(9));
+            }
+            Err(e) => {
+                assert!(!probe::scm_ts_opt_id());
+                assert!(e.to_string().contains("SCM_TS_OPT_ID"), "{e}");
+            }
         }
     }
 

@@ -42,6 +42,7 @@ use crate::error::{Error, Kind, Op};
 use crate::inject::{self, Strategy};
 use crate::options;
 use crate::peek;
+use crate::probe;
 use crate::sys;
 use crate::wire;
 use std::io;
@@ -158,7 +159,21 @@ pub fn restore_with(
     // The interfaces datagrams arrived on, by name, on this host.
     let empty_rq = v1::ReceiveQueue::default();
     let datagrams = remap_interfaces(&cp.receive_queue.as_ref().unwrap_or(&empty_rq).datagrams)?;
-    let sock = step("socket()", inject::udp_socket(v6, protocol))?;
+    let sock = step(
+        "socket()",
+        inject::udp_socket(v6, protocol).map_err(|e| {
+            if udplite && e.raw_os_error() == Some(libc::EPROTONOSUPPORT) {
+                // Mainline removed UDP-Lite ("ipv4: Retire UDP-Lite.",
+                // "ipv6: Retire UDP-Lite."): 7.1 has no IPPROTO_UDPLITE.
+                io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    "the socket is UDP-Lite, and this kernel has no UDP-Lite",
+                )
+            } else {
+                e
+            }
+        }),
+    )?;
     let fd = sock.as_fd();
     let mut report = RestoreReport::default();
 
@@ -636,8 +651,10 @@ fn attach_filter(fd: BorrowedFd<'_>, f: &v1::Filter) -> io::Result<()> {
 /// differs from what the socket's options would give, so that
 /// `ip_setup_cork` records the same values: TTL/hop limit, TOS/traffic
 /// class, IP options, mark, priority, GSO size, transmit time, timestamping
-/// flags, source address and output interface (IP_PKTINFO/IPV6_PKTINFO),
-/// IPV6_DONTFRAG.
+/// flags and key, source address and output interface
+/// (IP_PKTINFO/IPV6_PKTINFO), IPV6_DONTFRAG. A priority or key the image
+/// fixes that this kernel has no cmsg for is refused by name
+/// ([`crate::probe`]).
 fn restore_send_queue(
     fd: BorrowedFd<'_>,
     cp: &v1::Checkpoint,
@@ -659,7 +676,25 @@ fn restore_send_queue(
     };
     let cork = p.cork.clone().unwrap_or_default();
     let sock_int = |level, name| sys::getsockopt_int(fd, level, name).ok();
+    if cork.priority.is_some() && !probe::so_priority_cmsg() {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "the pending datagram's priority was fixed when it was corked, and this kernel \
+             has no SO_PRIORITY cmsg to fix it again",
+        ));
+    }
+    if cork.tskey.is_some() && !probe::scm_ts_opt_id() {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "the pending datagram has a SOF_TIMESTAMPING_OPT_ID key, and this kernel has no \
+             SCM_TS_OPT_ID cmsg to set it",
+        ));
+    }
     let mut c = wire::CmsgBuilder::default();
+    // An IP_TOS cmsg sets the datagram's priority from the TOS as well
+    // (ip_cmsg_send(), net/ipv4/ip_sockglue.c): an SO_PRIORITY cmsg after
+    // it must then be sent even when it equals the socket's.
+    let mut tos_cmsg = false;
     if p.family == libc::AF_INET as u32 {
         // IPv4 TTL and TOS are fixed in the datagram only by a cmsg of the
         // first send; otherwise it takes the socket's values when it leaves.
@@ -671,6 +706,7 @@ fn restore_send_queue(
         }
         if let Some(tos) = cork.tos.filter(|t| fixed(*t, libc::SOL_IP, libc::IP_TOS)) {
             c.push_int(libc::SOL_IP, libc::IP_TOS, tos as i32);
+            tos_cmsg = true;
         }
         if let Some(o) = cork.ip_options.as_ref().filter(|o| !o.is_empty()) {
             c.push(libc::SOL_IP, libc::IP_RETOPTS, o);
@@ -725,9 +761,12 @@ fn restore_send_queue(
     }
     if let Some(pr) = cork
         .priority
-        .filter(|p| Some(*p as i32) != sock_int(libc::SOL_SOCKET, libc::SO_PRIORITY))
+        .filter(|p| tos_cmsg || Some(*p as i32) != sock_int(libc::SOL_SOCKET, libc::SO_PRIORITY))
     {
         c.push(libc::SOL_SOCKET, libc::SO_PRIORITY, &pr.to_ne_bytes());
+    }
+    if let Some(k) = cork.tskey {
+        c.push(libc::SOL_SOCKET, probe::SCM_TS_OPT_ID, &k.to_ne_bytes());
     }
     if let Some(g) = cork
         .gso_size

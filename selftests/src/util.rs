@@ -8,8 +8,26 @@ use std::os::fd::AsFd;
 use rustix::thread::{capabilities, set_capabilities, CapabilitySet};
 use udp_repair_engine::sys::{set_interface_up, setsockopt_int, unshare_netns};
 
-use crate::ktap::{Context, Failed};
+use crate::ktap::{Context, Failed, Outcome};
 use crate::{check, check_eq};
+
+/// Runs `body` if this kernel has UDP-Lite, else SKIPs with the reason:
+/// mainline removed it ("ipv4: Retire UDP-Lite.", "ipv6: Retire
+/// UDP-Lite."), and `socket(IPPROTO_UDPLITE)` then fails with
+/// `EPROTONOSUPPORT` (`inet_create()`, net/ipv4/af_inet.c).
+pub fn needs_udplite(body: impl FnOnce() -> Outcome) -> Outcome {
+    let probe = rustix::net::socket(
+        rustix::net::AddressFamily::INET,
+        rustix::net::SocketType::DGRAM,
+        Some(rustix::net::ipproto::UDPLITE),
+    );
+    match probe {
+        Err(rustix::io::Errno::PROTONOSUPPORT) => crate::ktap::skip(
+            "kernel has no UDP-Lite: socket(IPPROTO_UDPLITE) fails with EPROTONOSUPPORT",
+        ),
+        _ => body(),
+    }
+}
 
 /// Runs `body` on a new thread in a new network namespace with `lo` up
 /// (namespaces are per thread; the thread then ends).

@@ -334,8 +334,13 @@ mod tests {
         assert_eq!(pin.package.as_deref(), Some("linux-source-6.12"));
         assert_eq!(pin.sha256.len(), 64);
         let mainline = Pin::load(&patches_dir(), "7.1").unwrap();
-        assert_eq!((mainline.package, mainline.version.as_str()), (None, "7.1.5"));
-        assert!(mainline.tarball.ends_with("shared/bases/linux-7.1.5.tar.xz"));
+        assert_eq!(
+            (mainline.package, mainline.version.as_str()),
+            (None, "7.1.5")
+        );
+        assert!(mainline
+            .tarball
+            .ends_with("shared/bases/linux-7.1.5.tar.xz"));
         assert_eq!(names(&patches_dir()), ["6.12", "7.1"]);
     }
 
@@ -345,11 +350,18 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("sha256"), "{e}");
-        let e = Pin::parse("x", "version = 1\ntarball = t\nsha256 = 12\n", Path::new("/"))
-            .unwrap_err()
-            .to_string();
+        let e = Pin::parse(
+            "x",
+            "version = 1\ntarball = t\nsha256 = 12\n",
+            Path::new("/"),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("64 hex digits"), "{e}");
         let e = Pin::load(&patches_dir(), "5.4").unwrap_err().to_string();
-        assert!(e.contains("base 5.4") && e.contains("bases: 6.12, 7.1"), "{e}");
+        assert!(
+            e.contains("base 5.4") && e.contains("bases: 6.12, 7.1"),
+            "{e}"
+        );
     }
 }

@@ -283,7 +283,10 @@ mod tests {
 
     #[test]
     fn none_is_empty_and_unknown_variants_are_named() {
-        assert!(Series::load(dir(), "none", "6.12").unwrap().patches.is_empty());
+        assert!(Series::load(dir(), "none", "6.12")
+            .unwrap()
+            .patches
+            .is_empty());
         let e = Series::load(dir(), "no-such-variant", "6.12")
             .unwrap_err()
             .to_string();
@@ -291,7 +294,9 @@ mod tests {
             e.contains("no-such-variant") && e.contains("variants: none, getsockopt, recvmsg"),
             "{e}"
         );
-        let e = Series::load(dir(), "recvmsg", "5.4").unwrap_err().to_string();
+        let e = Series::load(dir(), "recvmsg", "5.4")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("no patches for base 5.4"), "{e}");
     }
 
@@ -303,7 +308,10 @@ mod tests {
                 assert_eq!(s.patches.is_empty(), v == "none", "{v} on {base}");
             }
             let g = Series::load(dir(), "getsockopt", &base).unwrap();
-            assert!(g.parts[0].ends_with(format!("peek-zerolen/{base}")), "{g:?}");
+            assert!(
+                g.parts[0].ends_with(format!("peek-zerolen/{base}")),
+                "{g:?}"
+            );
             assert!(g.parts[1].ends_with(format!("getsockopt/{base}")), "{g:?}");
         }
     }

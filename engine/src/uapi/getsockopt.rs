@@ -337,8 +337,10 @@ pub struct Pending {
 }
 
 impl Pending {
-    /// Why it cannot be restored faithfully, one line per reason; empty
-    /// when it can.
+    /// Why it cannot be restored faithfully on any kernel, one line per
+    /// reason; empty when it can. What depends on the restoring kernel
+    /// (the timestamp key needs `SCM_TS_OPT_ID`) is decided by the reader
+    /// (readers.rs, `from_getsockopt`).
     pub fn losses(&self) -> Vec<String> {
         let mut out = Vec::new();
         let u = self.cork.unsupported;
@@ -350,9 +352,6 @@ impl Pending {
                 "state this tool does not know (unsupported bits {:#x})",
                 u & !unsupported::ZEROCOPY
             ));
-        }
-        if self.cork.tskey.is_some() {
-            out.push("SOF_TIMESTAMPING_OPT_ID key (no interface sets it)".to_string());
         }
         out
     }

@@ -4,7 +4,9 @@
 //!
 //! - `setsockopt(SOL_UDP, UDP_REPAIR, 0 | 1)` changes the mode; it needs
 //!   `CAP_NET_ADMIN` over the socket's network namespace (else `EPERM`).
-//!   Turning it on resets `SO_PEEK_OFF` to -1.
+//!   It leaves `SO_PEEK_OFF` alone (the 2021 original reset it to -1 on
+//!   entry; [`read_pending`] sets and restores the offset itself either
+//!   way).
 //! - In repair mode `recvmsg` needs `MSG_PEEK` (else `EPERM`), never waits,
 //!   fails with `EAGAIN` when nothing is pending, returns the payload
 //!   without the UDP header from the socket's peek offset (moving it as a
@@ -27,9 +29,8 @@ use crate::sys::{getsockopt_int, setsockopt_int};
 use crate::UDP_REPAIR;
 
 /// Turns repair mode on or off. Needs `CAP_NET_ADMIN` over the socket's
-/// network namespace (`EPERM` otherwise); turning it on resets the
-/// socket's `SO_PEEK_OFF` to -1. `ENOPROTOOPT`: the kernel lacks
-/// `UDP_REPAIR`.
+/// network namespace (`EPERM` otherwise); `SO_PEEK_OFF` is left as it
+/// is. `ENOPROTOOPT`: the kernel lacks `UDP_REPAIR`.
 pub fn set_repair(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
     setsockopt_int(fd, libc::SOL_UDP, UDP_REPAIR, i32::from(on))
 }
