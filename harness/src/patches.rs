@@ -136,12 +136,14 @@ pub fn check(opts: &Options, cache: &Cache, variants: &[String]) -> Result<bool>
         }
         for p in &series.patches {
             let verdict = checkpatch(&git, p)?;
+            // SERIES/BASE/NNNN-*.patch: which series of the stack it is.
             let name = p
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
+                .strip_prefix(&patches_dir)
+                .unwrap_or(p)
+                .display()
+                .to_string();
             println!(
-                "  {:<64} {} errors, {} warnings, {} checks",
+                "  {:<80} {} errors, {} warnings, {} checks",
                 name, verdict.errors, verdict.warnings, verdict.checks
             );
             if !verdict.clean() {
