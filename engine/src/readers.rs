@@ -103,8 +103,9 @@ impl SendQueueReader for Getsockopt {
         match getsockopt::read_pending(fd) {
             Ok(None) => Ok(SendQueueRead::Empty),
             Ok(Some(p)) => Ok(SendQueueRead::Pending(Box::new(from_getsockopt(fd, &p)?))),
-            // UDP-Lite: the series does not read its pending data.
-            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => Ok(SendQueueRead::Unsupported),
+            // The option does not apply (6.12: a UDP-Lite socket); detect()
+            // above already answers so for the socket it probes.
+            Err(e) if e.raw_os_error() == Some(libc::ENOPROTOOPT) => Ok(SendQueueRead::Unsupported),
             Err(e) => Err(e),
         }
     }

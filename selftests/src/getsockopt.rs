@@ -28,6 +28,7 @@ use udp_repair_engine::sys::{
 };
 use udp_repair_engine::uapi::getsockopt::{
     self as gs, CorkedBy, Family as DataFamily, Pending, RawPending, SIZE_VER0, UDP_REPAIR_PENDING,
+    UDP_REPAIR_PENDING_DATA,
 };
 use udp_repair_engine::wire::{self, CmsgBuilder};
 use udp_repair_engine::UDP_REPAIR;
@@ -789,9 +790,10 @@ fn errno_of(r: std::io::Result<impl std::fmt::Debug>) -> Option<i32> {
     r.err().and_then(|e| e.raw_os_error())
 }
 
-fn pending_raw(s: &UdpSocket, buf: &mut [u8], size: u32) -> (std::io::Result<()>, usize) {
-    buf[..4].copy_from_slice(&size.to_ne_bytes());
-    getsockopt_bytes_len(s.as_fd(), libc::SOL_UDP, UDP_REPAIR_PENDING, buf)
+/// `getsockopt(SOL_UDP, name)` into `buf`: the result and the optlen the
+/// kernel left.
+fn raw_get(s: &UdpSocket, name: i32, buf: &mut [u8]) -> (std::io::Result<()>, usize) {
+    getsockopt_bytes_len(s.as_fd(), libc::SOL_UDP, name, buf)
 }
 
 fn corked(f: Family, payload: &[u8]) -> Result<(UdpSocket, UdpSocket), Failed> {
@@ -824,61 +826,72 @@ fn err_nothing_pending(f: Family) -> Result<(), Failed> {
     let r = gs::read_pending(s.as_fd()).ctx("read_pending")?;
     check!(r.is_none(), "nothing pending, got {r:?}");
     let mut buf = vec![0u8; 4096];
-    let (r, _) = pending_raw(&s, &mut buf, SIZE_VER0 as u32);
-    check_eq!(errno_of(r), Some(libc::ENODATA), "raw errno");
+    for name in [UDP_REPAIR_PENDING, UDP_REPAIR_PENDING_DATA] {
+        let (r, len) = raw_get(&s, name, &mut buf);
+        check_eq!(errno_of(r), Some(libc::ENODATA), "raw errno of {name}");
+        check_eq!(len, 4096, "optlen after ENODATA of {name}");
+    }
     Ok(())
 }
 
+/// The data of a large datagram read in a short buffer: what fits, and
+/// its length; the struct gives the whole length first.
 fn err_buffer_too_short(f: Family) -> Result<(), Failed> {
     let payload = pattern(3000);
     let (s, _rx) = corked(f, &payload)?;
     repair(&s, true)?;
-    let mut buf = vec![0u8; SIZE_VER0 + 100];
-    let (r, needed) = pending_raw(&s, &mut buf, SIZE_VER0 as u32);
-    check_eq!(errno_of(r), Some(libc::ERANGE), "short buffer");
-    check_eq!(needed, SIZE_VER0 + 3000, "length needed");
-    let mut buf = vec![0u8; needed];
-    let (r, got) = pending_raw(&s, &mut buf, SIZE_VER0 as u32);
-    r.ctx("with the length asked for")?;
-    check_eq!(got, needed, "length used");
-    let raw = RawPending::parse(&buf).ok_or("header")?;
+    let mut head = vec![0u8; SIZE_VER0];
+    let (r, got) = raw_get(&s, UDP_REPAIR_PENDING, &mut head);
+    r.ctx("UDP_REPAIR_PENDING")?;
+    check_eq!(got, SIZE_VER0, "struct length");
+    let raw = RawPending::parse(&head).ok_or("struct")?;
     check_eq!(raw.payload_len, 3000, "payload length");
-    check_eq!(&buf[raw.payload_off as usize..], &payload[..], "payload");
-    // read_pending starts with a smaller buffer and retries.
+    let mut data = vec![0u8; 1000];
+    let (r, got) = raw_get(&s, UDP_REPAIR_PENDING_DATA, &mut data);
+    r.ctx("UDP_REPAIR_PENDING_DATA, short")?;
+    check_eq!(got, 1000, "what fits");
+    check_eq!(&data[..], &payload[..1000], "the start of the payload");
+    let mut data = vec![0u8; 4000];
+    let (r, got) = raw_get(&s, UDP_REPAIR_PENDING_DATA, &mut data);
+    r.ctx("UDP_REPAIR_PENDING_DATA")?;
+    check_eq!(got, 3000, "the whole payload");
+    check_eq!(&data[..3000], &payload[..], "payload");
     let p = gs::read_pending(s.as_fd())
         .ctx("read_pending")?
         .ok_or("pending")?;
-    check_eq!(p.payload, payload, "read_pending after ERANGE");
+    check_eq!(p.payload, payload, "read_pending");
     Ok(())
 }
 
+/// Output only: optlen below version 0 is EINVAL with optlen untouched; a
+/// longer buffer gets the kernel's struct and its length, the rest of the
+/// buffer unwritten; what the buffer held does not matter.
 fn err_malformed() -> Result<(), Failed> {
     let f = FAMILIES[0];
     let (s, _rx) = corked(f, b"hello")?;
     repair(&s, true)?;
     let mut buf = vec![0u8; 4096];
-    let (r, _) = pending_raw(&s, &mut buf, 8);
-    check_eq!(errno_of(r), Some(libc::EINVAL), "size below version 0");
-    let (r, _) = pending_raw(&s, &mut buf[..SIZE_VER0 - 1], SIZE_VER0 as u32);
+    let (r, len) = raw_get(&s, UDP_REPAIR_PENDING, &mut buf[..SIZE_VER0 - 1]);
     check_eq!(errno_of(r), Some(libc::EINVAL), "buffer below version 0");
-    let (r, _) = pending_raw(&s, &mut buf[..SIZE_VER0], SIZE_VER0 as u32 + 8);
-    check_eq!(errno_of(r), Some(libc::EINVAL), "size beyond the buffer");
-    // A newer caller's larger header: its tail is zeroed, data follows it.
+    check_eq!(len, SIZE_VER0 - 1, "optlen after EINVAL");
     buf.fill(0xa5);
-    let (r, got) = pending_raw(&s, &mut buf, SIZE_VER0 as u32 + 16);
-    r.ctx("larger header")?;
-    let raw = RawPending::parse(&buf).ok_or("header")?;
-    check_eq!(raw.size as usize, SIZE_VER0, "size filled");
-    check_eq!(
-        raw.payload_off as usize,
-        SIZE_VER0 + 16,
-        "payload after the caller's header"
-    );
+    let (r, got) = raw_get(&s, UDP_REPAIR_PENDING, &mut buf);
+    r.ctx("larger buffer")?;
+    check_eq!(got, SIZE_VER0, "the kernel's struct length");
     check!(
-        buf[SIZE_VER0..SIZE_VER0 + 16].iter().all(|&b| b == 0),
-        "tail not zeroed"
+        buf[SIZE_VER0..].iter().all(|&b| b == 0xa5),
+        "written past the struct"
     );
-    check_eq!(&buf[SIZE_VER0 + 16..got], b"hello", "payload");
+    let raw = RawPending::parse(&buf).ok_or("struct")?;
+    check_eq!(raw.payload_len, 5, "payload length");
+    buf.fill(0);
+    let (r, got) = raw_get(&s, UDP_REPAIR_PENDING, &mut buf[..SIZE_VER0]);
+    r.ctx("zeroed buffer")?;
+    check_eq!(
+        (got, RawPending::parse(&buf).ok_or("struct")?),
+        (SIZE_VER0, raw),
+        "the same struct whatever the buffer held"
+    );
     Ok(())
 }
 
@@ -893,7 +906,7 @@ fn err_udplite() -> Result<(), Failed> {
     let e = gs::read_pending(fd.as_fd())
         .err()
         .and_then(|e| e.raw_os_error());
-    check_eq!(e, Some(libc::EOPNOTSUPP), "UDP_REPAIR_PENDING on UDP-Lite");
+    check_eq!(e, Some(libc::ENOPROTOOPT), "UDP_REPAIR_PENDING on UDP-Lite");
     Ok(())
 }
 
