@@ -114,7 +114,9 @@ pub struct DumpOptions {
     pub require_vouched: bool,
     /// Fail instead of naming, in `dropped_state`, per-datagram metadata
     /// the restore cannot carry (receive timestamps, IP options, the flow
-    /// label...: [`options::METADATA_NOT_CARRIED`]) of queued datagrams.
+    /// label...: [`options::METADATA_NOT_CARRIED`]) of queued datagrams,
+    /// and the `SOF_TIMESTAMPING_OPT_ID` key counter, which no interface
+    /// reads.
     pub refuse_metadata_loss: bool,
     /// The send-queue readers to try.
     pub readers: Vec<Box<dyn SendQueueReader>>,
@@ -547,6 +549,23 @@ pub fn dump_with(fd: BorrowedFd<'_>, opts: &DumpOptions) -> Result<v1::Checkpoin
                 note_loss(&mut cp, what.to_string())?;
             }
         }
+        // The timestamp key counter (sk_tskey): no interface reads it, and
+        // turning SOF_TIMESTAMPING_OPT_ID on in the restored socket starts
+        // it at 0 (sock_set_timestamping(), net/core/sock.c).
+        let opt_id = 1 << 7; // SOF_TIMESTAMPING_OPT_ID
+        if options::saved_int(&cp.options, libc::SOL_SOCKET, libc::SO_TIMESTAMPING)
+            .is_some_and(|v| v & opt_id != 0)
+        {
+            let what = "the timestamp key counter (SOF_TIMESTAMPING_OPT_ID): no interface \
+                        reads it; the restored socket's keys start again at 0";
+            if opts.refuse_metadata_loss {
+                return Err(refuse(
+                    "socket options",
+                    format!("the restored socket would lose {what}"),
+                ));
+            }
+            cp.dropped_state.push(what.to_string());
+        }
         cp.receive_queue = Some(rq);
         cp.send_queue = Some(sq);
         cp.schema_version = udp_repair_proto::schema_for(&cp);
@@ -873,6 +892,19 @@ fn dump_send_queue(
         reader: "none".into(),
         ..Default::default()
     };
+    // A socket an earlier restore marked (it dropped the pending datagram):
+    // the mark is state too, and the restore sets it again.
+    if step(
+        "UDP_REPAIR_PENDING_LOST",
+        crate::uapi::pendinglost::marked(fd),
+    )? == Some(true)
+    {
+        sq.dropped = true;
+        sq.note = "a pending datagram an earlier restore dropped: the socket is marked \
+                   (UDP_REPAIR_PENDING_LOST), so the application's next append fails with \
+                   ECANCELED; the restore marks the new socket again"
+            .into();
+    }
     for r in &opts.readers {
         if r.needs_repair_mode() {
             match guard.set(libc::SOL_UDP, crate::UDP_REPAIR, 1) {

@@ -602,14 +602,26 @@ pub fn write(fd: BorrowedFd<'_>, o: &v1::SockOpt) -> io::Result<()> {
     }
 }
 
+/// Whether setting another option of the table changes this one, so that
+/// it must be set after the others: `IP_TOS` sets `sk_priority` from the
+/// TOS (`__ip_sock_set_tos()`, net/ipv4/ip_sockglue.c).
+fn reset_by_others(o: &v1::SockOpt) -> bool {
+    o.level == SOL_SOCKET && o.name == libc::SO_PRIORITY
+}
+
 /// Sets the saved options that differ on `fd` (skipping those `skip`
-/// accepts), in table order. Errors name the option.
+/// accepts), in table order, except that an option another one resets
+/// (`SO_PRIORITY`, by `IP_TOS`) comes last. Errors name the option.
 pub fn apply(
     fd: BorrowedFd<'_>,
     saved: &[v1::SockOpt],
     skip: impl Fn(&v1::SockOpt) -> bool,
 ) -> io::Result<()> {
-    for o in saved {
+    let ordered = saved
+        .iter()
+        .filter(|o| !reset_by_others(o))
+        .chain(saved.iter().filter(|o| reset_by_others(o)));
+    for o in ordered {
         if skip(o) {
             continue;
         }
@@ -689,4 +701,26 @@ pub fn saved_int(saved: &[v1::SockOpt], level: i32, name: i32) -> Option<i32> {
             Some(v1::sock_opt::Value::Int(v)) => i32::try_from(v).ok(),
             _ => None,
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::UdpSocket;
+    use std::os::fd::AsFd;
+
+    /// IP_TOS 0x10 sets the priority to 6 (rt_tos2priority): a priority
+    /// of 3 saved beside it must survive the restore's IP_TOS.
+    #[test]
+    fn a_priority_beside_a_tos_survives_apply() {
+        let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sys::setsockopt_int(a.as_fd(), libc::SOL_IP, libc::IP_TOS, 0x10).unwrap();
+        sys::setsockopt_int(a.as_fd(), SOL_SOCKET, libc::SO_PRIORITY, 3).unwrap();
+        let saved = save(a.as_fd(), false).unwrap();
+        let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+        apply(b.as_fd(), &saved, |_| false).unwrap();
+        verify(b.as_fd(), &saved, |_| false).unwrap();
+        let prio = sys::getsockopt_int(b.as_fd(), SOL_SOCKET, libc::SO_PRIORITY).unwrap();
+        assert_eq!(prio, 3);
+    }
 }

@@ -14,9 +14,14 @@ use crate::{sys, wire};
 use std::os::fd::AsFd;
 use std::sync::OnceLock;
 
-/// `SCM_TS_OPT_ID` (include/uapi/asm-generic/socket.h; not in 6.12): a
-/// cmsg that sets the `SOF_TIMESTAMPING_OPT_ID` key of one send.
+/// `SCM_TS_OPT_ID` (include/uapi/asm-generic/socket.h, and alpha's and
+/// mips' own headers; not in 6.12): a cmsg that sets the
+/// `SOF_TIMESTAMPING_OPT_ID` key of one send.
+#[cfg(not(any(target_arch = "sparc", target_arch = "sparc64")))]
 pub const SCM_TS_OPT_ID: i32 = 81;
+/// `SCM_TS_OPT_ID` (arch/sparc/include/uapi/asm/socket.h).
+#[cfg(any(target_arch = "sparc", target_arch = "sparc64"))]
+pub const SCM_TS_OPT_ID: i32 = 0x5a;
 
 /// `SOF_TIMESTAMPING_TX_SOFTWARE | SOF_TIMESTAMPING_SOFTWARE |
 /// SOF_TIMESTAMPING_OPT_ID` (include/uapi/linux/net_tstamp.h): what
@@ -29,7 +34,7 @@ const TS_OPT_ID_FLAGS: i32 = (1 << 1) | (1 << 4) | (1 << 7);
 /// exists, can be set again. Value 0 needs no privilege.
 pub fn so_priority_cmsg() -> bool {
     static P: OnceLock<bool> = OnceLock::new();
-    *P.get_or_init(|| accepts(None, libc::SO_PRIORITY, &0u32.to_ne_bytes()))
+    *P.get_or_init(|| in_scratch_netns(|| accepts(None, libc::SO_PRIORITY, &0u32.to_ne_bytes())))
 }
 
 /// Whether this kernel takes an `SCM_TS_OPT_ID` cmsg on a UDP send, so
@@ -37,47 +42,54 @@ pub fn so_priority_cmsg() -> bool {
 pub fn scm_ts_opt_id() -> bool {
     static P: OnceLock<bool> = OnceLock::new();
     *P.get_or_init(|| {
-        accepts(
-            Some((libc::SO_TIMESTAMPING, TS_OPT_ID_FLAGS)),
-            SCM_TS_OPT_ID,
-            &7u32.to_ne_bytes(),
-        )
+        in_scratch_netns(|| {
+            accepts(
+                Some((libc::SO_TIMESTAMPING, TS_OPT_ID_FLAGS)),
+                SCM_TS_OPT_ID,
+                &7u32.to_ne_bytes(),
+            )
+        })
     })
+}
+
+/// `probe` in a private network namespace whose `lo` is up (the current
+/// one may have it down); without the privilege for one, in the current
+/// namespace.
+fn in_scratch_netns(probe: impl Fn() -> bool + Send + Sync) -> bool {
+    crate::netns::in_new_netns(&probe).unwrap_or_else(|_| probe())
 }
 
 /// Whether a corked send with the `SOL_SOCKET` cmsg `(kind, data)` is
 /// accepted, after the `SOL_SOCKET` option `setup` (name, value) is set.
-/// `EINVAL` is the refusal; any other outcome (sent, or a route error
-/// after the cmsgs were parsed) is acceptance. A scratch socket that
-/// cannot be made at all answers "no".
+/// The same send without the cmsg comes first, as a control: only when
+/// it succeeds does the answer with the cmsg say something about the cmsg
+/// (`EINVAL` is the refusal; `EINVAL` can also come from elsewhere in
+/// `udp_sendmsg()`). A control that fails (no route to 127.0.0.1 or ::1,
+/// a BPF or LSM hook refusing sends) answers "no": the caller then
+/// refuses state it cannot recreate, by name, rather than guess.
 fn accepts(setup: Option<(i32, i32)>, kind: i32, data: &[u8]) -> bool {
     for to in ["127.0.0.1:9", "[::1]:9"] {
         let to: std::net::SocketAddr = to.parse().expect("a literal address");
         let bind = if to.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
-        let Ok(s) = std::net::UdpSocket::bind(bind) else {
-            continue;
-        };
-        if let Some((name, value)) = setup {
-            if sys::setsockopt_int(s.as_fd(), libc::SOL_SOCKET, name, value).is_err() {
-                return false;
+        let corked_send = |control: &[u8]| -> Option<std::io::Result<usize>> {
+            let s = std::net::UdpSocket::bind(bind).ok()?;
+            if let Some((name, value)) = setup {
+                sys::setsockopt_int(s.as_fd(), libc::SOL_SOCKET, name, value).ok()?;
             }
+            Some(sys::sendmsg_bytes(
+                s.as_fd(),
+                b"p",
+                &wire::sockaddr_bytes(&to),
+                control,
+                libc::MSG_MORE | libc::MSG_DONTWAIT,
+            ))
+        };
+        if !matches!(corked_send(&[]), Some(Ok(_))) {
+            continue;
         }
         let mut c = wire::CmsgBuilder::default();
         c.push(libc::SOL_SOCKET, kind, data);
-        let sent = sys::sendmsg_bytes(
-            s.as_fd(),
-            b"p",
-            &wire::sockaddr_bytes(&to),
-            c.bytes(),
-            libc::MSG_MORE | libc::MSG_DONTWAIT,
-        );
-        match sent {
-            Ok(_) => return true,
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return false,
-            // A route error comes after the cmsgs were parsed.
-            Err(e) if e.raw_os_error() == Some(libc::ENETUNREACH) => return true,
-            Err(_) => continue,
-        }
+        return matches!(corked_send(c.bytes()), Some(Ok(_)));
     }
     false
 }

@@ -131,6 +131,21 @@ pub fn from_getsockopt(fd: BorrowedFd<'_>, p: &Pending) -> io::Result<v1::Pendin
     if c.confirm {
         why.push("MSG_CONFIRM on the first send (the image cannot record it)".into());
     }
+    if c.priority.fixed && !probe::so_priority_cmsg() {
+        // Without an SO_PRIORITY cmsg only an IP_TOS cmsg fixes it again,
+        // to rt_tos2priority(tos): enough for 6.12's rule, where that is
+        // how it was fixed; anything else would change silently.
+        let by_tos = c.family == Family::V4
+            && c.tos.fixed
+            && c.priority.value == u32::from(rt_tos2priority(c.tos.value));
+        if !by_tos {
+            why.push(format!(
+                "its priority {} was fixed when it was corked, and this kernel has no \
+                 SO_PRIORITY cmsg to fix it again",
+                c.priority.value
+            ));
+        }
+    }
     if c.tskey.is_some() && !probe::scm_ts_opt_id() {
         why.push(
             "its SOF_TIMESTAMPING_OPT_ID key (this kernel has no SCM_TS_OPT_ID cmsg to set it)"
@@ -201,6 +216,15 @@ pub fn from_getsockopt(fd: BorrowedFd<'_>, p: &Pending) -> io::Result<v1::Pendin
         cork: Some(cork),
         complete: true,
     })
+}
+
+/// `rt_tos2priority()` (include/net/route.h): the priority an `IP_TOS` of
+/// `tos` gives, from `ip_tos2prio` (net/ipv4/route.c; `TC_PRIO_*` of
+/// include/uapi/linux/pkt_sched.h: BESTEFFORT 0, BULK 2,
+/// INTERACTIVE_BULK 4, INTERACTIVE 6).
+pub fn rt_tos2priority(tos: u8) -> u8 {
+    const IP_TOS2PRIO: [u8; 16] = [0, 0, 0, 0, 2, 2, 2, 2, 6, 6, 6, 6, 4, 4, 4, 4];
+    IP_TOS2PRIO[usize::from((tos & 0x1e) >> 1)]
 }
 
 /// `IPV6_FLOWLABEL_MASK`: the flow label bits of `sin6_flowinfo` (host
@@ -368,17 +392,32 @@ mod tests {
 
     /// The timestamp key and a fixed priority are kept where this kernel
     /// has the cmsg that sets them again; without it the key is refused by
-    /// name and the priority left to follow the socket (6.12's rule).
+    /// name, and the priority too unless an IP_TOS cmsg gives it again
+    /// (6.12's rule).
     #[test]
     fn kernel_dependent_cork_state_follows_the_probes() {
         let s = UdpSocket::bind("0.0.0.0:0").unwrap();
         let mut p = pending(Family::V4, "192.0.2.1:53", "192.0.2.2:4000");
+        // TOS 0x10 fixed: rt_tos2priority gives 6.
+        p.cork.tos = Value {
+            value: 0x10,
+            fixed: true,
+        };
         p.cork.priority = Value {
-            value: 4,
+            value: 6,
             fixed: true,
         };
         let c = from_getsockopt(s.as_fd(), &p).unwrap().cork.unwrap();
-        assert_eq!(c.priority, probe::so_priority_cmsg().then_some(4));
+        assert_eq!(c.priority, probe::so_priority_cmsg().then_some(6));
+        p.cork.priority.value = 4;
+        match from_getsockopt(s.as_fd(), &p) {
+            Ok(d) => assert_eq!(d.cork.unwrap().priority, Some(4)),
+            Err(e) => {
+                assert!(!probe::so_priority_cmsg());
+                assert!(e.to_string().contains("priority 4"), "{e}");
+            }
+        }
+        p.cork.priority.value = 6;
         p.cork.tskey = Some(9);
         match from_getsockopt(s.as_fd(), &p) {
             Ok(d) => {
@@ -390,6 +429,15 @@ mod tests {
                 assert!(e.to_string().contains("SCM_TS_OPT_ID"), "{e}");
             }
         }
+    }
+
+    #[test]
+    fn tos_to_priority_follows_ip_tos2prio() {
+        assert_eq!(rt_tos2priority(0), 0);
+        assert_eq!(rt_tos2priority(0x10), 6); // IPTOS_LOWDELAY
+        assert_eq!(rt_tos2priority(0x08), 2); // IPTOS_THROUGHPUT
+        assert_eq!(rt_tos2priority(0x18), 4);
+        assert_eq!(rt_tos2priority(0xb8), 4); // EF: 0xb8 & 0x1e = 0x18
     }
 
     #[test]

@@ -89,6 +89,11 @@ pub struct RestoreReport {
     pub lost: Vec<(usize, String)>,
     /// Time spent on the receive queue.
     pub rx_time: Duration,
+    /// The image says a pending datagram was dropped, and the restored
+    /// socket is marked so that the application's next append to it fails
+    /// with `ECANCELED` (`UDP_REPAIR_PENDING_LOST`; false on a kernel
+    /// without it, where the loss stays as the image records it).
+    pub pending_marked_lost: bool,
 }
 
 /// Options set only after the receive queue is back.
@@ -356,6 +361,12 @@ pub fn restore_with(
     // 5. Send queue.
     if let Some(sq) = &cp.send_queue {
         step("send queue", restore_send_queue(fd, cp, sq))?;
+        if sq.dropped && sq.pending.is_none() {
+            report.pending_marked_lost = step(
+                "marking the dropped pending datagram (UDP_REPAIR_PENDING_LOST)",
+                crate::uapi::pendinglost::mark(fd),
+            )?;
+        }
     }
 
     // The shutdown state, once nothing is left to send (SHUT_WR makes a
@@ -647,6 +658,16 @@ fn attach_filter(fd: BorrowedFd<'_>, f: &v1::Filter) -> io::Result<()> {
     Ok(())
 }
 
+/// `SOF_TIMESTAMPING_TX_RECORD_MASK` (include/uapi/linux/net_tstamp.h):
+/// TX_HARDWARE, TX_SOFTWARE, TX_SCHED, TX_ACK, TX_COMPLETION.
+const TX_RECORD_MASK: i32 = (1 << 0) | (1 << 1) | (1 << 8) | (1 << 9) | (1 << 18);
+
+/// The transmit timestamp requests of socket `fd` (its SO_TIMESTAMPING
+/// flags within [`TX_RECORD_MASK`]); 0 when it cannot be read.
+fn sock_tx_record(fd: BorrowedFd<'_>) -> i32 {
+    sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TIMESTAMPING).unwrap_or(0) & TX_RECORD_MASK
+}
+
 /// Re-creates the pending datagram. The cmsgs carry the cork state that
 /// differs from what the socket's options would give, so that
 /// `ip_setup_cork` records the same values: TTL/hop limit, TOS/traffic
@@ -724,16 +745,17 @@ fn restore_send_queue(
             c.push(libc::SOL_IP, libc::IP_PKTINFO, &pi);
         }
     } else {
-        if let Some(h) = cork
-            .hop_limit
-            .filter(|t| Some(*t as i32) != sock_int(libc::SOL_IPV6, libc::IPV6_UNICAST_HOPS))
-        {
+        // ip6_setup_cork() fixes both when corking; the socket's value
+        // for a comparison is not even one option (a multicast destination
+        // takes IPV6_MULTICAST_HOPS): a complete image passes them always.
+        if let Some(h) = cork.hop_limit.filter(|t| {
+            p.complete || Some(*t as i32) != sock_int(libc::SOL_IPV6, libc::IPV6_UNICAST_HOPS)
+        }) {
             c.push_int(libc::SOL_IPV6, libc::IPV6_HOPLIMIT, h as i32);
         }
-        if let Some(t) = cork
-            .tclass
-            .filter(|t| Some(*t as i32) != sock_int(libc::SOL_IPV6, libc::IPV6_TCLASS))
-        {
+        if let Some(t) = cork.tclass.filter(|t| {
+            p.complete || Some(*t as i32) != sock_int(libc::SOL_IPV6, libc::IPV6_TCLASS)
+        }) {
             c.push_int(libc::SOL_IPV6, libc::IPV6_TCLASS, t as i32);
         }
         if let Some(d) = cork
@@ -777,7 +799,10 @@ fn restore_send_queue(
     if let Some(t) = cork.transmit_time.filter(|t| *t != 0) {
         c.push(libc::SOL_SOCKET, libc::SCM_TXTIME, &t.to_ne_bytes());
     }
-    if let Some(f) = cork.tx_flags.filter(|f| *f != 0) {
+    // The datagram's transmit timestamp requests, also when none: the
+    // restored socket's SO_TIMESTAMPING would otherwise give it the
+    // socket's (`__sock_cmsg_send()` replaces the TX record bits).
+    if let Some(f) = cork.tx_flags.filter(|f| *f != 0 || sock_tx_record(fd) != 0) {
         c.push(libc::SOL_SOCKET, libc::SO_TIMESTAMPING, &f.to_ne_bytes());
     }
     let flags = if sq.udp_cork { 0 } else { libc::MSG_MORE };

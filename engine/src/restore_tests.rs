@@ -1260,3 +1260,34 @@ fn a_broadcast_destination_is_named() {
         assert!(dump::dump_with(a.as_fd(), &strict).is_err());
     });
 }
+
+/// The timestamp key counter cannot be read: a dump of a socket with
+/// SOF_TIMESTAMPING_OPT_ID names it, and refuses under
+/// refuse_metadata_loss.
+#[test]
+fn the_timestamp_key_counter_is_named() {
+    ns(|| {
+        let s = udp("127.0.0.1:0");
+        // SOF_TIMESTAMPING_TX_SOFTWARE | SOFTWARE | OPT_ID
+        set(
+            s.as_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_TIMESTAMPING,
+            (1 << 1) | (1 << 4) | (1 << 7),
+        );
+        let cp = dump::dump(s.as_fd()).unwrap();
+        assert!(
+            cp.dropped_state
+                .iter()
+                .any(|d| d.contains("timestamp key counter")),
+            "{:?}",
+            cp.dropped_state
+        );
+        let strict = dump::DumpOptions {
+            refuse_metadata_loss: true,
+            ..Default::default()
+        };
+        let e = dump::dump_with(s.as_fd(), &strict).unwrap_err();
+        assert!(e.to_string().contains("timestamp key counter"), "{e}");
+    })
+}

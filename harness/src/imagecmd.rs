@@ -331,6 +331,12 @@ fn restore_exec(
     for (i, why) in &report.lost {
         eprintln!("warning: receive queue datagram {i} lost: {why}");
     }
+    if report.pending_marked_lost {
+        eprintln!(
+            "note: the image's dropped pending datagram is marked on the new socket \
+             (UDP_REPAIR_PENDING_LOST): the application's next append to it fails with ECANCELED"
+        );
+    }
     // fd 3, without FD_CLOEXEC, for the exec'ed command.
     if sock.as_raw_fd() == 3 {
         if let Err(e) = rustix::io::fcntl_setfd(&sock, rustix::io::FdFlags::empty()) {

@@ -240,34 +240,37 @@ impl From<RunnerArg> for Runner {
     }
 }
 
+/// `s` if it is one of `known`, else the error naming `what` (`base`,
+/// `variant`), the choices and where they are defined (`place`, under
+/// kernel-patches/).
+fn one_of(s: &str, what: &str, known: Vec<String>, place: &str) -> Result<String, String> {
+    if known.iter().any(|k| k == s) {
+        return Ok(s.to_string());
+    }
+    Err(format!(
+        "no {what} {s:?}: {what}s are {} (in {})",
+        known.join(", "),
+        project_root().join("kernel-patches").join(place).display()
+    ))
+}
+
 /// A `--base` value: a pin file of kernel-patches/bases/, checked when the
 /// arguments are parsed.
 fn base_name(s: &str) -> Result<String, String> {
-    let known = udp_repair_vm::base::names(&project_root().join("kernel-patches"));
-    if known.iter().any(|k| k == s) {
-        Ok(s.to_string())
-    } else {
-        Err(format!(
-            "no base {s:?}: bases are {} (pins in {})",
-            known.join(", "),
-            project_root().join("kernel-patches/bases").display()
-        ))
-    }
+    let dir = project_root().join("kernel-patches");
+    one_of(s, "base", udp_repair_vm::base::names(&dir), "bases")
 }
 
 /// A `--variant` value: `none` or a variant of kernel-patches/VARIANTS,
 /// checked when the arguments are parsed.
 fn variant(s: &str) -> Result<String, String> {
-    let known = udp_repair_vm::tree::variants(&project_root().join("kernel-patches"));
-    if known.iter().any(|k| k == s) {
-        Ok(s.to_string())
-    } else {
-        Err(format!(
-            "no variant {s:?}: variants are {} (in {})",
-            known.join(", "),
-            project_root().join("kernel-patches/VARIANTS").display()
-        ))
-    }
+    let dir = project_root().join("kernel-patches");
+    one_of(
+        s,
+        "variant",
+        udp_repair_vm::tree::variants(&dir),
+        "VARIANTS",
+    )
 }
 
 /// A `--variant` value where `all` is allowed too.

@@ -103,7 +103,19 @@ pub const UNITS: &[Unit] = &[
         format: Format::TapStdout,
         timeout_s: 120,
     },
-    // The SO_PEEK_OFF fix for zero-length datagrams (getsockopt series, patch 1).
+    // The pending-lost series' mark (Willem de Bruijn's alternative).
+    Unit {
+        suite: "kselftest",
+        name: "udp_pending_lost",
+        program: Program::Kselftest {
+            src: "tools/testing/selftests/net/udp_pending_lost.c",
+            libs: &[],
+        },
+        args: &[],
+        format: Format::TapStdout,
+        timeout_s: 60,
+    },
+    // The SO_PEEK_OFF fix for zero-length datagrams (the peek-zerolen series).
     Unit {
         suite: "kselftest",
         name: "udp_peek_zerolen",
@@ -126,6 +138,18 @@ pub const UNITS: &[Unit] = &[
         args: &[],
         format: Format::KtapFile,
         timeout_s: 600,
+    },
+    // The pending-lost series and the engine's use of it
+    // (selftests/src/pendinglost.rs); SKIPs on a kernel without it.
+    Unit {
+        suite: "pendinglost",
+        name: "selftests",
+        program: Program::Selftests {
+            filter: "pendinglost::",
+        },
+        args: &[],
+        format: Format::KtapFile,
+        timeout_s: 120,
     },
     // The recvmsg series from Rust (selftests/src/recvmsg.rs); SKIPs on a
     // kernel without it.

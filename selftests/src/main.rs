@@ -9,6 +9,7 @@ mod dumprestore;
 mod getsockopt;
 mod handover;
 pub mod ktap;
+mod pendinglost;
 mod recvmsg;
 mod regression;
 mod util;
@@ -26,6 +27,7 @@ fn main() -> std::process::ExitCode {
     tests.extend(base::tests());
     tests.extend(dumprestore::tests());
     tests.extend(getsockopt::tests());
+    tests.extend(pendinglost::tests());
     tests.extend(recvmsg::tests());
     tests.extend(regression::tests());
     ktap::run(tests)

@@ -291,7 +291,8 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            e.contains("no-such-variant") && e.contains("variants: none, getsockopt, recvmsg"),
+            e.contains("no-such-variant")
+                && e.contains("variants: none, getsockopt, recvmsg, pending-lost"),
             "{e}"
         );
         let e = Series::load(dir(), "recvmsg", "5.4")

@@ -66,14 +66,17 @@ pub mod flags {
 pub mod unsupported {
     /// `MSG_ZEROCOPY` data (its completion notifications).
     pub const ZEROCOPY: u32 = 1 << 0;
+    /// Mainline: a transmit timestamp a BPF program requested
+    /// (`SKBTX_BPF`), which no cmsg requests again.
+    pub const BPF_TSTAMP: u32 = 1 << 1;
     /// The 6.12 backport only: a `SOF_TIMESTAMPING_OPT_ID` key, which
     /// 6.12 has no `SCM_TS_OPT_ID` cmsg to set again.
-    pub const TS_OPT_ID: u32 = 1 << 1;
+    pub const TS_OPT_ID: u32 = 1 << 2;
     /// The 6.12 backport only: `SOF_TIMESTAMPING_BIND_PHC` kept with the
     /// datagram, which no cmsg sets.
-    pub const BIND_PHC: u32 = 1 << 2;
+    pub const BIND_PHC: u32 = 1 << 3;
     /// Every bit this version names.
-    pub const KNOWN: u32 = ZEROCOPY | TS_OPT_ID | BIND_PHC;
+    pub const KNOWN: u32 = ZEROCOPY | BPF_TSTAMP | TS_OPT_ID | BIND_PHC;
 }
 
 /// `struct udp_repair_pending`, field for field (version 0, 96 bytes, the
@@ -348,6 +351,9 @@ impl Pending {
         let u = self.cork.unsupported;
         if u & unsupported::ZEROCOPY != 0 {
             out.push("MSG_ZEROCOPY data pending (completion notifications)".to_string());
+        }
+        if u & unsupported::BPF_TSTAMP != 0 {
+            out.push("a transmit timestamp a BPF program requested (no cmsg requests it)".into());
         }
         if u & unsupported::TS_OPT_ID != 0 {
             out.push(
@@ -636,10 +642,10 @@ mod tests {
     #[test]
     fn reports_losses() {
         let (mut head, data) = sample_v4();
-        let u = unsupported::ZEROCOPY | unsupported::TS_OPT_ID | unsupported::BIND_PHC | 1 << 9;
+        let u = unsupported::KNOWN | 1 << 9;
         head[4..8].copy_from_slice(&u.to_ne_bytes());
         let p = Pending::decode(&head, &data).unwrap();
-        assert_eq!(p.losses().len(), 4, "{:?}", p.losses());
+        assert_eq!(p.losses().len(), 5, "{:?}", p.losses());
     }
 
     #[test]

@@ -3,7 +3,10 @@
 //! - [`getsockopt`]: `UDP_REPAIR` and `getsockopt(SOL_UDP,
 //!   UDP_REPAIR_PENDING)`, the pending datagram with its whole cork state;
 //! - [`recvmsg`]: the 2021 design, `recvmsg(MSG_PEEK)` in repair mode,
-//!   payload and destination only.
+//!   payload and destination only;
+//! - [`pendinglost`]: `UDP_REPAIR_PENDING_LOST`, which makes a pending
+//!   datagram a restore dropped fail visibly instead.
 
 pub mod getsockopt;
+pub mod pendinglost;
 pub mod recvmsg;
