@@ -13,6 +13,8 @@ packages=(
 	qemu-system-x86 busybox-static protobuf-compiler ccache
 	make gcc libc6-dev flex bison bc libelf-dev libssl-dev xz-utils git rsync
 	iproute2 codespell
+	# The i386 build of the udp_repair kselftest (vm/src/arch.rs, compat).
+	gcc-multilib libc6-dev-i386
 )
 
 missing=()

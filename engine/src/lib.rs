@@ -7,8 +7,9 @@
 //! Layers, lowest first (each file one layer):
 //! - [`sys`]: the FFI, every `unsafe` block of the engine, each commented;
 //!   [`wire`]: sockaddrs and cmsgs as bytes.
-//! - [`uapi`]: the two kernel series' interfaces ([`uapi::getsockopt`],
-//!   [`uapi::recvmsg`]), apart from the generic wrappers.
+//! - [`uapi`]: the kernel series' interfaces ([`uapi::getsockopt`],
+//!   [`uapi::recvmsg`], [`uapi::pendinglost`]), apart from the generic
+//!   wrappers.
 //! - [`options`]: the table of socket options a checkpoint saves.
 //! - [`peek`]: `MSG_PEEK` primitives over the receive queue, shared by
 //!   dump and restore; [`guard`]: options changed for a dump and put back;
@@ -41,5 +42,5 @@ pub mod wire;
 
 pub use error::{Error, Kind, Op};
 
-/// `SOL_UDP` option number of `UDP_REPAIR`, the same in both series.
+/// `SOL_UDP` option number of `UDP_REPAIR`, the same in every series.
 pub const UDP_REPAIR: i32 = 2;

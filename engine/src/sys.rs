@@ -56,10 +56,11 @@ pub fn getsockopt_bytes(
     rc.map(|()| len)
 }
 
-/// `getsockopt(fd, level, name, buf, &len)` for options that also report
-/// a length when they fail (`ERANGE` with the length needed, e.g.
-/// `UDP_REPAIR_PENDING`): returns the call's result and the length the
-/// kernel left in `len` (on success, the bytes it wrote into `buf`).
+/// `getsockopt(fd, level, name, buf, &len)`: the call's result and the
+/// length the kernel left in `len` (on success, the bytes it wrote into
+/// `buf`, e.g. how much of `struct udp_repair_pending` a kernel filled; on
+/// failure, what it left there, which output-only options leave as it
+/// was).
 pub fn getsockopt_bytes_len(
     fd: BorrowedFd<'_>,
     level: i32,

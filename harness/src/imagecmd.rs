@@ -29,7 +29,9 @@ pub enum ImageCmd {
         #[arg(short = 'o', long = "output", value_name = "IMAGE")]
         output: PathBuf,
         /// Dump even with pending (corked) data that this kernel cannot
-        /// read back; the restored socket then has nothing pending.
+        /// read back; the restored socket then has nothing pending (on a
+        /// kernel with UDP_REPAIR_PENDING_LOST it is marked, so that the
+        /// application's next append fails with ECANCELED).
         #[arg(long)]
         drop_pending: bool,
         /// Dump even with an eBPF socket filter (not readable); it is lost.

@@ -42,7 +42,7 @@ struct Cli {
 enum Cmd {
     /// Build the kernel(s) and the guest test programs.
     Build {
-        /// Variant: none, a directory of kernel-patches/, or all.
+        /// Variant: none, a variant of kernel-patches/VARIANTS, or all.
         #[arg(long, short, default_value = "none", value_parser = variant_or_all)]
         variant: Vec<String>,
         #[command(flatten)]
@@ -51,7 +51,7 @@ enum Cmd {
     /// Boot a kernel and run one command in it; its output and exit status
     /// are the command's.
     Run {
-        /// Variant: none or a directory of kernel-patches/.
+        /// Variant: none or a variant of kernel-patches/VARIANTS.
         #[arg(long, short, default_value = "none", value_parser = variant)]
         variant: String,
         /// A host file to copy into the guest's /include (repeatable).
@@ -65,7 +65,7 @@ enum Cmd {
     },
     /// Build, boot and run the test suites; report per test.
     Test {
-        /// Variant: none, a directory of kernel-patches/, or all (repeatable).
+        /// Variant: none, a variant of kernel-patches/VARIANTS, or all (repeatable).
         #[arg(long, short, default_value = "none", value_parser = variant_or_all)]
         variant: Vec<String>,
         /// Run only this suite (repeatable); `--list-suites` names them.

@@ -18,11 +18,6 @@ pub const CHECKPATCH_FLAGS: &[&str] = &[
      GIT_COMMIT_ID,CAMELCASE,FILE_PATH_CHANGES,BAD_REPORTED_BY_LINK,UNKNOWN_COMMIT_ID",
 ];
 
-/// Where Debian's codespell package keeps its dictionary (checkpatch's
-/// default path is not it, and without it `--codespell` silently checks
-/// nothing).
-const CODESPELL_DICT: &str = "/usr/lib/python3/dist-packages/codespell_lib/data/dictionary.txt";
-
 /// One patch's checkpatch verdict.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verdict {
@@ -69,8 +64,8 @@ pub fn checkpatch(base_git: &Path, patch: &Path) -> Result<Verdict> {
     cmd.current_dir(base_git)
         .arg("scripts/checkpatch.pl")
         .args(CHECKPATCH_FLAGS);
-    if Path::new(CODESPELL_DICT).exists() {
-        cmd.arg(format!("--codespellfile={CODESPELL_DICT}"));
+    if Path::new(base::CODESPELL_DICT).exists() {
+        cmd.arg(format!("--codespellfile={}", base::CODESPELL_DICT));
     }
     let out = cmd
         .arg(patch)

@@ -44,8 +44,8 @@ pub fn plan(k: &Kernel, units: &[&Unit], selftests: &Path) -> Plan {
                 argv.extend(u.args.iter().map(|s| s.to_string()));
                 Ok(argv)
             }
-            Program::Kselftest { src, libs } => {
-                match build::kselftest(&k.tree, &k.built, src, libs, &ks_dir) {
+            Program::Kselftest { src, libs, m32 } => {
+                match build::kselftest(&k.tree, &k.built, src, libs, m32, &ks_dir) {
                     Ok(Some(bin)) => {
                         let name = bin
                             .file_name()

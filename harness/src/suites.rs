@@ -51,6 +51,10 @@ pub enum Program {
         src: &'static str,
         /// Extra linker arguments.
         libs: &'static [&'static str],
+        /// Built for i386 (`gcc -m32`), to run under the guest's
+        /// `IA32_EMULATION`: the compat paths of the options, and the
+        /// uapi structs' layout for 32-bit callers.
+        m32: bool,
     },
 }
 
@@ -98,6 +102,22 @@ pub const UNITS: &[Unit] = &[
         program: Program::Kselftest {
             src: "tools/testing/selftests/net/udp_repair.c",
             libs: &[],
+            m32: false,
+        },
+        args: &[],
+        format: Format::TapStdout,
+        timeout_s: 120,
+    },
+    // The same, built for i386 and run under IA32_EMULATION: the compat
+    // getsockopt path, and struct udp_repair_pending as 32-bit callers
+    // see it (its layout case asserts the x86_64 offsets).
+    Unit {
+        suite: "kselftest",
+        name: "udp_repair_i386",
+        program: Program::Kselftest {
+            src: "tools/testing/selftests/net/udp_repair.c",
+            libs: &[],
+            m32: true,
         },
         args: &[],
         format: Format::TapStdout,
@@ -110,6 +130,7 @@ pub const UNITS: &[Unit] = &[
         program: Program::Kselftest {
             src: "tools/testing/selftests/net/udp_pending_lost.c",
             libs: &[],
+            m32: false,
         },
         args: &[],
         format: Format::TapStdout,
@@ -122,6 +143,7 @@ pub const UNITS: &[Unit] = &[
         program: Program::Kselftest {
             src: "tools/testing/selftests/net/udp_peek_zerolen.c",
             libs: &[],
+            m32: false,
         },
         args: &[],
         format: Format::TapStdout,
@@ -174,6 +196,7 @@ pub const UNITS: &[Unit] = &[
         program: Program::Kselftest {
             src: "tools/testing/selftests/net/sk_so_peek_off.c",
             libs: &[],
+            m32: false,
         },
         args: &[],
         format: Format::ExitCode,
@@ -189,6 +212,7 @@ pub const UNITS: &[Unit] = &[
         program: Program::Kselftest {
             src: "tools/testing/selftests/net/reuseport_addr_any.c",
             libs: &[],
+            m32: false,
         },
         args: &[],
         format: Format::ExitCode,
@@ -302,6 +326,7 @@ pub const UNITS: &[Unit] = &[
 const UDPGSO: Program = Program::Kselftest {
     src: "tools/testing/selftests/net/udpgso.c",
     libs: &[],
+    m32: false,
 };
 
 /// The suite names, in order of first appearance.

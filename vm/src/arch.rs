@@ -29,6 +29,9 @@ pub struct Arch {
     pub rust_target: &'static str,
     /// The static C library the kselftests link against, and its package.
     pub libc_static: (&'static str, &'static str),
+    /// The compat ABI's static C library and the packages of `gcc -m32`,
+    /// for the kselftests built for it (x86_64: i386), if there is one.
+    pub compat: Option<(&'static str, &'static [&'static str])>,
 }
 
 /// Every architecture the VM side knows.
@@ -44,6 +47,7 @@ pub const ARCHES: &[Arch] = &[Arch {
     console: "ttyS0",
     rust_target: "x86_64-unknown-linux-gnu",
     libc_static: ("/usr/lib/x86_64-linux-gnu/libc.a", "libc6-dev"),
+    compat: Some(("/usr/lib32/libc.a", &["gcc-multilib", "libc6-dev-i386"])),
 }];
 
 /// The row of architecture `name`.

@@ -109,6 +109,10 @@ pub fn names(patches_dir: &Path) -> Vec<String> {
     v
 }
 
+/// Where Debian's codespell package keeps its dictionary: checkpatch's
+/// default path is not it, and without it `--codespell` checks nothing.
+pub const CODESPELL_DICT: &str = "/usr/lib/python3/dist-packages/codespell_lib/data/dictionary.txt";
+
 /// A command the pipeline runs, and the Debian package providing it (the
 /// guest architecture's QEMU comes from [`crate::arch`]).
 const TOOLS: &[(&str, &str)] = &[
@@ -131,6 +135,9 @@ const FILES: &[(&str, &str)] = &[
     ("/bin/busybox", "busybox-static"),
     ("/usr/include/libelf.h", "libelf-dev"),
     ("/usr/include/openssl/ssl.h", "libssl-dev"),
+    // checkpatch --codespell reads this dictionary (harness/src/patches.rs);
+    // without it the spelling check would be skipped in silence.
+    (CODESPELL_DICT, "codespell"),
 ];
 
 /// Packages missing from this machine, for the tools and the pinned base.
@@ -158,6 +165,13 @@ pub fn missing_packages(pin: &Pin) -> Vec<String> {
         }
         if !Path::new(a.libc_static.0).exists() {
             add(a.libc_static.1.to_string());
+        }
+        if let Some((libc, packages)) = a.compat {
+            for p in packages {
+                if !Path::new(libc).exists() || installed_version(p).is_none() {
+                    add(p.to_string());
+                }
+            }
         }
     }
     if let Some(package) = &pin.package {

@@ -306,22 +306,28 @@ fn is_error_line(l: &str) -> bool {
 }
 
 /// Compiles a C kselftest of the tree statically against the built
-/// headers. `Ok(None)` when the tree does not have it.
+/// headers, for i386 with `m32` (`gcc -m32`: gcc-multilib and
+/// libc6-dev-i386; the binary is NAME-i386). `Ok(None)` when the tree does
+/// not have it.
 pub fn kselftest(
     tree: &Tree,
     built: &Built,
     src_rel: &str,
     libs: &[&str],
+    m32: bool,
     out_dir: &Path,
 ) -> Result<Option<PathBuf>> {
     let src = tree.src.join(src_rel);
     if !src.exists() {
         return Ok(None);
     }
-    let name = src
+    let mut name = src
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
+    if m32 {
+        name.push_str("-i386");
+    }
     std::fs::create_dir_all(out_dir).ctx(|| format!("creating {}", out_dir.display()))?;
     let out = out_dir.join(&name);
     let log_path = out_dir.join(format!("{name}.log"));
@@ -330,6 +336,7 @@ pub fn kselftest(
     // the programs define _GNU_SOURCE themselves.
     let output = Command::new("gcc")
         .args(["-static", "-O2", "-Wall", "-D_GNU_SOURCE="])
+        .args(m32.then_some("-m32"))
         .arg("-isystem")
         .arg(&built.headers)
         .arg("-I")

@@ -42,10 +42,12 @@ pub mod flags {
     /// TTL / hop limit fixed in the datagram (IPv4: `IP_TTL` cmsg; IPv6:
     /// always).
     pub const TTL: u32 = 1 << 1;
-    /// TOS / traffic class fixed in the datagram (IPv4: `IP_TOS` cmsg;
-    /// IPv6: always).
+    /// TOS / traffic class fixed in the datagram (IPv6: always; IPv4: on
+    /// mainline always, `ipcm_init_sk()` takes the socket's when corking;
+    /// on 6.12 only with an `IP_TOS` cmsg).
     pub const TOS: u32 = 1 << 2;
-    /// Priority fixed in the datagram (IPv4: with an `IP_TOS` cmsg).
+    /// Priority fixed in the datagram (mainline: always, at cork time; 6.12:
+    /// IPv4 with an `IP_TOS` cmsg only).
     pub const PRIORITY: u32 = 1 << 3;
     /// IPv6: `IPV6_DONTFRAG` set when the datagram was corked.
     pub const DONTFRAG: u32 = 1 << 4;
@@ -236,7 +238,8 @@ pub enum CorkedBy {
 /// A value of the datagram and whether it is fixed in it.
 ///
 /// `fixed`: set when the datagram was corked (a cmsg of the first send, or
-/// always for some IPv6 values); a restore passes it as a cmsg. Not fixed:
+/// always: IPv6's hop limit and traffic class, and on mainline IPv4's TOS
+/// and every priority); a restore passes it as a cmsg. Not fixed:
 /// the value follows the socket option until the datagram is sent, and
 /// `value` is what it would get now; a restore sets the socket option.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -300,8 +303,9 @@ pub struct Cork {
     pub ttl: Value<u8>,
     /// TOS (IPv4) or traffic class (IPv6).
     pub tos: Value<u8>,
-    /// Priority (`SO_PRIORITY`). IPv4: fixed with the TOS of an `IP_TOS`
-    /// cmsg; IPv6: always the socket's.
+    /// Priority (`SO_PRIORITY`). Mainline: fixed at cork time (the
+    /// socket's then, or a cmsg's). 6.12: IPv4 fixed with the TOS of an
+    /// `IP_TOS` cmsg, else, and for IPv6 always, the socket's.
     pub priority: Value<u32>,
     /// Mark (`SO_MARK` cmsg, or the socket's when corked).
     pub mark: u32,
@@ -317,7 +321,8 @@ pub struct Cork {
     /// IPv6: `IPV6_DONTFRAG` was set (cmsg or socket) when corked. IPv4:
     /// false; the DF bit follows `IP_MTU_DISCOVER` when sent.
     pub dontfrag: bool,
-    /// `SO_WIFI_STATUS` was on when corked.
+    /// `SO_WIFI_STATUS` was on when corked (6.12 only; always false on
+    /// mainline, which reads the socket's when it sends).
     pub wifi_status: bool,
     /// The first send had `MSG_CONFIRM`.
     pub confirm: bool,

@@ -1,4 +1,4 @@
-//! The `UDP_REPAIR` interfaces of the two kernel series
+//! The `UDP_REPAIR` interfaces of the three kernel series
 //! (`kernel-patches/`), each as safe wrappers over [`crate::sys`]:
 //! - [`getsockopt`]: `UDP_REPAIR` and `getsockopt(SOL_UDP,
 //!   UDP_REPAIR_PENDING)`, the pending datagram with its whole cork state;
