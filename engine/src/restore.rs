@@ -717,10 +717,11 @@ fn restore_send_queue(
     // it must then be sent even when it equals the socket's.
     let mut tos_cmsg = false;
     if p.family == libc::AF_INET as u32 {
-        // IPv4 TTL and TOS are fixed in the datagram only by a cmsg of the
-        // first send; otherwise it takes the socket's values when it leaves.
-        // A complete image records them only when fixed: pass them even when
-        // the socket has the same value, so that they stay fixed.
+        // The IPv4 TTL is fixed in the datagram only by a cmsg of the first
+        // send, and so is the TOS on 6.12 (mainline fixes the TOS when it
+        // corks); otherwise the datagram takes the socket's values when it
+        // leaves. A complete image records them only when fixed: pass them
+        // even when the socket has the same value, so that they stay fixed.
         let fixed = |v: u32, level, name| p.complete || Some(v as i32) != sock_int(level, name);
         if let Some(ttl) = cork.ttl.filter(|t| fixed(*t, libc::SOL_IP, libc::IP_TTL)) {
             c.push_int(libc::SOL_IP, libc::IP_TTL, ttl as i32);
