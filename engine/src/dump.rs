@@ -552,9 +552,8 @@ pub fn dump_with(fd: BorrowedFd<'_>, opts: &DumpOptions) -> Result<v1::Checkpoin
         // The timestamp key counter (sk_tskey): no interface reads it, and
         // turning SOF_TIMESTAMPING_OPT_ID on in the restored socket starts
         // it at 0 (sock_set_timestamping(), net/core/sock.c).
-        let opt_id = 1 << 7; // SOF_TIMESTAMPING_OPT_ID
         if options::saved_int(&cp.options, libc::SOL_SOCKET, libc::SO_TIMESTAMPING)
-            .is_some_and(|v| v & opt_id != 0)
+            .is_some_and(|v| v & crate::probe::SOF_TIMESTAMPING_OPT_ID != 0)
         {
             let what = "the timestamp key counter (SOF_TIMESTAMPING_OPT_ID): no interface \
                         reads it; the restored socket's keys start again at 0";

@@ -23,10 +23,14 @@ pub const SCM_TS_OPT_ID: i32 = 81;
 #[cfg(any(target_arch = "sparc", target_arch = "sparc64"))]
 pub const SCM_TS_OPT_ID: i32 = 0x5a;
 
+/// `SOF_TIMESTAMPING_OPT_ID` (include/uapi/linux/net_tstamp.h): a key per
+/// timestamped send, from a counter of the socket or `SCM_TS_OPT_ID`.
+pub const SOF_TIMESTAMPING_OPT_ID: i32 = 1 << 7;
+
 /// `SOF_TIMESTAMPING_TX_SOFTWARE | SOF_TIMESTAMPING_SOFTWARE |
-/// SOF_TIMESTAMPING_OPT_ID` (include/uapi/linux/net_tstamp.h): what
-/// `SCM_TS_OPT_ID` needs set on the socket before it is accepted.
-const TS_OPT_ID_FLAGS: i32 = (1 << 1) | (1 << 4) | (1 << 7);
+/// SOF_TIMESTAMPING_OPT_ID`: what `SCM_TS_OPT_ID` needs set on the socket
+/// before it is accepted.
+const TS_OPT_ID_FLAGS: i32 = (1 << 1) | (1 << 4) | SOF_TIMESTAMPING_OPT_ID;
 
 /// Whether this kernel takes an `SO_PRIORITY` cmsg on a UDP send
 /// (`__sock_cmsg_send()`; not in 6.12), so that a pending datagram's

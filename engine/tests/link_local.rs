@@ -25,6 +25,17 @@ fn scoped(ip: &str, port: u16, scope: u32) -> SocketAddr {
     ))
 }
 
+/// A veth pair in the current namespace, both ends up: urv0 with fe80::1
+/// and 10.9.0.1/24, urv1 with fe80::2.
+fn veth_pair() {
+    run("ip link add urv0 type veth peer name urv1");
+    run("ip link set urv0 up");
+    run("ip link set urv1 up");
+    run("ip -6 addr add fe80::1/64 dev urv0 nodad");
+    run("ip -6 addr add fe80::2/64 dev urv1 nodad");
+    run("ip addr add 10.9.0.1/24 dev urv0");
+}
+
 /// (source, arrival interface) of the next datagram, peeked.
 fn seen(fd: BorrowedFd<'_>, flags: i32) -> (SocketAddr, u32) {
     let mut buf = [0u8; 64];
@@ -51,12 +62,7 @@ fn seen(fd: BorrowedFd<'_>, flags: i32) -> (SocketAddr, u32) {
 fn datagrams_keep_their_arrival_interface() {
     let _serial = serial();
     netns::in_new_netns(|| {
-        run("ip link add urv0 type veth peer name urv1");
-        run("ip link set urv0 up");
-        run("ip link set urv1 up");
-        run("ip -6 addr add fe80::1/64 dev urv0 nodad");
-        run("ip -6 addr add fe80::2/64 dev urv1 nodad");
-        run("ip addr add 10.9.0.1/24 dev urv0");
+        veth_pair();
         let urv0 =
             rustix::net::netdevice::name_to_index(UdpSocket::bind("0.0.0.0:0").unwrap(), "urv0")
                 .unwrap();
@@ -164,12 +170,7 @@ fn datagrams_keep_their_arrival_interface() {
 fn a_broadcast_on_an_interface_comes_back_through_the_loopback() {
     let _serial = serial();
     netns::in_new_netns(|| {
-        run("ip link add urv0 type veth peer name urv1");
-        run("ip link set urv0 up");
-        run("ip link set urv1 up");
-        run("ip -6 addr add fe80::1/64 dev urv0 nodad");
-        run("ip -6 addr add fe80::2/64 dev urv1 nodad");
-        run("ip addr add 10.9.0.1/24 dev urv0");
+        veth_pair();
         run("ip addr add 10.9.0.2/24 dev urv1");
 
         let r4 = UdpSocket::bind("0.0.0.0:5203").unwrap();

@@ -86,12 +86,6 @@ impl Pin {
     pub fn id(&self) -> &str {
         &self.version
     }
-
-    /// Whether its tarball is on this machine (a Debian base's is once its
-    /// package is installed).
-    pub fn available(&self) -> bool {
-        self.package.is_some() || self.tarball.is_file()
-    }
 }
 
 /// The bases `patches_dir/bases/` pins, the default first, then by name.

@@ -145,21 +145,6 @@ pub fn variants(patches_dir: &Path) -> Vec<String> {
     v
 }
 
-/// The series directories of `patches_dir`: those holding a subdirectory
-/// per base, in name order.
-pub fn series_names(patches_dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(patches_dir)
-        .map(|rd| {
-            rd.filter_map(|e| e.ok())
-                .filter(|e| e.path().is_dir() && e.file_name() != "bases")
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
-}
-
 /// A kernel source tree ready to build.
 #[derive(Debug, Clone)]
 pub struct Tree {
