@@ -136,12 +136,16 @@ pub const UNITS: &[Unit] = &[
         format: Format::TapStdout,
         timeout_s: 60,
     },
-    // The SO_PEEK_OFF fix for zero-length datagrams (the peek-zerolen series).
+    // The SO_PEEK_OFF fix (the peek-zerolen series) for AF_UNIX datagram
+    // and seqpacket sockets. Mainline has so_peek_off.c (its stream, dgram
+    // and seqpacket cases run on every 7.1 variant; the series adds the
+    // zero-length ones); the 6.12 backport adds a so_peek_off.c of the
+    // zero-length cases alone. The UDP half is in sk_so_peek_off below.
     Unit {
         suite: "kselftest",
-        name: "udp_peek_zerolen",
+        name: "af_unix_so_peek_off",
         program: Program::Kselftest {
-            src: "tools/testing/selftests/net/udp_peek_zerolen.c",
+            src: "tools/testing/selftests/net/af_unix/so_peek_off.c",
             libs: &[],
             m32: false,
         },
@@ -189,7 +193,9 @@ pub const UNITS: &[Unit] = &[
     // series touch, built as their Makefile builds them and run as their
     // scripts run them (cwd /kselftest, lo up, root).
     // sk_so_peek_off: SO_PEEK_OFF over TCP and UDP on lo; in TEST_GEN_PROGS,
-    // so kselftest runs it as it is; no extra libraries.
+    // so kselftest runs it as it is; no extra libraries. The peek-zerolen
+    // series adds its UDP zero-length walks to it (one result: a variant
+    // without the fix runs the base's copy, which has no such case).
     Unit {
         suite: "regression",
         name: "sk_so_peek_off",
