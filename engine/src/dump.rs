@@ -956,10 +956,7 @@ fn dump_send_queue(
     // flight; the latter leave quickly.
     let deadline = Instant::now() + opts.outq_settle;
     let outq = loop {
-        let q = step(
-            "SIOCOUTQ",
-            sys::ioctl_get_int(fd, libc::TIOCOUTQ as libc::c_ulong),
-        )?;
+        let q = step("SIOCOUTQ", sys::outq(fd))?;
         if q == 0 || Instant::now() >= deadline {
             break q;
         }

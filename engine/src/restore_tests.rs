@@ -527,7 +527,7 @@ fn pending_data_without_a_reader_is_refused_unless_dropped() {
         let cp = dump::dump_with(a.as_fd(), &opts).unwrap();
         assert!(cp.send_queue.as_ref().unwrap().dropped);
         // The pending data is still there, untouched.
-        assert!(sys::ioctl_get_int(a.as_fd(), libc::TIOCOUTQ as libc::c_ulong).unwrap() > 0);
+        assert!(sys::outq(a.as_fd()).unwrap() > 0);
     });
 }
 
@@ -583,10 +583,7 @@ fn pending_datagram_is_recreated_with_its_cork_state() {
         let dst = rx.local_addr().unwrap();
         // MSG_MORE: the next plain send completes the datagram.
         let r: OwnedFd = restore::restore(&pending_cp(dst, false)).unwrap();
-        assert!(
-            sys::ioctl_get_int(r.as_fd(), libc::TIOCOUTQ as libc::c_ulong).unwrap() > 0,
-            "kept pending"
-        );
+        assert!(sys::outq(r.as_fd()).unwrap() > 0, "kept pending");
         assert_eq!(
             sys::getsockopt_int(r.as_fd(), libc::SOL_UDP, libc::UDP_CORK).unwrap(),
             0

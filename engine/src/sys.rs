@@ -9,14 +9,86 @@ use std::io;
 use std::mem::size_of;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 
+/// Whether option `(level, name)` carries a plain value: bytes or an int
+/// the kernel copies, with no pointer it follows, no descriptor number it
+/// resolves, no memory it maps and no descriptor it creates. The byte and
+/// int wrappers below take only these, so that a safe call cannot make the
+/// kernel touch this process's memory or descriptors beyond the buffer it
+/// is given (e.g. `TCP_ZEROCOPY_RECEIVE` maps pages at an address in its
+/// argument, `SO_ATTACH_BPF` takes a descriptor number, `SO_PEERPIDFD`
+/// installs a descriptor, the netfilter options at `SOL_IP`/`SOL_IPV6`
+/// carry user pointers).
+///
+/// Allowed: the levels a UDP socket's state lives at (`SOL_SOCKET`,
+/// `SOL_IP` below the netfilter range that starts at 64, `SOL_IPV6`
+/// without its netfilter numbers 64, 65, 68, 69, 80 and above, `SOL_UDP`,
+/// `SOL_UDPLITE`), minus the `SOL_SOCKET` options that take a pointer or a
+/// descriptor, install one, or attach device memory (include/uapi/asm-generic/socket.h).
+/// (`SO_PASSCRED`/`SO_PASSPIDFD` are plain flags; what they make an
+/// AF_UNIX `recvmsg` deliver is [`recvmsg_bytes`]'s concern.)
+/// A classic BPF filter is attached with [`attach_filter`].
+pub fn plain_option(level: i32, name: i32, access: Access) -> bool {
+    const SOL_UDPLITE: i32 = 136;
+    const SO_PEERPIDFD: i32 = 77;
+    const SO_DEVMEM_LINEAR: i32 = 78;
+    const SO_DEVMEM_DMABUF: i32 = 79;
+    const SO_DEVMEM_DONTNEED: i32 = 80;
+    match level {
+        libc::SOL_SOCKET => match access {
+            // 26 is SO_ATTACH_FILTER to set and SO_GET_FILTER to get (the
+            // program's instructions, plain data).
+            Access::Set => !matches!(
+                name,
+                libc::SO_ATTACH_FILTER
+                    | libc::SO_ATTACH_BPF
+                    | libc::SO_ATTACH_REUSEPORT_CBPF
+                    | libc::SO_ATTACH_REUSEPORT_EBPF
+                    | SO_DEVMEM_DONTNEED
+            ),
+            Access::Get => !matches!(name, SO_PEERPIDFD | SO_DEVMEM_LINEAR | SO_DEVMEM_DMABUF),
+        },
+        libc::SOL_IP => (0..64).contains(&name),
+        libc::SOL_IPV6 => (0..81).contains(&name) && !matches!(name, 64 | 65 | 68 | 69 | 80),
+        libc::SOL_UDP | SOL_UDPLITE => true,
+        _ => false,
+    }
+}
+
+/// Which call [`plain_option`] judges an option for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// `getsockopt`.
+    Get,
+    /// `setsockopt`.
+    Set,
+}
+
+fn check_plain(level: i32, name: i32, access: Access) -> io::Result<()> {
+    if plain_option(level, name, access) {
+        Ok(())
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "socket option ({level}, {name}) is not one whose value is plain data \
+                 (sys::plain_option): refused"
+            ),
+        ))
+    }
+}
+
 /// `setsockopt(fd, level, name, &value, sizeof(int))`.
+///
+/// # Errors
+/// `InvalidInput` for an option [`plain_option`] refuses; else the kernel's.
 pub fn setsockopt_int(fd: BorrowedFd<'_>, level: i32, name: i32, value: i32) -> io::Result<()> {
     setsockopt_bytes(fd, level, name, &value.to_ne_bytes())
 }
 
 /// `getsockopt(fd, level, name, &int, &len)`; the kernel must return a
 /// whole `int` (some options return a shorter value: those are an error
-/// here rather than a silently misread integer).
+/// here rather than a silently misread integer). `InvalidInput` for an
+/// option [`plain_option`] refuses.
 pub fn getsockopt_int(fd: BorrowedFd<'_>, level: i32, name: i32) -> io::Result<i32> {
     let mut buf = [0u8; size_of::<i32>()];
     let len = getsockopt_bytes(fd, level, name, &mut buf)?;
@@ -29,12 +101,16 @@ pub fn getsockopt_int(fd: BorrowedFd<'_>, level: i32, name: i32) -> io::Result<i
     Ok(i32::from_ne_bytes(buf))
 }
 
-/// `setsockopt(fd, level, name, value, value.len())`.
+/// `setsockopt(fd, level, name, value, value.len())`, for an option
+/// [`plain_option`] allows (`InvalidInput` otherwise).
 pub fn setsockopt_bytes(fd: BorrowedFd<'_>, level: i32, name: i32, value: &[u8]) -> io::Result<()> {
+    check_plain(level, name, Access::Set)?;
     let len = libc::socklen_t::try_from(value.len())
         .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     // SAFETY: `value` is a live slice of exactly `len` bytes which the
-    // kernel only reads; the fd is borrowed, so it stays open for the call.
+    // kernel only reads, and the option is a plain one (checked above): the
+    // kernel follows no pointer in it and resolves no descriptor number.
+    // The fd is borrowed, so it stays open for the call.
     let rc = unsafe { libc::setsockopt(fd.as_raw_fd(), level, name, value.as_ptr().cast(), len) };
     if rc == 0 {
         Ok(())
@@ -46,6 +122,7 @@ pub fn setsockopt_bytes(fd: BorrowedFd<'_>, level: i32, name: i32, value: &[u8])
 /// `getsockopt(fd, level, name, buf, &len)`: fills `buf` and returns the
 /// length the kernel reported. For options that report the length they need
 /// when the buffer is short, that length may exceed `buf.len()`.
+/// `InvalidInput` for an option [`plain_option`] refuses.
 pub fn getsockopt_bytes(
     fd: BorrowedFd<'_>,
     level: i32,
@@ -60,19 +137,24 @@ pub fn getsockopt_bytes(
 /// length the kernel left in `len` (on success, the bytes it wrote into
 /// `buf`, e.g. how much of `struct udp_repair_pending` a kernel filled; on
 /// failure, what it left there, which output-only options leave as it
-/// was).
+/// was). `InvalidInput` for an option [`plain_option`] refuses.
 pub fn getsockopt_bytes_len(
     fd: BorrowedFd<'_>,
     level: i32,
     name: i32,
     buf: &mut [u8],
 ) -> (io::Result<()>, usize) {
+    if let Err(e) = check_plain(level, name, Access::Get) {
+        return (Err(e), 0);
+    }
     let Ok(mut len) = libc::socklen_t::try_from(buf.len()) else {
         return (Err(io::Error::from(io::ErrorKind::InvalidInput)), 0);
     };
     // SAFETY: `buf` is a live, writable slice of `len` bytes; the kernel
     // writes at most `len` bytes into it and stores a length in `len`,
-    // which outlives the call. The fd is borrowed, so it stays open.
+    // which outlives the call. The option is a plain one (checked above):
+    // it maps nothing and installs no descriptor. The fd is borrowed, so
+    // it stays open.
     let rc = unsafe {
         libc::getsockopt(
             fd.as_raw_fd(),
@@ -105,7 +187,10 @@ pub struct RecvMsgOut {
 
 /// `recvmsg(fd, {name, [buf], control}, flags)`. The caller parses `name`
 /// (a `sockaddr_*`) and `control` (cmsgs at `CMSG_ALIGN` offsets from the
-/// start of the buffer) as bytes, in safe code.
+/// start of the buffer) as bytes, in safe code. `MSG_CMSG_CLOEXEC` is
+/// always added: descriptors an AF_UNIX peer passes (`SCM_RIGHTS`,
+/// `SCM_PIDFD`) arrive as numbers in `control`, open and owned by no one
+/// until the caller wraps them; a UDP socket receives none.
 pub fn recvmsg_bytes(
     fd: BorrowedFd<'_>,
     buf: &mut [u8],
@@ -130,7 +215,7 @@ pub fn recvmsg_bytes(
     // the length stored beside it (`buf`, `name`, `control`, and `iov` on
     // this stack frame), all outliving the call; the kernel writes within
     // those lengths and updates the lengths in `msg`.
-    let rc = unsafe { libc::recvmsg(fd.as_raw_fd(), &mut msg, flags) };
+    let rc = unsafe { libc::recvmsg(fd.as_raw_fd(), &mut msg, flags | libc::MSG_CMSG_CLOEXEC) };
     if rc < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -145,6 +230,11 @@ pub fn recvmsg_bytes(
 /// `sendmsg(fd, {name, [payload], control}, flags)`: `name` is a
 /// `sockaddr_*` as bytes (empty: none), `control` cmsgs as bytes (empty:
 /// none), laid out by the caller at `CMSG_ALIGN` offsets.
+///
+/// # Errors
+/// `InvalidInput` when `control` is not a well-formed cmsg sequence or
+/// holds `SCM_RIGHTS` (descriptor numbers, which this function cannot
+/// know the caller owns); else the kernel's.
 pub fn sendmsg_bytes(
     fd: BorrowedFd<'_>,
     payload: &[u8],
@@ -152,6 +242,7 @@ pub fn sendmsg_bytes(
     control: &[u8],
     flags: i32,
 ) -> io::Result<usize> {
+    check_control(control)?;
     let mut iov = libc::iovec {
         iov_base: payload.as_ptr().cast_mut().cast(),
         iov_len: payload.len(),
@@ -171,13 +262,39 @@ pub fn sendmsg_bytes(
     }
     // SAFETY: the pointers refer to live buffers of the stated lengths that
     // outlive the call; sendmsg only reads them (the `mut` casts are for the
-    // C struct's types only).
+    // C struct's types only). `control` carries no SCM_RIGHTS (checked
+    // above), so the kernel resolves no descriptor number of this process.
     let rc = unsafe { libc::sendmsg(fd.as_raw_fd(), &msg, flags) };
     if rc < 0 {
         Err(io::Error::last_os_error())
     } else {
         Ok(rc as usize)
     }
+}
+
+/// Refuses a control buffer that is not whole cmsgs, or that holds
+/// `SCM_RIGHTS`.
+fn check_control(control: &[u8]) -> io::Result<()> {
+    let bad = |why: &str| io::Error::new(io::ErrorKind::InvalidInput, why.to_string());
+    let mut off = 0;
+    while off < control.len() {
+        let hdr = control
+            .get(off..off + crate::wire::CMSG_HDR)
+            .ok_or_else(|| bad("a cmsg header runs past the control buffer"))?;
+        let len = usize::from_ne_bytes(hdr[..8].try_into().expect("8 bytes"));
+        let level = i32::from_ne_bytes(hdr[8..12].try_into().expect("4 bytes"));
+        let kind = i32::from_ne_bytes(hdr[12..16].try_into().expect("4 bytes"));
+        if len < crate::wire::CMSG_HDR || len > control.len() - off {
+            return Err(bad("a cmsg length runs past the control buffer"));
+        }
+        if level == libc::SOL_SOCKET && kind == libc::SCM_RIGHTS {
+            return Err(bad(
+                "SCM_RIGHTS carries descriptor numbers this call cannot know the caller owns: refused",
+            ));
+        }
+        off += crate::wire::cmsg_align(len);
+    }
+    Ok(())
 }
 
 /// `sendmmsg` of `(payload, sockaddr bytes)` pairs, without cmsgs. Returns
@@ -215,13 +332,14 @@ pub fn sendmmsg_bytes(fd: BorrowedFd<'_>, msgs: &[(&[u8], &[u8])]) -> io::Result
     }
 }
 
-/// `ioctl(fd, request, &int)` for the socket ioctls that return an int
-/// (`SIOCINQ`, `SIOCOUTQ`).
-pub fn ioctl_get_int(fd: BorrowedFd<'_>, request: libc::c_ulong) -> io::Result<i32> {
+/// Bytes in the send queue of socket `fd`: `ioctl(SIOCOUTQ)` (for UDP,
+/// `sk_wmem_alloc_get()`, net/ipv4/udp.c `udp_ioctl()`: the truesize of
+/// what is queued or in flight, not the payload).
+pub fn outq(fd: BorrowedFd<'_>) -> io::Result<i32> {
     let mut v: libc::c_int = 0;
-    // SAFETY: the requests this is used with write one int to the pointer,
-    // which points to `v` on this stack frame.
-    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), request, &mut v) };
+    // SAFETY: SIOCOUTQ (TIOCOUTQ) writes one int to the pointer, which
+    // points to `v` on this stack frame.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCOUTQ as libc::c_ulong, &mut v) };
     if rc < 0 {
         Err(io::Error::last_os_error())
     } else {
@@ -392,19 +510,6 @@ pub fn add_ipv6_address(
     Ok(())
 }
 
-/// `dup2(fd, target)`: makes `target` (e.g. 3 for socket activation) a copy
-/// of `fd`, without `FD_CLOEXEC`, so an `exec` passes it on. Whatever was
-/// open at `target` is closed; the caller owns the number afterwards.
-pub fn dup_onto(fd: BorrowedFd<'_>, target: i32) -> io::Result<()> {
-    // SAFETY: dup2 takes no pointers; `fd` is borrowed and stays open.
-    let rc = unsafe { libc::dup2(fd.as_raw_fd(), target) };
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
-}
-
 /// `setsockopt(SO_ATTACH_FILTER)` of a classic BPF program given as the
 /// bytes of its `struct sock_filter` array (8 bytes per instruction).
 pub fn attach_filter(fd: BorrowedFd<'_>, insns: &[u8]) -> io::Result<()> {
@@ -447,6 +552,85 @@ mod tests {
         assert_eq!(
             getsockopt_int(s.as_fd(), libc::SOL_SOCKET, libc::SO_PEEK_OFF).unwrap(),
             0
+        );
+    }
+
+    #[test]
+    fn every_saved_option_is_plain() {
+        for o in crate::options::TABLE {
+            assert!(plain_option(o.level, o.name, Access::Get), "{}", o.label);
+            assert!(plain_option(o.level, o.name, Access::Set), "{}", o.label);
+        }
+    }
+
+    #[test]
+    fn options_that_take_pointers_or_descriptors_are_refused() {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        const TCP_ZEROCOPY_RECEIVE: i32 = 35;
+        const IPT_SO_SET_REPLACE: i32 = 64;
+        const IP6T_SO_GET_REVISION_MATCH: i32 = 68;
+        const SO_PEERPIDFD: i32 = 77;
+        for (level, name) in [
+            (libc::SOL_TCP, TCP_ZEROCOPY_RECEIVE),
+            (libc::SOL_IP, IPT_SO_SET_REPLACE),
+            (libc::SOL_IPV6, IP6T_SO_GET_REVISION_MATCH),
+            (libc::SOL_PACKET, 5),
+        ] {
+            let e = setsockopt_bytes(s.as_fd(), level, name, &[0; 64]).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{level} {name}");
+            let e = setsockopt_int(s.as_fd(), level, name, 3).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{level} {name}");
+            let e = getsockopt_bytes(s.as_fd(), level, name, &mut [0; 64]).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{level} {name}");
+        }
+        for name in [
+            libc::SO_ATTACH_FILTER,
+            libc::SO_ATTACH_BPF,
+            libc::SO_ATTACH_REUSEPORT_EBPF,
+        ] {
+            let e = setsockopt_int(s.as_fd(), libc::SOL_SOCKET, name, 3).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{name}");
+        }
+        let e =
+            getsockopt_bytes(s.as_fd(), libc::SOL_SOCKET, SO_PEERPIDFD, &mut [0; 4]).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        // SO_GET_FILTER shares SO_ATTACH_FILTER's number: reading is plain.
+        assert!(plain_option(
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_FILTER,
+            Access::Get
+        ));
+        // Still allowed: IPv6 options above the first netfilter numbers.
+        assert!(plain_option(libc::SOL_IPV6, libc::IPV6_TCLASS, Access::Set));
+        assert!(plain_option(
+            libc::SOL_IPV6,
+            libc::IPV6_FREEBIND,
+            Access::Get
+        ));
+    }
+
+    #[test]
+    fn scm_rights_and_broken_cmsgs_are_refused() {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let dst = crate::wire::sockaddr_bytes(&s.local_addr().unwrap());
+        let mut c = crate::wire::CmsgBuilder::default();
+        c.push(libc::SOL_SOCKET, libc::SCM_RIGHTS, &0i32.to_ne_bytes());
+        let e = sendmsg_bytes(s.as_fd(), b"x", &dst, c.bytes(), 0).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        // A header whose length runs past the buffer.
+        let mut bad = c.bytes().to_vec();
+        bad[..8].copy_from_slice(&4096usize.to_ne_bytes());
+        let e = sendmsg_bytes(s.as_fd(), b"x", &dst, &bad, 0).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        // A truncated header.
+        let e = sendmsg_bytes(s.as_fd(), b"x", &dst, &bad[..7], 0).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        // An ordinary cmsg still goes out.
+        let mut ok = crate::wire::CmsgBuilder::default();
+        ok.push(libc::SOL_IP, libc::IP_TTL, &7i32.to_ne_bytes());
+        assert_eq!(
+            sendmsg_bytes(s.as_fd(), b"x", &dst, ok.bytes(), 0).unwrap(),
+            1
         );
     }
 

@@ -9,6 +9,34 @@ use udp_repair_proto::v1;
 /// `sizeof(struct cmsghdr)` on 64-bit Linux.
 pub const CMSG_HDR: usize = 16;
 
+// The byte layouts of this module (cmsg headers), of peek.rs (the
+// timespecs of SO_TIMESTAMP* cmsgs) and of dump.rs (struct group_filter:
+// gf_group at 8, gf_fmode at 136, gf_numsrc at 140, gf_slist at 144) are
+// those of 64-bit Linux on x86_64 and aarch64. Elsewhere the build fails
+// here rather than misreading them at run time.
+#[cfg(not(all(
+    target_os = "linux",
+    target_pointer_width = "64",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+)))]
+compile_error!(
+    "udp-repair-engine lays out cmsgs, timespecs and struct group_filter for 64-bit Linux \
+     (x86_64, aarch64) only"
+);
+
+const _: () = {
+    use std::mem::{align_of, size_of};
+    assert!(size_of::<libc::cmsghdr>() == CMSG_HDR);
+    assert!(align_of::<libc::cmsghdr>() == 8);
+    assert!(size_of::<libc::timespec>() == 16);
+    assert!(size_of::<libc::timeval>() == 16);
+    assert!(size_of::<libc::sockaddr_in>() == 16);
+    assert!(size_of::<libc::sockaddr_in6>() == 28);
+    // struct group_filter's offsets follow from these two.
+    assert!(size_of::<libc::sockaddr_storage>() == 128);
+    assert!(align_of::<libc::sockaddr_storage>() == 8);
+};
+
 /// `CMSG_ALIGN(n)`.
 pub const fn cmsg_align(n: usize) -> usize {
     (n + 7) & !7

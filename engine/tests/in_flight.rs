@@ -29,7 +29,7 @@ fn bytes_in_flight_are_not_called_a_pending_datagram() {
         for _ in 0..12 {
             a.send_to(&[0u8; 1000], "10.77.0.2:9").unwrap();
         }
-        assert!(sys::ioctl_get_int(a.as_fd(), libc::TIOCOUTQ as libc::c_ulong).unwrap() > 0);
+        assert!(sys::outq(a.as_fd()).unwrap() > 0);
         let no_reader = DumpOptions {
             readers: Vec::new(),
             ..Default::default()

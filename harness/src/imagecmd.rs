@@ -1,12 +1,12 @@
 //! `dump`, `show` and `restore`: the checkpoint image commands.
 
 use clap::Subcommand;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use udp_repair_engine::inject::Strategy;
-use udp_repair_engine::{dump, options, restore, sys, wire};
+use udp_repair_engine::{dump, options, restore, wire};
 use udp_repair_proto::v1;
 
 /// The image subcommands, flattened into the top-level command.
@@ -346,8 +346,22 @@ fn restore_exec(
         }
         std::mem::forget(sock);
     } else {
-        if let Err(e) = sys::dup_onto(sock.as_fd(), 3) {
-            return format!("dup2 onto fd 3: {e}");
+        // The lowest free number from 3 up: 3 itself unless something this
+        // process did not open for it holds 3, which is refused rather than
+        // closed under its owner.
+        match rustix::io::fcntl_dupfd_cloexec(&sock, 3) {
+            Ok(fd3) if fd3.as_raw_fd() == 3 => {
+                if let Err(e) = rustix::io::fcntl_setfd(&fd3, rustix::io::FdFlags::empty()) {
+                    return format!("clearing FD_CLOEXEC on fd 3: {e}");
+                }
+                std::mem::forget(fd3);
+            }
+            Ok(_) => {
+                return "fd 3 is already open in this process (inherited?): socket activation \
+                        passes the socket as fd 3, so it must be free"
+                    .into()
+            }
+            Err(e) => return format!("duplicating the socket onto fd 3: {e}"),
         }
         drop(sock);
     }

@@ -731,7 +731,7 @@ fn uncork(fd: BorrowedFd<'_>, how: Held, to: SocketAddr) -> Result<&'static [u8]
 }
 
 fn outq(fd: BorrowedFd<'_>) -> Result<i32, Failed> {
-    sys::ioctl_get_int(fd, libc::TIOCOUTQ as libc::c_ulong).ctx("SIOCOUTQ")
+    sys::outq(fd).ctx("SIOCOUTQ")
 }
 
 /// A datagram pending (TTL and TOS fixed by the first send's cmsgs; the

@@ -862,8 +862,16 @@ impl World {
         sys::getsockopt_int(self.fd(), level, name).map_err(|e| io_err(what, e))
     }
 
-    fn ioctl(&self, req: libc::c_ulong, what: &str) -> Result<i32, String> {
-        sys::ioctl_get_int(self.fd(), req).map_err(|e| io_err(what, e))
+    /// `SIOCINQ`: the length of the datagram at the head.
+    fn inq(&self) -> Result<i32, String> {
+        rustix::io::ioctl_fionread(self.fd())
+            .map(|n| n as i32)
+            .map_err(|e| io_err("SIOCINQ", std::io::Error::from(e)))
+    }
+
+    /// `SIOCOUTQ`: the send queue's truesize.
+    fn outq(&self) -> Result<i32, String> {
+        sys::outq(self.fd()).map_err(|e| io_err("SIOCOUTQ", e))
     }
 }
 
@@ -889,14 +897,14 @@ fn check_state(m: &mut Model, w: &World) -> Result<(), String> {
             m.shut_rd
         ));
     }
-    let inq = w.ioctl(libc::FIONREAD as libc::c_ulong, "SIOCINQ")?;
+    let inq = w.inq()?;
     let want = m.queue.front().map_or(0, |d| d.payload.len()) as i32;
     if inq != want {
         return Err(format!(
             "SIOCINQ is {inq}, the model's head has {want} bytes"
         ));
     }
-    let outq = w.ioctl(libc::TIOCOUTQ as libc::c_ulong, "SIOCOUTQ")?;
+    let outq = w.outq()?;
     if (outq > 0) != m.pending.is_some() {
         return Err(format!(
             "SIOCOUTQ is {outq}, the model has {} pending",
