@@ -18,7 +18,7 @@
 //!   implementations over each series.
 //! - [`dump`], [`restore`] (with [`inject`], how the receive queue is
 //!   re-created, and [`sockerr`], the pending socket error): a whole
-//!   socket.
+//!   socket; [`trust`]: what an image asks of a privileged restore.
 //! - [`error`]: the one error type, [`Error`], with a [`Kind`] to match.
 //!
 //! Kernel behaviour the engine relies on is cited where it is used (file
@@ -37,6 +37,7 @@ pub mod readers;
 pub mod restore;
 pub mod sockerr;
 pub mod sys;
+pub mod trust;
 pub mod uapi;
 pub mod wire;
 

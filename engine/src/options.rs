@@ -67,6 +67,8 @@ pub const SO_NO_CHECK: i32 = 11;
 /// `SO_BUF_LOCK` (asm-generic/socket.h): the `SOCK_SNDBUF_LOCK` and
 /// `SOCK_RCVBUF_LOCK` bits that setting SO_SNDBUF/SO_RCVBUF also sets.
 pub const SO_BUF_LOCK: i32 = 72;
+/// `SO_BUSY_POLL_BUDGET` (include/uapi/asm-generic/socket.h).
+pub const SO_BUSY_POLL_BUDGET: i32 = 70;
 
 const SOL_SOCKET: i32 = libc::SOL_SOCKET;
 const SOL_IP: i32 = libc::SOL_IP;
@@ -153,7 +155,7 @@ pub const TABLE: &[Opt] = &[
     },
     int(SOL_SOCKET, libc::SO_OOBINLINE, "SO_OOBINLINE"),
     int(SOL_SOCKET, 69, "SO_PREFER_BUSY_POLL"),
-    int(SOL_SOCKET, 70, "SO_BUSY_POLL_BUDGET"),
+    int(SOL_SOCKET, SO_BUSY_POLL_BUDGET, "SO_BUSY_POLL_BUDGET"),
     int(SOL_SOCKET, SO_BUF_LOCK, "SO_BUF_LOCK"),
     int(SOL_SOCKET, 73, "SO_RESERVE_MEM"),
     int(SOL_SOCKET, 74, "SO_TXREHASH"),

@@ -68,6 +68,14 @@ pub struct RestoreOptions {
     pub accept_rx_loss: bool,
     /// How long to wait for the re-created datagrams to arrive.
     pub delivery_timeout: Duration,
+    /// Grant the image values that need a capability to set
+    /// ([`crate::trust::privileged`]: a mark, a priority above 6, a
+    /// transparent socket, a buffer beyond rmem_max, a low port, datagrams
+    /// from addresses not of this host, ...). Off by default: a restore
+    /// running as root would otherwise grant them to whoever wrote the
+    /// image; set it for images of a writer you trust (yourself, a dump
+    /// run as root).
+    pub trust_image: bool,
 }
 
 impl Default for RestoreOptions {
@@ -76,6 +84,7 @@ impl Default for RestoreOptions {
             strategy: Strategy::Raw,
             accept_rx_loss: false,
             delivery_timeout: Duration::from_secs(2),
+            trust_image: false,
         }
     }
 }
@@ -108,7 +117,8 @@ fn deferred(o: &v1::SockOpt) -> bool {
     )
 }
 
-/// Restores with the default options (raw strategy, no loss accepted).
+/// Restores with the default options (raw strategy, no loss accepted, the
+/// image not trusted with privileged values).
 pub fn restore(cp: &v1::Checkpoint) -> Result<OwnedFd, RestoreError> {
     restore_with(cp, &RestoreOptions::default()).map(|(fd, _)| fd)
 }
@@ -139,6 +149,27 @@ pub fn restore_with(
             io::Error::new(io::ErrorKind::InvalidData, e),
         )
     })?;
+    // Before any socket exists: what the image's writer could not have set.
+    if !opts.trust_image {
+        let asked = crate::trust::privileged(cp);
+        if !asked.is_empty() {
+            let list: Vec<String> = asked.iter().map(|p| p.to_string()).collect();
+            return Err(Error::with_kind(
+                Op::Restore,
+                "checking what the image asks of a privileged restore",
+                Kind::Refused,
+                io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    format!(
+                        "the image asks for values its writer may not have had: {}; restore it \
+                         trusted (--trust-image, RestoreOptions::trust_image) only if you trust \
+                         whoever wrote it",
+                        list.join("; ")
+                    ),
+                ),
+            ));
+        }
+    }
     // A pending error is re-created last; whether it can be is known now.
     if cp.pending_error != 0 {
         let why = match &cp.peer {

@@ -14,6 +14,19 @@ use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use udp_repair_proto::v1;
 
+/// These tests restore sockets they built themselves, as root: trusted
+/// with every value (the untrusted policy has tests of its own below).
+fn trusted_opts() -> RestoreOptions {
+    RestoreOptions {
+        trust_image: true,
+        ..RestoreOptions::default()
+    }
+}
+
+fn trusted(cp: &v1::Checkpoint) -> Result<OwnedFd, restore::RestoreError> {
+    restore::restore_with(cp, &trusted_opts()).map(|(fd, _)| fd)
+}
+
 fn ns<T: Send>(f: impl FnOnce() -> T + Send) -> T {
     in_new_netns(f).expect("a private network namespace (tests run as root)")
 }
@@ -125,7 +138,7 @@ fn v4_round_trip_keeps_queue_metadata_and_options() {
         let original = recv_all(fd);
         assert_eq!(original.len(), 3, "the dump consumed nothing");
         drop(a);
-        let r = restore::restore(&cp2).unwrap();
+        let r = trusted(&cp2).unwrap();
         assert_eq!(
             options::save(r.as_fd(), false).unwrap(),
             before,
@@ -176,7 +189,7 @@ fn v6_dual_stack_round_trip_with_v4_mapped_datagrams() {
         );
         let original = recv_all(fd);
         drop(a);
-        let r = restore::restore(&cp).unwrap();
+        let r = trusted(&cp).unwrap();
         let again = dump::dump(r.as_fd()).unwrap();
         for (x, y) in q
             .datagrams
@@ -229,7 +242,7 @@ fn dump_keeps_the_application_peek_offset_and_position() {
         assert_eq!(&buf[..n], b"ef");
         // And the restored socket has the same offset.
         drop(a);
-        let r = restore::restore(&cp).unwrap();
+        let r = trusted(&cp).unwrap();
         assert_eq!(
             sys::getsockopt_int(r.as_fd(), libc::SOL_SOCKET, libc::SO_PEEK_OFF).unwrap(),
             4
@@ -397,7 +410,7 @@ fn restore_refuses_options_the_dump_never_saves() {
             ),
         ];
         for (o, want) in cases {
-            let e = restore::restore(&with(o.clone())).unwrap_err();
+            let e = trusted(&with(o.clone())).unwrap_err();
             assert_eq!(e.step, "validating the socket options", "{o:?}: {e}");
             assert_eq!(e.kind, crate::Kind::InvalidImage, "{o:?}: {e}");
             assert!(e.to_string().contains(want), "{o:?}: {e}");
@@ -410,7 +423,7 @@ fn restore_refuses_options_the_dump_never_saves() {
             .retain(|p| (p.level, p.name) != (libc::SOL_IP, libc::IP_TTL));
         huge.options.push(int(libc::SOL_IP, libc::IP_TTL, 1 << 40));
         assert!(udp_repair_proto::encode(&huge).is_err());
-        let e = restore::restore(&huge).unwrap_err();
+        let e = trusted(&huge).unwrap_err();
         assert!(e.to_string().contains("int"), "{e}");
         assert!(options::check_saved(&huge.options, false, false)
             .unwrap_err()
@@ -419,10 +432,10 @@ fn restore_refuses_options_the_dump_never_saves() {
         let mut twice = good.clone();
         let first = twice.options[0].clone();
         twice.options.push(first);
-        let e = restore::restore(&reframed(&twice)).unwrap_err();
+        let e = trusted(&reframed(&twice)).unwrap_err();
         assert!(e.to_string().contains("appears twice"), "{e}");
         // The image without the foreign option restores, SO_DEBUG off.
-        let r = restore::restore(&reframed(&good)).unwrap();
+        let r = trusted(&reframed(&good)).unwrap();
         assert_eq!(
             sys::getsockopt_int(r.as_fd(), libc::SOL_SOCKET, libc::SO_DEBUG).unwrap(),
             0
@@ -451,6 +464,7 @@ fn transparent_loses_a_datagram_whose_port_is_taken_raw_does_not() {
         drop((a, other));
 
         let t = RestoreOptions {
+            trust_image: true,
             strategy: Strategy::Transparent,
             ..Default::default()
         };
@@ -458,6 +472,7 @@ fn transparent_loses_a_datagram_whose_port_is_taken_raw_does_not() {
         assert!(e.step.contains("datagram 0"), "{e}");
         assert_eq!(e.error.kind(), std::io::ErrorKind::AddrInUse, "{e}");
         let t = RestoreOptions {
+            trust_image: true,
             strategy: Strategy::Transparent,
             accept_rx_loss: true,
             ..Default::default()
@@ -469,7 +484,7 @@ fn transparent_loses_a_datagram_whose_port_is_taken_raw_does_not() {
         assert_eq!(got[0].0, b"from a free port");
         drop(r);
 
-        let (r, report) = restore::restore_with(&cp, &RestoreOptions::default()).unwrap();
+        let (r, report) = restore::restore_with(&cp, &trusted_opts()).unwrap();
         assert!(report.lost.is_empty());
         let got = recv_all(r.as_fd());
         assert_eq!(got.len(), 2, "raw: nothing lost");
@@ -495,6 +510,7 @@ fn transparent_round_trip_when_ports_are_free() {
         let cp = dump::dump(a.as_fd()).unwrap();
         drop((a, b));
         let t = RestoreOptions {
+            trust_image: true,
             strategy: Strategy::Transparent,
             ..Default::default()
         };
@@ -582,7 +598,7 @@ fn pending_datagram_is_recreated_with_its_cork_state() {
         let rx = udp("127.0.0.1:5011");
         let dst = rx.local_addr().unwrap();
         // MSG_MORE: the next plain send completes the datagram.
-        let r: OwnedFd = restore::restore(&pending_cp(dst, false)).unwrap();
+        let r: OwnedFd = trusted(&pending_cp(dst, false)).unwrap();
         assert!(sys::outq(r.as_fd()).unwrap() > 0, "kept pending");
         assert_eq!(
             sys::getsockopt_int(r.as_fd(), libc::SOL_UDP, libc::UDP_CORK).unwrap(),
@@ -596,7 +612,7 @@ fn pending_datagram_is_recreated_with_its_cork_state() {
         drop(r);
         let _ = recv_all(rx.as_fd());
         // UDP_CORK: clearing the cork sends it.
-        let r = restore::restore(&pending_cp(dst, true)).unwrap();
+        let r = trusted(&pending_cp(dst, true)).unwrap();
         assert_eq!(
             sys::getsockopt_int(r.as_fd(), libc::SOL_UDP, libc::UDP_CORK).unwrap(),
             1
@@ -629,7 +645,7 @@ fn classic_filter_is_saved_and_restored() {
             })
         );
         drop(a);
-        let r = restore::restore(&cp).unwrap();
+        let r = trusted(&cp).unwrap();
         assert_eq!(dump::dump(r.as_fd()).unwrap().filter, cp.filter);
     });
 }
@@ -741,7 +757,7 @@ fn peeked_zero_length_datagram_stays_peeked() {
         assert!(!q.datagrams[1].peeked);
         assert_eq!(peek(a.as_fd()), b"x", "the original after the dump");
         drop(a);
-        let r = restore::restore(&cp).unwrap();
+        let r = trusted(&cp).unwrap();
         assert_eq!(peek(r.as_fd()), b"x", "the restored socket");
         assert_eq!(recv_all(r.as_fd()).len(), 2);
     });
@@ -839,6 +855,7 @@ fn restores_error_first(cp: &v1::Checkpoint) {
             let (r, _) = restore::restore_with(
                 cp,
                 &RestoreOptions {
+                    trust_image: true,
                     strategy,
                     ..Default::default()
                 },
@@ -900,7 +917,7 @@ fn no_check_rfc2292_flags_and_sticky_headers_survive() {
         set(a.as_fd(), libc::SOL_SOCKET, options::SO_NO_CHECK, 1);
         let cp = dump::dump(a.as_fd()).unwrap();
         drop(a);
-        let r = restore::restore(&cp).unwrap();
+        let r = trusted(&cp).unwrap();
         assert_eq!(
             sys::getsockopt_int(r.as_fd(), libc::SOL_SOCKET, options::SO_NO_CHECK).unwrap(),
             1
@@ -915,7 +932,7 @@ fn no_check_rfc2292_flags_and_sticky_headers_survive() {
         let before = options::save(b.as_fd(), false).unwrap();
         let cp = dump::dump(b.as_fd()).unwrap();
         drop(b);
-        let r = restore::restore(&cp).unwrap();
+        let r = trusted(&cp).unwrap();
         assert_eq!(options::save(r.as_fd(), false).unwrap(), before);
 
         let peer = udp("[::1]:5052");
@@ -981,7 +998,7 @@ fn restore_never_sends_a_datagram_off_the_machine() {
                 name: libc::IP_FREEBIND,
                 value: Some(v1::sock_opt::Value::Int(1)),
             });
-            let e = restore::restore(&cp).unwrap_err();
+            let e = trusted(&cp).unwrap_err();
             assert!(
                 e.to_string().contains("not a local unicast address"),
                 "{ip:?}: {e}"
@@ -1037,7 +1054,7 @@ fn every_recreatable_error_survives_the_round_trip() {
             let cp = dump::dump_with(a.as_fd(), &opts).unwrap();
             assert_eq!(cp.pending_error, err);
             drop(a);
-            let r = restore::restore(&cp).unwrap();
+            let r = trusted(&cp).unwrap();
             assert_eq!(recv_errno(r.as_fd()), Err(Some(err)), "{ip} errno {err}");
         }
     });
@@ -1099,7 +1116,7 @@ fn udp_gro_aggregates_keep_their_segment_size() {
             drop(rx);
             // Re-created from a socket bound to its source: while the
             // sender holds that port, refused by name.
-            let e = restore::restore(&cp).unwrap_err();
+            let e = trusted(&cp).unwrap_err();
             assert!(
                 e.to_string().contains("UDP_GRO aggregate") && e.to_string().contains("taken"),
                 "{e}"
@@ -1109,6 +1126,7 @@ fn udp_gro_aggregates_keep_their_segment_size() {
                 let (r, _) = restore::restore_with(
                     &cp,
                     &RestoreOptions {
+                        trust_image: true,
                         strategy,
                         ..Default::default()
                     },
@@ -1160,8 +1178,8 @@ fn shutdown_state_survives() {
         assert_eq!((ca.shutdown, cb.shutdown), (2, 1));
         assert_eq!(ca.schema_version, 2);
         drop((a, b));
-        let ra = restore::restore(&ca).unwrap();
-        let rb = restore::restore(&cb).unwrap();
+        let ra = trusted(&ca).unwrap();
+        let rb = trusted(&cb).unwrap();
         let e = rustix::net::send(ra.as_fd(), b"x", rustix::net::SendFlags::empty()).unwrap_err();
         assert_eq!(e, rustix::io::Errno::PIPE);
         let revents = sys::poll_now(rb.as_fd(), rustix::event::PollFlags::RDHUP).unwrap();
@@ -1286,5 +1304,63 @@ fn the_timestamp_key_counter_is_named() {
         };
         let e = dump::dump_with(s.as_fd(), &strict).unwrap_err();
         assert!(e.to_string().contains("timestamp key counter"), "{e}");
+    })
+}
+
+#[test]
+fn untrusted_restore_refuses_privileged_values_by_name_and_trusted_takes_them() {
+    ns(|| {
+        let a = udp("127.0.0.1:5000");
+        let fd = a.as_fd();
+        set(fd, libc::SOL_SOCKET, libc::SO_MARK, 7);
+        set(fd, libc::SOL_SOCKET, libc::SO_PRIORITY, 7);
+        let cp = dump::dump(fd).unwrap();
+        drop(a);
+        let e = restore::restore(&cp).unwrap_err();
+        assert_eq!(e.kind, crate::Kind::Refused, "{e}");
+        let why = e.to_string();
+        assert!(
+            why.contains("SO_MARK = 7") && why.contains("SO_PRIORITY = 7"),
+            "{why}"
+        );
+        // Refused before any socket existed: the port is free.
+        drop(udp("127.0.0.1:5000"));
+        let r = trusted(&cp).unwrap();
+        assert_eq!(
+            sys::getsockopt_int(r.as_fd(), libc::SOL_SOCKET, libc::SO_MARK).unwrap(),
+            7
+        );
+    })
+}
+
+#[test]
+fn untrusted_restore_takes_an_ordinary_socket_and_refuses_forged_sources() {
+    ns(|| {
+        let a = udp("127.0.0.1:5000");
+        let b = udp("127.0.0.2:6000");
+        b.send_to(b"one", "127.0.0.1:5000").unwrap();
+        b.send_to(b"two", "127.0.0.1:5000").unwrap();
+        wait_queued(a.as_fd(), true);
+        let cp = dump::dump(a.as_fd()).unwrap();
+        drop(a);
+        // Everything in it an unprivileged process could have made.
+        let (r, report) = restore::restore_with(&cp, &RestoreOptions::default()).unwrap();
+        assert_eq!(report.restored, 2);
+        assert_eq!(
+            recv_all(r.as_fd())
+                .into_iter()
+                .map(|d| d.0)
+                .collect::<Vec<_>>(),
+            vec![b"one".to_vec(), b"two".to_vec()]
+        );
+        drop(r);
+        // The same image claiming a datagram from an address not of this
+        // host: only a raw socket could have forged it.
+        let mut forged = cp.clone();
+        let q = forged.receive_queue.as_mut().unwrap();
+        q.datagrams[1].source.as_mut().unwrap().ip = vec![192, 0, 2, 1];
+        let e = restore::restore(&forged).unwrap_err();
+        assert_eq!(e.kind, crate::Kind::Refused, "{e}");
+        assert!(e.to_string().contains("from 192.0.2.1:6000"), "{e}");
     })
 }

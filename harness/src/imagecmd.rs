@@ -84,6 +84,13 @@ pub enum ImageCmd {
     /// Needs root: CAP_NET_RAW for the raw strategy and for a pending
     /// error, CAP_NET_ADMIN for options such as SO_RCVBUFFORCE. All or
     /// nothing: on failure no socket is left and CMD does not run.
+    ///
+    /// An image is trusted with values that need a capability (a mark, a
+    /// priority above 6, a transparent socket, a buffer beyond rmem_max, a
+    /// port below 1024, datagrams from addresses not of this host) only
+    /// when its file is owned by the user restoring it and writable by no
+    /// one else, or with --trust-image; otherwise such an image is refused,
+    /// each value named.
     Restore {
         /// The image file.
         image: PathBuf,
@@ -93,6 +100,10 @@ pub enum ImageCmd {
         /// Go on when a datagram cannot be re-created (reported on stderr).
         #[arg(long)]
         accept_rx_loss: bool,
+        /// Grant the image's privileged values whoever owns its file: for
+        /// an image you know the writer of.
+        #[arg(long)]
+        trust_image: bool,
         /// The command, after `--`.
         #[arg(last = true, required = true)]
         cmd: Vec<String>,
@@ -197,9 +208,10 @@ pub fn run(cmd: ImageCmd) -> ExitCode {
             image,
             strategy,
             accept_rx_loss,
+            trust_image,
             cmd,
         } => {
-            let e = restore_exec(&image, strategy.into(), accept_rx_loss, &cmd);
+            let e = restore_exec(&image, strategy.into(), accept_rx_loss, trust_image, &cmd);
             eprintln!("udp-repair restore: {e}");
             ExitCode::FAILURE
         }
@@ -307,23 +319,40 @@ impl Drop for ImageFile {
 }
 
 fn load(path: &PathBuf) -> Result<v1::Checkpoint, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    udp_repair_proto::decode(&bytes).map_err(|e| format!("{}: {e}", path.display()))
+    load_owned(path).map(|(cp, _)| cp)
+}
+
+/// The image at `path`, and whether its file (as opened, so no later swap
+/// changes the answer) is owned by this process's effective user and
+/// writable by no one else: an image this user wrote.
+fn load_owned(path: &PathBuf) -> Result<(v1::Checkpoint, bool), String> {
+    use std::io::Read;
+    use std::os::unix::fs::MetadataExt;
+    let at = |e: std::io::Error| format!("{}: {e}", path.display());
+    let mut f = std::fs::File::open(path).map_err(at)?;
+    let meta = f.metadata().map_err(at)?;
+    let own = meta.uid() == rustix::process::geteuid().as_raw() && meta.mode() & 0o022 == 0;
+    let mut bytes = Vec::new();
+    f.read_to_end(&mut bytes).map_err(at)?;
+    let cp = udp_repair_proto::decode(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok((cp, own))
 }
 
 fn restore_exec(
     image: &PathBuf,
     strategy: Strategy,
     accept_rx_loss: bool,
+    trust_image: bool,
     cmd: &[String],
 ) -> String {
-    let cp = match load(image) {
+    let (cp, own) = match load_owned(image) {
         Ok(c) => c,
         Err(e) => return e,
     };
     let opts = restore::RestoreOptions {
         strategy,
         accept_rx_loss,
+        trust_image: trust_image || own,
         ..Default::default()
     };
     let (sock, report) = match restore::restore_with(&cp, &opts) {

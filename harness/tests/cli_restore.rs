@@ -38,3 +38,63 @@ fn restore_refuses_an_image_with_a_foreign_option() {
     );
     assert!(!marker.exists(), "the command ran");
 }
+
+/// Runs `restore IMAGE [extra] -- touch MARKER`: (exit code, stderr,
+/// whether the command ran).
+fn restore_cli(img: &std::path::Path, extra: &[&str]) -> (Option<i32>, String, bool) {
+    let marker = img.with_extension("ran");
+    let _ = std::fs::remove_file(&marker);
+    let out = Command::new(env!("CARGO_BIN_EXE_udp-repair"))
+        .arg("restore")
+        .arg(img)
+        .args(extra)
+        .args(["--", "/bin/sh", "-c"])
+        .arg(format!("touch {}", marker.display()))
+        .output()
+        .unwrap();
+    let ran = marker.exists();
+    let _ = std::fs::remove_file(&marker);
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        ran,
+    )
+}
+
+#[test]
+fn privileged_values_need_an_image_of_ones_own_or_trust() {
+    use std::os::unix::fs::{chown, PermissionsExt};
+    let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp_repair_engine::sys::setsockopt_int(a.as_fd(), libc::SOL_SOCKET, libc::SO_MARK, 7).unwrap();
+    let cp = dump::dump(a.as_fd()).unwrap();
+    drop(a);
+    let dir = std::env::temp_dir().join(format!("udp-repair-cli-trust-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let img = dir.join("mark.img");
+    std::fs::write(&img, udp_repair_proto::encode(&cp).unwrap()).unwrap();
+    let mode = |m: u32| std::fs::set_permissions(&img, std::fs::Permissions::from_mode(m)).unwrap();
+
+    // Written by this user and by no one else: trusted.
+    mode(0o600);
+    let (code, err, ran) = restore_cli(&img, &[]);
+    assert!(ran, "{code:?} {err}");
+    // Writable by others: anyone could have put the mark there.
+    mode(0o666);
+    let (code, err, ran) = restore_cli(&img, &[]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("SO_MARK = 7") && err.contains("--trust-image"),
+        "{err}"
+    );
+    assert!(!ran, "the command ran");
+    // Another user's file: refused, unless trusted by name.
+    mode(0o644);
+    chown(&img, Some(65534), Some(65534)).unwrap();
+    let (code, err, ran) = restore_cli(&img, &[]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("SO_MARK = 7"), "{err}");
+    assert!(!ran, "the command ran");
+    let (code, err, ran) = restore_cli(&img, &["--trust-image"]);
+    assert!(ran, "{code:?} {err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

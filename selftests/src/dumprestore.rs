@@ -431,8 +431,11 @@ fn rx_round_trip(f: Family, strategy: Strategy) -> Result<(), Failed> {
     }
     drop(s);
 
+    // Trusted: the socket carries SO_MARK, which only a privileged writer
+    // could have set (the untrusted policy's own cases are in the engine).
     let opts = RestoreOptions {
         strategy,
+        trust_image: true,
         ..Default::default()
     };
     let (r, report) = restore::restore_with(&cp, &opts).ctx("restore")?;
