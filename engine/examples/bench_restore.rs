@@ -8,6 +8,14 @@
 //! check that every datagram arrived), datagrams per second of each, and the
 //! downtime: from dump start to the restored socket being ready (dump, image
 //! encode + decode, close of the original, restore). Best of N rounds.
+//! `--drain` dumps with `DumpOptions::drain_receive_queue` (the queue taken
+//! out, linear) instead of the peek walk (quadratic).
+//!
+//! First it prints a scaling table: for 1 000 to 64 000 queued 64-byte
+//! datagrams (the receive buffer forced to hold them), the dump time of the
+//! peek walk (up to `--peek-max N` datagrams, default 16 000: beyond, the
+//! walk takes tens of seconds) and of the drain, per datagram, and the raw
+//! restore of the drained image.
 
 use std::net::UdpSocket;
 use std::os::fd::AsFd;
@@ -21,6 +29,69 @@ struct Figures {
     dump: Duration,
     restore: Duration,
     downtime: Duration,
+    /// The floor: `sendmmsg` of the same packets, built in advance, on a
+    /// raw socket, until a marker sent after them has arrived.
+    floor: Duration,
+    /// Image encode + decode (with the checksum).
+    image: Duration,
+}
+
+/// Times the floor for `cp`'s datagrams into a fresh socket at `port`.
+fn floor(cp: &udp_repair_proto::v1::Checkpoint, port: u16) -> Duration {
+    use rustix::net::{socket_with, AddressFamily, Protocol, RawProtocol, SocketFlags, SocketType};
+    let a = UdpSocket::bind(("127.0.0.1", port)).unwrap();
+    sys::setsockopt_int(a.as_fd(), libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, 1 << 30).unwrap();
+    let dst = a.local_addr().unwrap();
+    let q = cp.receive_queue.as_ref().unwrap();
+    let packets: Vec<Vec<u8>> = q
+        .datagrams
+        .iter()
+        .map(|d| {
+            let mut p = Vec::new();
+            udp_repair_engine::wire::ipv4_packet(
+                &udp_repair_engine::wire::RawDatagram {
+                    src: udp_repair_engine::wire::from_proto(d.source.as_ref().unwrap()),
+                    dst,
+                    ttl: 64,
+                    tos: 0,
+                    protocol: 17,
+                    payload: &d.payload,
+                },
+                &mut p,
+            );
+            p
+        })
+        .collect();
+    let name = udp_repair_engine::wire::sockaddr_bytes(&std::net::SocketAddr::new(dst.ip(), 0));
+    let raw = socket_with(
+        AddressFamily::INET,
+        SocketType::RAW,
+        SocketFlags::CLOEXEC,
+        Some(Protocol::from_raw(RawProtocol::new(255).unwrap())),
+    )
+    .unwrap();
+    let _ = sys::setsockopt_int(raw.as_fd(), libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, 8 << 20);
+    let marker = UdpSocket::bind("127.0.0.1:0").unwrap();
+    marker
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let msgs: Vec<(&[u8], &[u8])> = packets
+        .iter()
+        .map(|p| (p.as_slice(), name.as_slice()))
+        .collect();
+    let t = Instant::now();
+    for chunk in msgs.chunks(udp_repair_engine::inject::BATCH) {
+        let mut sent = 0;
+        while sent < chunk.len() {
+            sent += sys::sendmmsg_bytes(raw.as_fd(), &chunk[sent..]).unwrap();
+        }
+    }
+    marker.send_to(b"m", marker.local_addr().unwrap()).unwrap();
+    marker.recv_from(&mut [0u8; 4]).unwrap();
+    let d = t.elapsed();
+    let (_, drops) = udp_repair_engine::peek::meminfo(a.as_fd()).unwrap();
+    assert_eq!(drops, 0, "the floor's socket dropped datagrams");
+    d
 }
 
 fn fill(a: &UdpSocket, size: usize) -> usize {
@@ -38,7 +109,62 @@ fn fill(a: &UdpSocket, size: usize) -> usize {
     }
 }
 
-fn one(size: usize, rcvbuf: i32, strategy: Strategy, port: u16) -> Figures {
+fn dump_opts(drain: bool) -> dump::DumpOptions {
+    dump::DumpOptions {
+        drain_receive_queue: drain,
+        ..Default::default()
+    }
+}
+
+/// Queues `n` datagrams of 64 bytes on a socket at `port` whose receive
+/// buffer holds them all.
+fn queued(n: usize, port: u16) -> UdpSocket {
+    let a = UdpSocket::bind(("127.0.0.1", port)).unwrap();
+    sys::setsockopt_int(
+        a.as_fd(),
+        libc::SOL_SOCKET,
+        libc::SO_RCVBUFFORCE,
+        (n * 2048).min(i32::MAX as usize) as i32,
+    )
+    .unwrap();
+    let dst = a.local_addr().unwrap();
+    let s = UdpSocket::bind("127.0.0.2:0").unwrap();
+    for _ in 0..n {
+        s.send_to(&[0x5a; 64], dst).unwrap();
+    }
+    let (_, drops) = udp_repair_engine::peek::meminfo(a.as_fd()).unwrap();
+    assert_eq!(drops, 0, "the receive buffer held all {n} datagrams");
+    a
+}
+
+/// One row of the scaling table: (peek dump, drain dump, raw restore).
+fn scaling_row(n: usize, peek: bool) -> (Option<Duration>, Duration, Duration) {
+    let walk = peek.then(|| {
+        let a = queued(n, 7100);
+        let t = Instant::now();
+        let cp = dump::dump_with(a.as_fd(), &dump_opts(false)).unwrap();
+        let d = t.elapsed();
+        assert_eq!(cp.receive_queue.unwrap().count as usize, n);
+        d
+    });
+    let a = queued(n, 7100);
+    let t = Instant::now();
+    let cp = dump::dump_with(a.as_fd(), &dump_opts(true)).unwrap();
+    let drain = t.elapsed();
+    assert_eq!(cp.receive_queue.as_ref().unwrap().count as usize, n);
+    drop(a);
+    let opts = restore::RestoreOptions {
+        trust_image: true,
+        ..Default::default()
+    };
+    let t = Instant::now();
+    let (r, _) = restore::restore_with(&cp, &opts).unwrap();
+    let restore = t.elapsed();
+    drop(r);
+    (walk, drain, restore)
+}
+
+fn one(size: usize, rcvbuf: i32, strategy: Strategy, port: u16, drain: bool) -> Figures {
     let a = UdpSocket::bind(("127.0.0.1", port)).unwrap();
     sys::setsockopt_int(
         a.as_fd(),
@@ -49,10 +175,12 @@ fn one(size: usize, rcvbuf: i32, strategy: Strategy, port: u16) -> Figures {
     .unwrap();
     let n = fill(&a, size);
     let t0 = Instant::now();
-    let cp = dump::dump(a.as_fd()).unwrap();
+    let cp = dump::dump_with(a.as_fd(), &dump_opts(drain)).unwrap();
     let t1 = Instant::now();
+    let ti = Instant::now();
     let img = udp_repair_proto::encode(&cp).unwrap();
     let cp = udp_repair_proto::decode(&img).unwrap();
+    let image = ti.elapsed();
     drop(a);
     let t2 = Instant::now();
     // Its own image, with a receive buffer forced beyond rmem_max.
@@ -75,22 +203,69 @@ fn one(size: usize, rcvbuf: i32, strategy: Strategy, port: u16) -> Figures {
         dump: t1 - t0,
         restore: t3 - t2,
         downtime: t3 - t0,
+        floor: floor(&cp, port),
+        image,
     }
 }
 
 fn main() {
     let mut rcvbuf: i32 = 4 << 20;
     let mut rounds = 3;
+    let mut drain = false;
+    let mut peek_max = 16_000;
     let args: Vec<String> = std::env::args().collect();
     let mut i = 1;
     while i < args.len() {
         match args[i].as_str() {
             "--rcvbuf" => rcvbuf = args[i + 1].parse().expect("--rcvbuf BYTES"),
             "--rounds" => rounds = args[i + 1].parse().expect("--rounds N"),
+            "--peek-max" => peek_max = args[i + 1].parse().expect("--peek-max N"),
+            "--drain" => {
+                drain = true;
+                i += 1;
+                continue;
+            }
             a => panic!("unknown argument {a}"),
         }
         i += 2;
     }
+    let scaling = netns::in_new_netns(|| {
+        let _ = udp_repair_engine::peek::peek_walk_restarts();
+        [1_000usize, 4_000, 16_000, 32_000, 64_000]
+            .into_iter()
+            .map(|n| (n, scaling_row(n, n <= peek_max)))
+            .collect::<Vec<_>>()
+    })
+    .expect("a private network namespace (run as root)");
+    println!("scaling, 64-byte datagrams (one run each):");
+    println!(
+        "{:>7} | {:>11} {:>9} | {:>11} {:>9} | {:>11} {:>9}",
+        "dgrams", "peek ms", "µs/dgram", "drain ms", "µs/dgram", "restore ms", "µs/dgram"
+    );
+    let per = |d: Duration, n: usize| d.as_secs_f64() * 1e6 / n as f64;
+    for (n, (walk, dr, re)) in &scaling {
+        let walk = match walk {
+            Some(w) => format!("{:>11.1} {:>9.2}", w.as_secs_f64() * 1e3, per(*w, *n)),
+            None => format!("{:>11} {:>9}", "(--peek-max)", ""),
+        };
+        println!(
+            "{n:>7} | {walk} | {:>11.1} {:>9.2} | {:>11.1} {:>9.2}",
+            dr.as_secs_f64() * 1e3,
+            per(*dr, *n),
+            re.as_secs_f64() * 1e3,
+            per(*re, *n)
+        );
+    }
+    let ratio = |k: usize| {
+        let (n, (_, d, _)) = &scaling[k];
+        per(*d, *n)
+    };
+    println!(
+        "drain µs/datagram at 32 000 over 4 000: {:.2} (linear: 1)",
+        ratio(3) / ratio(1)
+    );
+    println!();
+
     let rows = netns::in_new_netns(|| {
         // Warm up the probe (cached once per process) outside the timings.
         let _ = udp_repair_engine::peek::peek_walk_restarts();
@@ -102,7 +277,7 @@ fn main() {
                 .enumerate()
             {
                 for r in 0..rounds {
-                    let f = one(size, rcvbuf, strategy, 7000 + r as u16);
+                    let f = one(size, rcvbuf, strategy, 7000 + r as u16, drain);
                     if best[k].datagrams == 0 || f.downtime < best[k].downtime {
                         best[k] = f;
                     }
@@ -117,15 +292,16 @@ fn main() {
     let us = |d: Duration, n: usize| d.as_secs_f64() * 1e6 / n.max(1) as f64;
     let rate = |d: Duration, n: usize| n as f64 / d.as_secs_f64().max(1e-9);
     println!(
-        "receive buffer {} KiB (SO_RCVBUF reads {}), best of {rounds} rounds; kernel {}",
+        "receive buffer {} KiB (SO_RCVBUF reads {}), best of {rounds} rounds, dump by {}; kernel {}",
         rcvbuf / 1024,
         rcvbuf,
+        if drain { "drain" } else { "peek walk" },
         std::fs::read_to_string("/proc/sys/kernel/osrelease")
             .unwrap_or_default()
             .trim()
     );
     println!(
-        "{:>6} {:>6} | {:>12} {:>10} {:>10} | {:>12} {:>10} {:>10} | {:>11} | {:>7}",
+        "{:>6} {:>6} | {:>12} {:>10} {:>10} | {:>12} {:>10} {:>10} | {:>11} | {:>7} | {:>8} {:>7} | {:>7}",
         "size",
         "dgrams",
         "strategy",
@@ -135,7 +311,10 @@ fn main() {
         "µs/dgram",
         "rest dg/s",
         "downtime ms",
-        "speedup"
+        "speedup",
+        "floor ms",
+        "/floor",
+        "image %"
     );
     for (size, best) in rows {
         for (k, name) in ["raw", "transparent"].iter().enumerate() {
@@ -149,7 +328,7 @@ fn main() {
                 String::new()
             };
             println!(
-                "{:>6} {:>6} | {:>12} {:>10.2} {:>10.0} | {:>12.2} {:>10.2} {:>10.0} | {:>11.2} | {:>7}",
+                "{:>6} {:>6} | {:>12} {:>10.2} {:>10.0} | {:>12.2} {:>10.2} {:>10.0} | {:>11.2} | {:>7} | {:>8.2} {:>7.2} | {:>7.1}",
                 size,
                 f.datagrams,
                 name,
@@ -159,7 +338,10 @@ fn main() {
                 us(f.restore, f.datagrams),
                 rate(f.restore, f.datagrams),
                 f.downtime.as_secs_f64() * 1e3,
-                speedup
+                speedup,
+                f.floor.as_secs_f64() * 1e3,
+                f.restore.as_secs_f64() / f.floor.as_secs_f64().max(1e-9),
+                100.0 * f.image.as_secs_f64() / f.downtime.as_secs_f64().max(1e-9)
             );
         }
     }

@@ -112,6 +112,18 @@ pub struct DumpOptions {
     pub without_shutdown_state: bool,
     /// Fail instead of producing an image with `zero_length_vouched = false`.
     pub require_vouched: bool,
+    /// Take the receive queue out of the socket (`recvmsg` without
+    /// `MSG_PEEK`) instead of peeking it: linear in the queue's length,
+    /// where an `SO_PEEK_OFF` walk is quadratic (each peek at offset k
+    /// walks the k datagrams before it, net/core/datagram.c
+    /// `__skb_try_recv_from_queue()`). For a checkpoint that ends the
+    /// original (a migration: the original socket is discarded): on
+    /// success the original's receive queue is empty. If the dump fails
+    /// after the queue was taken, the datagrams are put back into the
+    /// original by raw injection (`CAP_NET_RAW`), and the error says what
+    /// changed (each comes back with a new receive timestamp, behind any
+    /// datagram that arrived meanwhile). Off: the queue is peeked and left.
+    pub drain_receive_queue: bool,
     /// Fail instead of naming, in `dropped_state`, per-datagram metadata
     /// the restore cannot carry (receive timestamps, IP options, the flow
     /// label...: [`options::METADATA_NOT_CARRIED`]) of queued datagrams,
@@ -138,6 +150,7 @@ impl Default for DumpOptions {
             accept_partial_cork: false,
             without_shutdown_state: false,
             require_vouched: false,
+            drain_receive_queue: false,
             refuse_metadata_loss: false,
             readers: default_readers(),
             outq_settle: Duration::from_millis(200),
@@ -437,6 +450,10 @@ pub fn dump_with(fd: BorrowedFd<'_>, opts: &DumpOptions) -> Result<v1::Checkpoin
     pending_error(fd, opts, &mut cp)?;
     let taken = cp.pending_error;
     let peer = cp.peer.as_ref().map(wire::from_proto);
+    // What a draining dump took out of the receive queue, to put back if
+    // the dump fails after it.
+    let mut drained: Vec<v1::RecvDatagram> = Vec::new();
+    let device = cp.bound_device.clone();
     let rest = (|| -> Result<v1::Checkpoint, Error> {
         // Zero-length datagrams that the application's walk has already
         // returned at its offset: counted first, as setting SO_PEEK_OFF (which
@@ -451,11 +468,13 @@ pub fn dump_with(fd: BorrowedFd<'_>, opts: &DumpOptions) -> Result<v1::Checkpoin
         } else {
             0
         };
-        let queues = dump_queues(fd, v6, bound.port(), opts);
+        let queues = dump_queues(fd, v6, bound.port(), opts, &mut drained);
         // Also when none was marked: the walk marked every zero-length datagram,
         // and when it left the offset where it was (only zero-length datagrams
-        // at it) nothing has set it since to clear them.
-        let remarked = if restarts == Some(true) && cp.peek_offset >= 0 {
+        // at it) nothing has set it since to clear them. (A drained queue is
+        // no longer there to mark.)
+        let remarked = if restarts == Some(true) && cp.peek_offset >= 0 && !opts.drain_receive_queue
+        {
             remark_at_offset(fd, cp.peek_offset, marked)
         } else {
             Ok(())
@@ -574,6 +593,16 @@ pub fn dump_with(fd: BorrowedFd<'_>, opts: &DumpOptions) -> Result<v1::Checkpoin
         )?;
         Ok(cp)
     })();
+    // A draining dump that failed puts the queue back first (a pending
+    // error taken is set last, as the next recvmsg returns it first).
+    let rest = match rest {
+        Err(mut e) if !drained.is_empty() => {
+            let what = put_back_drained(fd, &bound, &device, udplite, &drained);
+            e.error = io::Error::new(e.error.kind(), format!("{}; {what}", e.error));
+            Err(e)
+        }
+        r => r,
+    };
     match (rest, taken, peer) {
         // The dump took the pending error and then failed: the socket must
         // be left as it was found, so the error is set on it again.
@@ -599,6 +628,62 @@ pub fn dump_with(fd: BorrowedFd<'_>, opts: &DumpOptions) -> Result<v1::Checkpoin
 /// walk marks zero-length datagrams for good), and under its own guard:
 /// repair mode must be off again before the receive queue is peeked (in
 /// repair mode the `recvmsg` series' `MSG_PEEK` reads the send queue).
+/// Undoes a draining dump ([`DumpOptions::drain_receive_queue`]) that
+/// succeeded but whose image could not be kept (a failed write, say): puts
+/// `cp`'s receive queue back into the original socket `fd` by raw
+/// injection (`CAP_NET_RAW`) and returns what changed, in words (each
+/// datagram's receive timestamp is its re-injection's; any that arrived
+/// since come before them; any that could not be put back are named).
+pub fn put_back_receive_queue(fd: BorrowedFd<'_>, cp: &v1::Checkpoint) -> String {
+    let Some(bound) = cp.bound.as_ref().map(wire::from_proto) else {
+        return "the image has no bound address: nothing could be put back".into();
+    };
+    let udplite = cp.protocol == v1::Protocol::Udplite as i32;
+    let empty = v1::ReceiveQueue::default();
+    let q = cp.receive_queue.as_ref().unwrap_or(&empty);
+    put_back_drained(fd, &bound, &cp.bound_device, udplite, &q.datagrams)
+}
+
+/// Puts the datagrams a draining dump took back into the original socket
+/// (bound at `bound`, through `device`), by raw injection as a restore does
+/// (`inject::inject()`), and says what changed: the sentence the failed
+/// dump's error ends with.
+fn put_back_drained(
+    fd: BorrowedFd<'_>,
+    bound: &SocketAddr,
+    device: &str,
+    udplite: bool,
+    drained: &[v1::RecvDatagram],
+) -> String {
+    let n = drained.len();
+    let protocol = if udplite { 136 } else { 17 };
+    let v6 = bound.is_ipv6();
+    match crate::inject::inject(drained, *bound, device, protocol, crate::inject::Strategy::Raw) {
+        Ok(lost) => {
+            let _ = crate::inject::barrier(v6, std::time::Duration::from_secs(2));
+            let (rmem, _) = meminfo(fd).unwrap_or((0, 0));
+            let mut what = format!(
+                "the {n} datagram(s) the dump had taken out of the receive queue were put back by raw \
+                 injection: each now has the receive timestamp of its re-injection and comes after any \
+                 datagram that arrived meanwhile"
+            );
+            if !lost.is_empty() {
+                let ids: Vec<String> = lost.iter().map(|l| l.index.to_string()).collect();
+                what.push_str(&format!("; datagram(s) {} could not be put back and are lost", ids.join(", ")));
+            }
+            if rmem == 0 {
+                what.push_str("; yet the receive queue reads empty now");
+            }
+            what
+        }
+        Err((i, e)) => format!(
+            "and putting back the {n} datagram(s) the dump had taken out of the receive queue failed at \
+             datagram {i} ({e}): datagrams {i} to {} are lost from the original socket",
+            n - 1
+        ),
+    }
+}
+
 /// Names the interface each datagram arrived on (its `IP_PKTINFO` index,
 /// or a link-local source's scope id), unless it is the loopback (index 1
 /// in every namespace): a restore on another host matches it by name.
@@ -720,6 +805,7 @@ fn dump_queues(
     v6: bool,
     port: u16,
     opts: &DumpOptions,
+    drained: &mut Vec<v1::RecvDatagram>,
 ) -> Result<(v1::ReceiveQueue, v1::SendQueue), DumpError> {
     let mut guard = Guard::new(fd);
     // The `recvmsg` series' read moves SO_PEEK_OFF (and the 2021
@@ -734,7 +820,7 @@ fn dump_queues(
     step("putting the socket's options back", put_back)?;
 
     let mut guard = Guard::new(fd);
-    let rq = dump_receive_queue(fd, &mut guard, v6, port, opts);
+    let rq = dump_receive_queue(fd, &mut guard, v6, port, opts, drained);
     let put_back = guard.finish();
     let rq = rq?;
     step("putting the socket's options back", put_back)?;
@@ -747,6 +833,7 @@ fn dump_receive_queue(
     v6: bool,
     port: u16,
     opts: &DumpOptions,
+    drained: &mut Vec<v1::RecvDatagram>,
 ) -> Result<v1::ReceiveQueue, DumpError> {
     // First, so that it is put back last: in the 2021 original of the
     // `recvmsg` series, turning repair mode back on (below) reset it.
@@ -779,13 +866,28 @@ fn dump_receive_queue(
     // Every queued skb costs at least a few hundred bytes of truesize:
     // this bound only stops a walk that traffic keeps feeding.
     let max = rcvbuf / 256 + 1024;
-    // Set even when it is 0 already: a kernel with the peek fix restarts
-    // the walk (clears the `peeked` marks) on every set.
-    step(
-        "setting SO_PEEK_OFF to 0",
-        sys::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, 0),
-    )?;
-    let mut walk = peek_walk(fd, port, max).map_err(|e| match e.raw_os_error() {
+    // Before a drain empties it: what the queue holds as the kernel counts.
+    let before_drain = if opts.drain_receive_queue {
+        meminfo(fd).ok()
+    } else {
+        None
+    };
+    let walked = if opts.drain_receive_queue {
+        // recvmsg returns every datagram, a zero-length one peeked before
+        // included: nothing is hidden from a drain.
+        crate::peek::drain(fd, port, max, drained).map(|()| crate::peek::Walk {
+            datagrams: drained.clone(),
+        })
+    } else {
+        // Set even when it is 0 already: a kernel with the peek fix
+        // restarts the walk (clears the `peeked` marks) on every set.
+        step(
+            "setting SO_PEEK_OFF to 0",
+            sys::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, 0),
+        )?;
+        peek_walk(fd, port, max)
+    };
+    let mut walk = walked.map_err(|e| match e.raw_os_error() {
         // Not the walk's own failure: an error of the socket, which a peek
         // returns (and clears) before any datagram.
         Some(
@@ -817,7 +919,25 @@ fn dump_receive_queue(
 
     let mut vouched = true;
     let mut note = String::new();
-    if restarts != Some(true) {
+    if opts.drain_receive_queue {
+        // Every datagram was read; what a drain cannot tell, on a kernel
+        // without the peek fix, is which zero-length ones an earlier walk
+        // had marked (marks that hide them from the application's later
+        // walks there).
+        let zero = walk
+            .datagrams
+            .iter()
+            .filter(|d| d.payload.is_empty())
+            .count();
+        if restarts != Some(true) && zero > 0 {
+            vouched = false;
+            note = format!(
+                "the receive queue was drained: all {zero} zero-length datagram(s) were read, but on a \
+                 kernel that does not restart the peek walk when SO_PEEK_OFF is set, which of them an \
+                 earlier walk had marked (hiding them from later walks) is not known"
+            );
+        }
+    } else if restarts != Some(true) {
         // A zero-length datagram peeked before and now at the head is hidden
         // from the walk but still returned by a peek without offset.
         step(
@@ -864,7 +984,7 @@ fn dump_receive_queue(
     if !vouched && opts.require_vouched {
         return Err(refuse("receive queue", note));
     }
-    let (rmem, drops) = meminfo(fd).unwrap_or((0, 0));
+    let (rmem, drops) = before_drain.unwrap_or_else(|| meminfo(fd).unwrap_or((0, 0)));
     let bytes = walk.datagrams.iter().map(|d| d.payload.len() as u64).sum();
     Ok(v1::ReceiveQueue {
         count: walk.datagrams.len() as u32,

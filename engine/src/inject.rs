@@ -361,6 +361,7 @@ pub(crate) fn inject(
 }
 
 struct Prepared {
+    /// The IP and UDP headers; the payload is sent from the datagram.
     packet: Vec<u8>,
     dst: Vec<u8>,
     v6: bool,
@@ -436,11 +437,13 @@ fn inject_raw(
                 protocol,
                 payload: &d.payload,
             };
-            let mut packet = Vec::with_capacity(d.payload.len() + 48);
+            // Headers only: the send gathers them with the payload, which
+            // is not copied here.
+            let mut packet = Vec::with_capacity(48);
             if v6 {
-                wire::ipv6_packet(&rd, &mut packet);
+                wire::ipv6_headers(&rd, &mut packet);
             } else {
-                wire::ipv4_packet(&rd, &mut packet);
+                wire::ipv4_headers(&rd, &mut packet);
             }
             // The port of a raw socket's destination must be 0; a
             // link-local one keeps its scope.
@@ -474,13 +477,19 @@ fn inject_raw(
             }
         };
         let fd = raw.as_fd();
-        let msgs: Vec<(&[u8], &[u8])> = batch
+        let msgs: Vec<(&[u8], &[u8], &[u8])> = batch
             .iter()
-            .map(|(_, p)| (p.packet.as_slice(), p.dst.as_slice()))
+            .map(|(i, p)| {
+                (
+                    p.packet.as_slice(),
+                    datagrams[*i].payload.as_slice(),
+                    p.dst.as_slice(),
+                )
+            })
             .collect();
         let mut sent = 0;
         while sent < msgs.len() {
-            match sys::sendmmsg_bytes(fd, &msgs[sent..]) {
+            match sys::sendmmsg_gather(fd, &msgs[sent..]) {
                 Ok(0) => return Err((batch[sent].0, io::Error::other("sendmmsg sent nothing"))),
                 Ok(n) => sent += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

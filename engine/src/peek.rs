@@ -113,15 +113,45 @@ pub(crate) fn peek_one(
     control: &mut [u8],
     local_port: u16,
 ) -> io::Result<Option<v1::RecvDatagram>> {
+    read_one(fd, buf, control, local_port, libc::MSG_PEEK)
+}
+
+/// Takes the datagram at the head of the queue out of it (`recvmsg`
+/// without `MSG_PEEK`), until the queue is empty, appending each to
+/// `taken` as it is read (so that a caller can put back what was taken if
+/// a later read fails). At most `max` datagrams: a queue that traffic keeps
+/// feeding is an error. Linear in the queue's length.
+pub(crate) fn drain(
+    fd: BorrowedFd<'_>,
+    local_port: u16,
+    max: usize,
+    taken: &mut Vec<v1::RecvDatagram>,
+) -> io::Result<()> {
+    let mut buf = vec![0u8; PEEK_BUF];
+    let mut control = vec![0u8; CONTROL_BUF];
+    while let Some(d) = read_one(fd, &mut buf, &mut control, local_port, 0)? {
+        taken.push(d);
+        if taken.len() > max {
+            return Err(io::Error::other(format!(
+                "the receive queue keeps growing past {max} datagrams: isolate the socket from traffic while dumping"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// One `recvmsg(MSG_DONTWAIT | flags)` as a datagram with its metadata.
+/// `Ok(None)`: queue exhausted.
+fn read_one(
+    fd: BorrowedFd<'_>,
+    buf: &mut [u8],
+    control: &mut [u8],
+    local_port: u16,
+    flags: i32,
+) -> io::Result<Option<v1::RecvDatagram>> {
     let mut name = [0u8; 128];
     let out = loop {
-        match sys::recvmsg_bytes(
-            fd,
-            buf,
-            &mut name,
-            control,
-            libc::MSG_PEEK | libc::MSG_DONTWAIT,
-        ) {
+        match sys::recvmsg_bytes(fd, buf, &mut name, control, flags | libc::MSG_DONTWAIT) {
             Ok(o) => break o,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),

@@ -1364,3 +1364,84 @@ fn untrusted_restore_takes_an_ordinary_socket_and_refuses_forged_sources() {
         assert!(e.to_string().contains("from 192.0.2.1:6000"), "{e}");
     })
 }
+
+#[test]
+fn a_draining_dump_reads_what_a_peeking_one_does_and_empties_the_queue() {
+    ns(|| {
+        let a = udp("127.0.0.1:5000");
+        let fd = a.as_fd();
+        set(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, 1);
+        let b = udp("127.0.0.2:6000");
+        set(b.as_fd(), libc::SOL_IP, libc::IP_TTL, 33);
+        let c = udp("127.0.0.3:7000");
+        b.send_to(b"one", "127.0.0.1:5000").unwrap();
+        c.send_to(b"", "127.0.0.1:5000").unwrap();
+        b.send_to(&[0xab; 1400], "127.0.0.1:5000").unwrap();
+        c.send_to(b"", "127.0.0.1:5000").unwrap();
+        wait_queued(fd, true);
+        let peeked = dump::dump(fd).unwrap();
+        let drain = DumpOptions {
+            drain_receive_queue: true,
+            ..Default::default()
+        };
+        let drained = dump::dump_with(fd, &drain).unwrap();
+        // The same datagrams with the same metadata, and the application's
+        // peek offset kept in the image and on the socket.
+        let (p, d) = (
+            peeked.receive_queue.clone().unwrap(),
+            drained.receive_queue.clone().unwrap(),
+        );
+        assert_eq!(
+            (d.count, d.bytes, d.rmem_alloc),
+            (p.count, p.bytes, p.rmem_alloc)
+        );
+        assert!(d.datagrams == p.datagrams, "the drain read other datagrams");
+        assert_eq!(drained.peek_offset, 1);
+        assert_eq!(
+            sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF).unwrap(),
+            1
+        );
+        // The original's queue is gone; the restore brings it back.
+        assert!(recv_all(fd).is_empty(), "the drain left datagrams behind");
+        drop(a);
+        let r = trusted(&drained).unwrap();
+        let got: Vec<Vec<u8>> = recv_all(r.as_fd()).into_iter().map(|d| d.0).collect();
+        assert_eq!(got, vec![b"one".to_vec(), vec![], vec![0xab; 1400], vec![]]);
+    })
+}
+
+#[test]
+fn a_draining_dump_that_fails_puts_the_queue_back_and_says_so() {
+    ns(|| {
+        let a = udp("127.0.0.1:5000");
+        let fd = a.as_fd();
+        // Receive timestamps cannot be carried: refused under
+        // refuse_metadata_loss, after the queue was read.
+        set(fd, libc::SOL_SOCKET, options::SO_TIMESTAMP_OLD, 1);
+        let b = udp("127.0.0.2:6000");
+        for p in [&b"one"[..], b"", b"three"] {
+            b.send_to(p, "127.0.0.1:5000").unwrap();
+        }
+        wait_queued(fd, true);
+        let strict = DumpOptions {
+            drain_receive_queue: true,
+            refuse_metadata_loss: true,
+            ..Default::default()
+        };
+        let e = dump::dump_with(fd, &strict).unwrap_err();
+        let why = e.to_string();
+        assert!(why.contains("timestamp"), "{why}");
+        assert!(
+            why.contains("3 datagram(s) the dump had taken out of the receive queue were put back"),
+            "{why}"
+        );
+        let back = recv_all(fd);
+        assert_eq!(
+            back.iter().map(|d| d.0.clone()).collect::<Vec<_>>(),
+            vec![b"one".to_vec(), vec![], b"three".to_vec()]
+        );
+        assert!(back
+            .iter()
+            .all(|d| d.1 == "127.0.0.2:6000".parse().unwrap()));
+    })
+}

@@ -332,6 +332,53 @@ pub fn sendmmsg_bytes(fd: BorrowedFd<'_>, msgs: &[(&[u8], &[u8])]) -> io::Result
     }
 }
 
+/// `sendmmsg` of `(header, payload, sockaddr bytes)` triples, each sent
+/// as one message gathered from two buffers (no copy of the payload in
+/// userspace), without cmsgs. Returns how many messages the kernel sent
+/// (it stops at the first error, which is returned only when nothing was
+/// sent).
+pub fn sendmmsg_gather(fd: BorrowedFd<'_>, msgs: &[(&[u8], &[u8], &[u8])]) -> io::Result<usize> {
+    let mut iovs: Vec<[libc::iovec; 2]> = msgs
+        .iter()
+        .map(|(h, p, _)| {
+            [
+                libc::iovec {
+                    iov_base: h.as_ptr().cast_mut().cast(),
+                    iov_len: h.len(),
+                },
+                libc::iovec {
+                    iov_base: p.as_ptr().cast_mut().cast(),
+                    iov_len: p.len(),
+                },
+            ]
+        })
+        .collect();
+    let mut hdrs = Vec::with_capacity(msgs.len());
+    for (i, (_, _, name)) in msgs.iter().enumerate() {
+        // SAFETY: an all-zero mmsghdr is a valid value.
+        let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
+        h.msg_hdr.msg_name = name.as_ptr().cast_mut().cast();
+        h.msg_hdr.msg_namelen = libc::socklen_t::try_from(name.len())
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        h.msg_hdr.msg_iov = iovs[i].as_mut_ptr();
+        h.msg_hdr.msg_iovlen = 2;
+        hdrs.push(h);
+    }
+    let n = libc::c_uint::try_from(hdrs.len())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: `hdrs` holds `n` headers whose pointers refer to the two
+    // iovecs of `iovs[i]` and to the caller's header, payload and name
+    // slices, all alive for the call (`iovs` is not moved or resized after
+    // the pointers are taken); the kernel only reads them and writes
+    // `msg_len` inside `hdrs`.
+    let rc = unsafe { libc::sendmmsg(fd.as_raw_fd(), hdrs.as_mut_ptr(), n, 0) };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc as usize)
+    }
+}
+
 /// Bytes in the send queue of socket `fd`: `ioctl(SIOCOUTQ)` (for UDP,
 /// `sk_wmem_alloc_get()`, net/ipv4/udp.c `udp_ioctl()`: the truesize of
 /// what is queued or in flight, not the payload).

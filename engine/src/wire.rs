@@ -224,12 +224,20 @@ fn fold(mut sum: u64) -> u16 {
 }
 
 fn add_bytes(mut sum: u64, b: &[u8]) -> u64 {
-    // 32 bits at a time into a 64-bit accumulator (one's complement sums
-    // fold the same way whatever the word size), then the 16-bit tail.
-    let mut words = b.chunks_exact(4);
+    // 64 bits at a time into a 128-bit accumulator: a one's complement sum
+    // of big-endian 64-bit words folds to the same 16-bit sum as one of
+    // 16-bit words (RFC 1071, 2.(B)), and 2^64 words of input cannot
+    // overflow it. Then the 16-bit tail. The result stays unfolded.
+    let mut words = b.chunks_exact(8);
+    let mut wide = 0u128;
     for w in &mut words {
-        sum += u64::from(u32::from_be_bytes([w[0], w[1], w[2], w[3]]));
+        wide += u128::from(u64::from_be_bytes(w.try_into().expect("8 bytes")));
     }
+    // Fold 128 -> 64 -> 32 bits with the end-around carries.
+    let mut w64 = (wide as u64 as u128) + (wide >> 64);
+    w64 = (w64 as u64 as u128) + (w64 >> 64);
+    let w64 = w64 as u64;
+    sum += (w64 & 0xffff_ffff) + (w64 >> 32);
     let b = words.remainder();
     let mut chunks = b.chunks_exact(2);
     for c in &mut chunks {
@@ -263,9 +271,10 @@ pub struct RawDatagram<'a> {
     pub payload: &'a [u8],
 }
 
-/// Writes the UDP (or UDP-Lite, full coverage) header with its checksum.
-/// The pseudo-header follows RFC 768 / RFC 2460 8.1; UDP-Lite (RFC 3828)
-/// puts the checksum coverage (0: whole datagram) where UDP has the length.
+/// Writes the UDP (or UDP-Lite, full coverage) header with its checksum
+/// over header and `d.payload`, which it does not copy. The pseudo-header
+/// follows RFC 768 / RFC 2460 8.1; UDP-Lite (RFC 3828) puts the checksum
+/// coverage (0: whole datagram) where UDP has the length.
 fn udp_header(d: &RawDatagram<'_>, out: &mut Vec<u8>) {
     let ulen = (8 + d.payload.len()) as u32;
     let len_field = if d.protocol == libc::IPPROTO_UDPLITE as u8 {
@@ -278,7 +287,15 @@ fn udp_header(d: &RawDatagram<'_>, out: &mut Vec<u8>) {
     out.extend_from_slice(&d.dst.port().to_be_bytes());
     out.extend_from_slice(&len_field.to_be_bytes());
     out.extend_from_slice(&[0, 0]);
-    out.extend_from_slice(d.payload);
+    // UDP over IPv4 may carry no checksum (0, RFC 768), and the receiving
+    // kernel then verifies none (udp4_csum_init(),
+    // skb_checksum_init_zero_check(): zero is okay): a re-created datagram
+    // only crosses the loopback to a socket of this host, its payload
+    // unchanged, so the checksum of a 64 KiB payload is not worth computing
+    // twice. IPv6 (RFC 8200 8.1) and UDP-Lite (RFC 3828) need one.
+    if d.protocol == libc::IPPROTO_UDP as u8 && d.src.is_ipv4() && d.dst.is_ipv4() {
+        return;
+    }
     let mut sum = 0u64;
     match (d.src.ip(), d.dst.ip()) {
         (IpAddr::V4(s), IpAddr::V4(t)) => {
@@ -302,7 +319,9 @@ fn udp_header(d: &RawDatagram<'_>, out: &mut Vec<u8>) {
             sum += u64::from(d.protocol);
         }
     }
+    // The header is 8 bytes: the payload's 16-bit words keep their parity.
     sum = add_bytes(sum, &out[start..]);
+    sum = add_bytes(sum, d.payload);
     let mut c = !fold(sum);
     if c == 0 {
         c = 0xffff;
@@ -310,8 +329,19 @@ fn udp_header(d: &RawDatagram<'_>, out: &mut Vec<u8>) {
     out[start + 6..start + 8].copy_from_slice(&c.to_be_bytes());
 }
 
-/// A complete IPv4 packet (20-byte header, DF set) for `IPPROTO_RAW`.
+/// A complete IPv4 packet (20-byte header, DF set) for `IPPROTO_RAW`:
+/// [`ipv4_headers`], then the payload.
 pub fn ipv4_packet(d: &RawDatagram<'_>, out: &mut Vec<u8>) {
+    ipv4_headers(d, out);
+    if !out.is_empty() {
+        out.extend_from_slice(d.payload);
+    }
+}
+
+/// The IPv4 and UDP headers (28 bytes, checksums over the payload
+/// included) of `d`, for a raw send that gathers them with the payload.
+/// Writes nothing when `d` is not IPv4.
+pub fn ipv4_headers(d: &RawDatagram<'_>, out: &mut Vec<u8>) {
     let (IpAddr::V4(s), IpAddr::V4(t)) = (d.src.ip(), d.dst.ip()) else {
         return;
     };
@@ -329,8 +359,16 @@ pub fn ipv4_packet(d: &RawDatagram<'_>, out: &mut Vec<u8>) {
 }
 
 /// A complete IPv6 packet (40-byte header, flow label 0) for an IPv6
-/// `IPPROTO_RAW` socket.
+/// `IPPROTO_RAW` socket: [`ipv6_headers`], then the payload.
 pub fn ipv6_packet(d: &RawDatagram<'_>, out: &mut Vec<u8>) {
+    ipv6_headers(d, out);
+    if !out.is_empty() {
+        out.extend_from_slice(d.payload);
+    }
+}
+
+/// The IPv6 and UDP headers (48 bytes) of `d`, as [`ipv4_headers`].
+pub fn ipv6_headers(d: &RawDatagram<'_>, out: &mut Vec<u8>) {
     let (IpAddr::V6(s), IpAddr::V6(t)) = (d.src.ip(), d.dst.ip()) else {
         return;
     };
@@ -387,6 +425,34 @@ mod tests {
     }
 
     #[test]
+    fn checksum_agrees_with_the_16_bit_definition() {
+        fn naive(b: &[u8]) -> u16 {
+            let mut sum = 0u64;
+            for c in b.chunks(2) {
+                sum += u64::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+            }
+            while sum >> 16 != 0 {
+                sum = (sum & 0xffff) + (sum >> 16);
+            }
+            !(sum as u16)
+        }
+        let mut x = 0x1234_5678_9abc_def1u64;
+        for len in (0..70).chain([1399, 1400, 65_000, 65_507]) {
+            let b: Vec<u8> = (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect();
+            assert_eq!(inet_checksum(&b), naive(&b), "length {len}");
+            let ones = vec![0xff; len];
+            assert_eq!(inet_checksum(&ones), naive(&ones), "all ones, length {len}");
+        }
+    }
+
+    #[test]
     fn checksums_verify_to_zero() {
         let d = RawDatagram {
             src: "192.0.2.1:1000".parse().unwrap(),
@@ -399,12 +465,31 @@ mod tests {
         let mut p = Vec::new();
         ipv4_packet(&d, &mut p);
         assert_eq!(inet_checksum(&p[..20]), 0);
-        // UDP check: pseudo header + UDP datagram sums to 0xffff.
+        // UDP over IPv4: no checksum.
+        assert_eq!(&p[26..28], &[0, 0]);
+        // UDP-Lite over IPv4 has one: pseudo header + datagram sums to
+        // 0xffff.
+        let lite = RawDatagram { protocol: 136, ..d };
+        ipv4_packet(&lite, &mut p);
         let mut pseudo = Vec::new();
         pseudo.extend_from_slice(&p[12..20]);
-        pseudo.extend_from_slice(&[0, 17]);
+        pseudo.extend_from_slice(&[0, 136]);
         pseudo.extend_from_slice(&((p.len() - 20) as u16).to_be_bytes());
         pseudo.extend_from_slice(&p[20..]);
         assert_eq!(inet_checksum(&pseudo), 0);
+        // UDP over IPv6 has one too.
+        let v6 = RawDatagram {
+            src: "[2001:db8::1]:1000".parse().unwrap(),
+            dst: "[::1]:2000".parse().unwrap(),
+            ..d
+        };
+        ipv6_packet(&v6, &mut p);
+        let mut pseudo = Vec::new();
+        pseudo.extend_from_slice(&p[8..40]);
+        pseudo.extend_from_slice(&((p.len() - 40) as u32).to_be_bytes());
+        pseudo.extend_from_slice(&[0, 0, 0, 17]);
+        pseudo.extend_from_slice(&p[40..]);
+        assert_eq!(inet_checksum(&pseudo), 0);
+        assert_ne!(&p[46..48], &[0, 0]);
     }
 }

@@ -1,7 +1,7 @@
 //! `dump`, `show` and `restore`: the checkpoint image commands.
 
 use clap::Subcommand;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -67,6 +67,16 @@ pub enum ImageCmd {
         /// seen (it is then lost; the image says so).
         #[arg(long)]
         without_shutdown_state: bool,
+        /// Take the receive queue out of the socket instead of peeking it:
+        /// linear time (a peek walk is quadratic: seconds for tens of
+        /// thousands of datagrams), for a checkpoint that ends the original
+        /// (migration). The original's receive queue is then empty. If the
+        /// dump or the image write fails after the queue was taken, the
+        /// datagrams are put back by raw injection and the error says what
+        /// changed (new receive timestamps, after any datagram that arrived
+        /// meanwhile).
+        #[arg(long)]
+        drain: bool,
     },
     /// Print an image: socket, options, both queues.
     Show {
@@ -147,8 +157,10 @@ pub fn run(cmd: ImageCmd) -> ExitCode {
             accept_partial_cork,
             settle_ms,
             without_shutdown_state,
+            drain,
         } => {
             let opts = dump::DumpOptions {
+                drain_receive_queue: drain,
                 drop_pending,
                 drop_filter,
                 drop_multicast,
@@ -245,16 +257,31 @@ fn dump_pid(
     // The image file first: a dump that cannot be written must not have
     // touched the socket (--take-error takes its pending error).
     let mut file = ImageFile::create(out)?;
-    let cp = dump::dump_pid(pid, fd, opts).map_err(|e| {
-        if e.error.raw_os_error() == Some(libc::EPERM) && e.step.starts_with("pidfd_getfd") {
-            format!("{e} (needs ptrace rights over pid {pid}: CAP_SYS_PTRACE)")
+    let drain = opts.drain_receive_queue;
+    let sock = udp_repair_engine::sys::take_fd(pid, fd).map_err(|e| {
+        if e.raw_os_error() == Some(libc::EPERM) {
+            format!("pidfd_getfd(pid {pid}, fd {fd}): {e} (needs ptrace rights over pid {pid}: CAP_SYS_PTRACE)")
         } else {
-            e.to_string()
+            format!("pidfd_getfd(pid {pid}, fd {fd}): {e}")
         }
     })?;
-    let img = udp_repair_proto::encode(&cp).map_err(|e| e.to_string())?;
-    file.commit(&img)?;
-    Ok(cp)
+    let opts = dump::DumpOptions {
+        proc_net: format!("/proc/{pid}/net").into(),
+        ..opts
+    };
+    let cp = dump::dump_with(sock.as_fd(), &opts).map_err(|e| e.to_string())?;
+    let kept = udp_repair_proto::encode(&cp)
+        .map_err(|e| e.to_string())
+        .and_then(|img| file.commit(&img));
+    match kept {
+        Ok(()) => Ok(cp),
+        // The queue is in the image only: put it back before failing.
+        Err(e) if drain => Err(format!(
+            "{e}; {}",
+            dump::put_back_receive_queue(sock.as_fd(), &cp)
+        )),
+        Err(e) => Err(e),
+    }
 }
 
 /// An image being written: a new file (`O_CREAT|O_EXCL`, which follows no
