@@ -182,19 +182,29 @@ fn peer_addr(fd: BorrowedFd<'_>) -> io::Result<Option<SocketAddr>> {
 /// Reads the classic BPF filter, if any. `Err(Unsupported)` for an eBPF
 /// filter (SO_GET_FILTER answers EACCES: no original program to return).
 fn read_filter(fd: BorrowedFd<'_>) -> io::Result<Option<v1::Filter>> {
-    const SO_GET_FILTER: i32 = libc::SO_ATTACH_FILTER;
-    let n =
-        match sys::getsockopt_bytes(fd, libc::SOL_SOCKET, SO_GET_FILTER, &mut []) {
-            Ok(0) => return Ok(None),
-            Ok(n) => n,
-            Err(e) if e.raw_os_error() == Some(libc::EACCES) => return Err(io::Error::new(
+    let eacces = |e: io::Error| {
+        if e.raw_os_error() == Some(libc::EACCES) {
+            io::Error::new(
                 io::ErrorKind::Unsupported,
                 "an eBPF socket filter (SO_ATTACH_BPF) is attached: the kernel cannot return it",
-            )),
-            Err(e) => return Err(e),
-        };
-    let mut buf = vec![0u8; n * 8];
-    let got = sys::getsockopt_bytes(fd, libc::SOL_SOCKET, SO_GET_FILTER, &mut buf)?;
+            )
+        } else {
+            e
+        }
+    };
+    let n = match sys::get_filter(fd, 0).map_err(eacces)? {
+        (0, _) => return Ok(None),
+        (n, _) => n,
+    };
+    let (got, buf) = sys::get_filter(fd, n).map_err(|e| {
+        if e.raw_os_error() == Some(libc::EINVAL) {
+            io::Error::other(format!(
+                "the filter grew past {n} instructions while reading it"
+            ))
+        } else {
+            eacces(e)
+        }
+    })?;
     if got != n {
         return Err(io::Error::other(format!(
             "filter changed while reading it ({n} then {got} instructions)"
@@ -264,7 +274,7 @@ fn multicast_memberships(
         } else {
             libc::SOL_IPV6
         };
-        match sys::getsockopt_bytes(fd, level, libc::MCAST_MSFILTER, &mut gf) {
+        match sys::get_msfilter(fd, level, &mut gf) {
             Ok(_) => found.push(format!("{}%{ifindex}", group.ip())),
             Err(e)
                 if matches!(

@@ -45,10 +45,26 @@ pub fn plain_option(level: i32, name: i32, access: Access) -> bool {
                     | libc::SO_ATTACH_REUSEPORT_EBPF
                     | SO_DEVMEM_DONTNEED
             ),
-            Access::Get => !matches!(name, SO_PEERPIDFD | SO_DEVMEM_LINEAR | SO_DEVMEM_DMABUF),
+            // SO_GET_FILTER (26) takes its length in instructions, not
+            // bytes (net/core/filter.c sk_get_filter()): [`get_filter`].
+            Access::Get => !matches!(
+                name,
+                libc::SO_GET_FILTER | SO_PEERPIDFD | SO_DEVMEM_LINEAR | SO_DEVMEM_DMABUF
+            ),
         },
-        libc::SOL_IP => (0..64).contains(&name),
-        libc::SOL_IPV6 => (0..81).contains(&name) && !matches!(name, 64 | 65 | 68 | 69 | 80),
+        // The source filters (IP_MSFILTER 41, MCAST_MSFILTER 48) write as
+        // many sources as the caller's buffer says it holds, not what its
+        // length allows (net/ipv4/igmp.c ip_mc_gsfget()): [`get_msfilter`].
+        libc::SOL_IP => {
+            (0..64).contains(&name)
+                && !(access == Access::Get
+                    && matches!(name, libc::IP_MSFILTER | libc::MCAST_MSFILTER))
+        }
+        libc::SOL_IPV6 => {
+            (0..81).contains(&name)
+                && !matches!(name, 64 | 65 | 68 | 69 | 80)
+                && !(access == Access::Get && name == libc::MCAST_MSFILTER)
+        }
         libc::SOL_UDP | SOL_UDPLITE => true,
         _ => false,
     }
@@ -557,6 +573,72 @@ pub fn add_ipv6_address(
     Ok(())
 }
 
+/// `getsockopt(SO_GET_FILTER)` into room for `max` instructions: the
+/// option's length is a count of instructions, not bytes
+/// (net/core/filter.c `sk_get_filter()`). With `max` 0 the kernel copies
+/// nothing and reports the filter's length: `Ok((count, empty))`. Else
+/// `Ok((count, bytes))`, 8 bytes per `struct sock_filter`. Count 0: no
+/// filter. The kernel's error otherwise: `EINVAL` when the filter has more
+/// than `max` instructions, `EACCES` for an eBPF filter (no program to
+/// return).
+pub fn get_filter(fd: BorrowedFd<'_>, max: usize) -> io::Result<(usize, Vec<u8>)> {
+    let mut buf = vec![0u8; max.checked_mul(8).ok_or(io::ErrorKind::InvalidInput)?];
+    let mut len = libc::socklen_t::try_from(max).map_err(|_| io::ErrorKind::InvalidInput)?;
+    // SAFETY: the kernel writes at most `len` instructions of 8 bytes into
+    // `buf`, which holds `max` = `len` of them (none for 0) and outlives the
+    // call, and stores a count in `len`. The fd is borrowed, so it stays
+    // open.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_GET_FILTER,
+            buf.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let n = len as usize;
+    buf.truncate(n.min(max) * 8);
+    Ok((n, buf))
+}
+
+/// `getsockopt(level, MCAST_MSFILTER)` of the group in `gf` (a `struct
+/// group_filter`: interface at 0, group at 8, mode at 136, source count at
+/// 140, sources from 144 on, 128 bytes each): sets the source count to
+/// what `gf` holds room for before the call, since the kernel writes as
+/// many sources as that count says (net/ipv4/igmp.c `ip_mc_gsfget()`,
+/// net/ipv6/mcast.c `ip6_mc_msfget()`). `InvalidInput` for a buffer
+/// shorter than 144 bytes or a level other than `SOL_IP`/`SOL_IPV6`.
+pub fn get_msfilter(fd: BorrowedFd<'_>, level: i32, gf: &mut [u8]) -> io::Result<usize> {
+    const SLIST: usize = 144;
+    if gf.len() < SLIST || !(level == libc::SOL_IP || level == libc::SOL_IPV6) {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    }
+    let room = u32::try_from((gf.len() - SLIST) / 128).map_err(|_| io::ErrorKind::InvalidInput)?;
+    gf[140..144].copy_from_slice(&room.to_ne_bytes());
+    let mut len = libc::socklen_t::try_from(gf.len()).map_err(|_| io::ErrorKind::InvalidInput)?;
+    // SAFETY: `gf` is a live, writable buffer of `len` bytes whose source
+    // count (set above) is the number of 128-byte sources it holds after
+    // its 144-byte head, which is all the kernel writes; the length it
+    // stores goes to `len`. The fd is borrowed, so it stays open.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            level,
+            libc::MCAST_MSFILTER,
+            gf.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(len as usize)
+}
+
 /// `setsockopt(SO_ATTACH_FILTER)` of a classic BPF program given as the
 /// bytes of its `struct sock_filter` array (8 bytes per instruction).
 pub fn attach_filter(fd: BorrowedFd<'_>, insns: &[u8]) -> io::Result<()> {
@@ -641,11 +723,27 @@ mod tests {
         let e =
             getsockopt_bytes(s.as_fd(), libc::SOL_SOCKET, SO_PEERPIDFD, &mut [0; 4]).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
-        // SO_GET_FILTER shares SO_ATTACH_FILTER's number: reading is plain.
-        assert!(plain_option(
+        // SO_GET_FILTER counts instructions, the source filters sources:
+        // their own wrappers.
+        assert!(!plain_option(
             libc::SOL_SOCKET,
-            libc::SO_ATTACH_FILTER,
+            libc::SO_GET_FILTER,
             Access::Get
+        ));
+        assert!(!plain_option(
+            libc::SOL_IP,
+            libc::MCAST_MSFILTER,
+            Access::Get
+        ));
+        assert!(!plain_option(
+            libc::SOL_IPV6,
+            libc::MCAST_MSFILTER,
+            Access::Get
+        ));
+        assert!(plain_option(
+            libc::SOL_IP,
+            libc::MCAST_MSFILTER,
+            Access::Set
         ));
         // Still allowed: IPv6 options above the first netfilter numbers.
         assert!(plain_option(libc::SOL_IPV6, libc::IPV6_TCLASS, Access::Set));
@@ -654,6 +752,21 @@ mod tests {
             libc::IPV6_FREEBIND,
             Access::Get
         ));
+    }
+
+    #[test]
+    fn a_filter_is_read_by_its_count_of_instructions() {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        assert_eq!(get_filter(s.as_fd(), 0).unwrap().0, 0);
+        // ret #-1, four times.
+        let insn = [6u8, 0, 0, 0, 0xff, 0xff, 0xff, 0xff];
+        attach_filter(s.as_fd(), &insn.repeat(4)).unwrap();
+        assert_eq!(get_filter(s.as_fd(), 0).unwrap().0, 4);
+        let (n, b) = get_filter(s.as_fd(), 4).unwrap();
+        assert_eq!((n, b), (4, insn.repeat(4)));
+        // Room for fewer: refused by the kernel, nothing written past it.
+        let e = get_filter(s.as_fd(), 2).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EINVAL));
     }
 
     #[test]

@@ -23,9 +23,22 @@
 //!   this host (`CAP_NET_ADMIN`: `SO_RCVBUFFORCE`/`SO_SNDBUFFORCE`);
 //! - a bound port below `net.ipv4.ip_unprivileged_port_start`
 //!   (`CAP_NET_BIND_SERVICE`: net/ipv4/af_inet.c `__inet_bind()`);
-//! - a queued datagram whose source is not an address of this host: only
-//!   a raw socket (`CAP_NET_RAW`) or a transparent one can forge it, so an
-//!   unprivileged writer could not have put it in front of the application.
+//! - IPv4 options other than record route, timestamps and router alert
+//!   (`CAP_NET_RAW`: net/ipv4/ip_options.c `ip_options_compile()` for
+//!   CIPSO, SEC, SID, unknown options and timestamp flags,
+//!   `ip_options_get()` for source routes), on the socket or in the cork;
+//! - a queued datagram whose source is not an address of this host, or a
+//!   port below `ip_unprivileged_port_start`: only a raw socket
+//!   (`CAP_NET_RAW`) or a transparent one can forge it, so an unprivileged
+//!   writer could not have put it in front of the application (where
+//!   `ip_nonlocal_bind` is set, no address can be told local, and every
+//!   source counts as forged);
+//! - a receive queue larger than an unprivileged socket could hold (the
+//!   saved `SO_RCVBUF`, or twice `rmem_max`): the restore raises the buffer
+//!   with `SO_RCVBUFFORCE` to hold what the image brings;
+//! - `SO_REUSEPORT` on an address something here already holds: the socket
+//!   the restore creates is root's, and would join the group of whatever
+//!   holds it (net/ipv4/udp.c `udp_reuseport_add_sock()` matches by owner).
 //!
 //! `SO_BINDTODEVICE` is not among them: the restored socket is new, and a
 //! first bind to a device needs no capability (net/core/sock.c
@@ -59,6 +72,42 @@ const SOL_SOCKET: i32 = libc::SOL_SOCKET;
 /// be read).
 fn sysctl(path: &str) -> Option<i64> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// What of IPv4 options `b` needs `CAP_NET_RAW` (the module
+/// documentation), named; `None` when nothing does.
+fn privileged_ip_options(b: &[u8]) -> Option<String> {
+    let mut i = 0;
+    while i < b.len() {
+        let t = b[i];
+        match t {
+            0 => return None,
+            1 => {
+                i += 1;
+                continue;
+            }
+            _ => {}
+        }
+        let len = usize::from(*b.get(i + 1)?).max(2);
+        match t {
+            // Record route, router alert.
+            7 | 0x94 => {}
+            // Timestamp: only with the flags ip_options_compile() knows.
+            0x44 => {
+                let flags = b.get(i + 3).map_or(0, |f| f & 0x0f);
+                if !matches!(flags, 0 | 1 | 3) {
+                    return Some(format!("an IP timestamp option with flags {flags}"));
+                }
+            }
+            0x83 | 0x89 => return Some("an IP source route option".into()),
+            0x86 => return Some("an IP CIPSO option".into()),
+            0x82 => return Some("an IP security option".into()),
+            0x88 => return Some("an IP stream identifier option".into()),
+            t => return Some(format!("IP option type {t}")),
+        }
+        i += len;
+    }
+    None
 }
 
 fn raw_of(o: &v1::SockOpt) -> Option<&[u8]> {
@@ -125,6 +174,21 @@ pub fn privileged(cp: &v1::Checkpoint) -> Vec<Privileged> {
                     )
                 }
             }
+            (libc::SOL_IP, libc::IP_OPTIONS) => {
+                if let Some(what) = raw_of(o).and_then(privileged_ip_options) {
+                    push(format!("{what} in {label}"), "CAP_NET_RAW")
+                }
+            }
+            (SOL_SOCKET, libc::SO_REUSEPORT) if int.is_some_and(|v| v != 0) => {
+                if let Some(b) = cp.bound.as_ref().map(wire::from_proto) {
+                    if b.port() != 0 && port_held(b) {
+                        push(
+                            format!("{label} on {b}, which a socket here already holds"),
+                            "the owner of that socket (the restored one is root's and would join its group)",
+                        )
+                    }
+                }
+            }
             (SOL_SOCKET, libc::SO_RCVBUF | libc::SO_SNDBUF) => {
                 let max = if o.name == libc::SO_RCVBUF {
                     sysctl("/proc/sys/net/core/rmem_max")
@@ -133,13 +197,16 @@ pub fn privileged(cp: &v1::Checkpoint) -> Vec<Privileged> {
                 };
                 // The kernel doubles what it is given (sk_setsockopt()): an
                 // unprivileged socket holds at most twice the sysctl.
-                if let (Some(v), Some(max)) = (int, max) {
-                    if v > 2 * max {
-                        push(
-                            format!("{label} = {v}, beyond twice the host's maximum {max}"),
-                            "CAP_NET_ADMIN",
-                        )
-                    }
+                match (int, max) {
+                    (Some(v), Some(max)) if v > 2 * max => push(
+                        format!("{label} = {v}, beyond twice the host's maximum {max}"),
+                        "CAP_NET_ADMIN",
+                    ),
+                    (Some(v), None) => push(
+                        format!("{label} = {v}, and the host's maximum cannot be read"),
+                        "CAP_NET_ADMIN (when beyond it)",
+                    ),
+                    _ => {}
                 }
             }
             _ => {}
@@ -169,6 +236,12 @@ pub fn privileged(cp: &v1::Checkpoint) -> Vec<Privileged> {
                 RAW_OR_ADMIN,
             )
         }
+        if let Some(what) = c.ip_options.as_deref().and_then(privileged_ip_options) {
+            push(
+                format!("{what} in the pending datagram's cork"),
+                "CAP_NET_RAW",
+            )
+        }
         if c.priority.is_some_and(|p| p > 6) {
             push(
                 format!(
@@ -180,22 +253,39 @@ pub fn privileged(cp: &v1::Checkpoint) -> Vec<Privileged> {
         }
     }
     let mut local = inject::Locality::default();
+    let start = sysctl("/proc/sys/net/ipv4/ip_unprivileged_port_start").unwrap_or(1024);
     let mut forged = 0usize;
     let mut first = None;
+    let mut held = 0u64;
     if let Some(q) = &cp.receive_queue {
         for (i, d) in q.datagrams.iter().enumerate() {
-            let Some(src) = d.source.as_ref().map(wire::from_proto) else {
+            // At least what the kernel charges an skb beyond its payload.
+            held += d.payload.len() as u64 + 256;
+            let Some(src) = d.source.as_ref().map(wire::from_proto).map(wire::canonical) else {
                 continue;
             };
-            if !host_address(src, &mut local) {
+            if i64::from(src.port()) < start || !host_address(src, &mut local) {
                 forged += 1;
                 first.get_or_insert((i, src));
             }
         }
+        let saved = options::saved_int(&cp.options, SOL_SOCKET, libc::SO_RCVBUF).unwrap_or(0);
+        let max = sysctl("/proc/sys/net/core/rmem_max").unwrap_or(0);
+        let cap = i64::from(saved).max(2 * max);
+        if held as i64 > cap {
+            push(
+                format!(
+                    "a receive queue of {} datagram(s) holding at least {held} bytes, beyond what an \
+                     unprivileged socket holds here ({cap})",
+                    q.datagrams.len()
+                ),
+                "CAP_NET_ADMIN (SO_RCVBUFFORCE)",
+            )
+        }
     }
     if let Some((i, src)) = first {
         push(
-            forged_line(forged, i, src),
+            forged_line(forged, i, src, start),
             "CAP_NET_RAW (a raw or transparent socket forges the source)",
         )
     }
@@ -207,6 +297,20 @@ pub fn privileged(cp: &v1::Checkpoint) -> Vec<Privileged> {
 /// sent from `fe80::2%veth1` to `fe80::1%veth0` arrives scoped to veth0),
 /// from /proc/thread-self/net/if_inet6 (this thread's namespace).
 fn host_address(a: SocketAddr, local: &mut inject::Locality) -> bool {
+    let a = wire::canonical(a);
+    if a.ip().is_unspecified() {
+        return false;
+    }
+    // With ip_nonlocal_bind a bind succeeds for any address: the probe
+    // cannot tell.
+    let nonlocal = if a.is_ipv4() {
+        "/proc/sys/net/ipv4/ip_nonlocal_bind"
+    } else {
+        "/proc/sys/net/ipv6/ip_nonlocal_bind"
+    };
+    if sysctl(nonlocal) != Some(0) {
+        return false;
+    }
     if local.is_local(a) {
         return true;
     }
@@ -225,10 +329,16 @@ fn host_address(a: SocketAddr, local: &mut inject::Locality) -> bool {
         .unwrap_or(false)
 }
 
-fn forged_line(n: usize, i: usize, src: SocketAddr) -> String {
+fn forged_line(n: usize, i: usize, src: SocketAddr, start: i64) -> String {
     format!(
-        "{n} queued datagram(s) from addresses not of this host (the first, datagram {i}, from {src})"
+        "{n} queued datagram(s) from addresses not of this host or from ports below {start} (the \
+         first, datagram {i}, from {src})"
     )
+}
+
+/// Whether a socket here holds `a` (a bind without SO_REUSEPORT fails).
+fn port_held(a: SocketAddr) -> bool {
+    std::net::UdpSocket::bind(a).is_err_and(|e| e.kind() == std::io::ErrorKind::AddrInUse)
 }
 
 #[cfg(test)]
@@ -279,6 +389,18 @@ mod tests {
     }
 
     #[test]
+    fn ip_options_anyone_may_set_pass() {
+        // NOP, record route, timestamp (flags 0), router alert, end.
+        let ok = [
+            1, 7, 7, 4, 0, 0, 0, 0, 0x44, 8, 5, 0, 0, 0, 0, 0, 0x94, 4, 0, 0, 0,
+        ];
+        assert_eq!(privileged_ip_options(&ok), None);
+        assert!(privileged_ip_options(&[0x86, 6, 0, 0, 0, 1]).is_some());
+        assert!(privileged_ip_options(&[0x44, 8, 5, 0x0f, 0, 0, 0, 0]).is_some());
+        assert!(privileged_ip_options(&[0x99, 2]).is_some());
+    }
+
+    #[test]
     fn each_privileged_value_is_named() {
         let mut cp = plain();
         cp.options = vec![
@@ -302,7 +424,7 @@ mod tests {
         cp.receive_queue = Some(v1::ReceiveQueue {
             datagrams: vec![
                 v1::RecvDatagram {
-                    source: Some(sockaddr([127, 0, 0, 1], 9)),
+                    source: Some(sockaddr([127, 0, 0, 1], 40001)),
                     ..Default::default()
                 },
                 v1::RecvDatagram {
@@ -312,6 +434,15 @@ mod tests {
             ],
             ..Default::default()
         });
+        // A loose source route in the cork.
+        if let Some(c) = cp
+            .send_queue
+            .as_mut()
+            .and_then(|q| q.pending.as_mut())
+            .and_then(|p| p.cork.as_mut())
+        {
+            c.ip_options = Some(vec![1, 0x83, 7, 4, 192, 0, 2, 1, 0]);
+        }
         let p: Vec<String> = privileged(&cp).iter().map(|p| p.to_string()).collect();
         let all = p.join("\n");
         for want in [
@@ -322,10 +453,12 @@ mod tests {
             "bound to port 53",
             "pending datagram's mark 9",
             "pending datagram's priority 7",
-            "1 queued datagram(s) from addresses not of this host (the first, datagram 1, from 192.0.2.1:53)",
+            "an IP source route option in the pending datagram's cork",
+            "1 queued datagram(s) from addresses not of this host or from ports below 1024 (the \
+             first, datagram 1, from 192.0.2.1:53)",
         ] {
             assert!(all.contains(want), "{want} missing from:\n{all}");
         }
-        assert_eq!(p.len(), 8, "{all}");
+        assert_eq!(p.len(), 9, "{all}");
     }
 }

@@ -98,8 +98,8 @@ pub enum ImageCmd {
     /// An image is trusted with values that need a capability (a mark, a
     /// priority above 6, a transparent socket, a buffer beyond rmem_max, a
     /// port below 1024, datagrams from addresses not of this host) only
-    /// when its file is owned by the user restoring it and writable by no
-    /// one else, or with --trust-image; otherwise such an image is refused,
+    /// when its file is a regular file owned by the user restoring it and
+    /// writable by no one else, or with --trust-image; otherwise such an image is refused,
     /// each value named.
     Restore {
         /// The image file.
@@ -350,17 +350,27 @@ fn load(path: &PathBuf) -> Result<v1::Checkpoint, String> {
 }
 
 /// The image at `path`, and whether its file (as opened, so no later swap
-/// changes the answer) is owned by this process's effective user and
-/// writable by no one else: an image this user wrote.
+/// changes the answer) is a regular file owned by this process's effective
+/// user and writable by no one else: an image this user wrote.
 fn load_owned(path: &PathBuf) -> Result<(v1::Checkpoint, bool), String> {
     use std::io::Read;
     use std::os::unix::fs::MetadataExt;
     let at = |e: std::io::Error| format!("{}: {e}", path.display());
-    let mut f = std::fs::File::open(path).map_err(at)?;
+    let f = std::fs::File::open(path).map_err(at)?;
     let meta = f.metadata().map_err(at)?;
-    let own = meta.uid() == rustix::process::geteuid().as_raw() && meta.mode() & 0o022 == 0;
+    // A regular file: a pipe or a device made by this user says nothing of
+    // who wrote what comes through it.
+    let own = meta.is_file()
+        && meta.uid() == rustix::process::geteuid().as_raw()
+        && meta.mode() & 0o022 == 0;
+    // No more than the largest image the format allows, plus one byte to
+    // tell that the input is larger.
+    let limit = (udp_repair_proto::HEADER_LEN as u64)
+        + udp_repair_proto::MAX_BODY
+        + (udp_repair_proto::TRAILER_LEN as u64)
+        + 1;
     let mut bytes = Vec::new();
-    f.read_to_end(&mut bytes).map_err(at)?;
+    f.take(limit).read_to_end(&mut bytes).map_err(at)?;
     let cp = udp_repair_proto::decode(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
     Ok((cp, own))
 }

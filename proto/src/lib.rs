@@ -322,6 +322,18 @@ pub fn decode(bytes: &[u8]) -> Result<Checkpoint, ImageError> {
                         "DATAGRAM record of {len} bytes exceeds {MAX_DATAGRAM_RECORD}"
                     )));
                 }
+                // Never more than the CHECKPOINT announces: what the parse
+                // holds stays bounded by the count it will be checked
+                // against, whatever the body's length.
+                let announced = cp
+                    .as_ref()
+                    .and_then(|c| c.receive_queue.as_ref())
+                    .map_or(0, |q| q.count as usize);
+                if datagrams.len() >= announced {
+                    return Err(bad(format!(
+                        "more DATAGRAM records than the {announced} the CHECKPOINT announces"
+                    )));
+                }
                 let d = <v1::RecvDatagram as prost::Message>::decode(data)
                     .map_err(|e| bad(format!("DATAGRAM does not decode: {e}")))?;
                 datagrams.push(d);

@@ -19,7 +19,9 @@ use std::collections::BTreeMap;
 use cap::Cap;
 use sha2::{Digest, Sha256};
 use udp_repair_proto::v1::{self, Checkpoint};
-use udp_repair_proto::{decode, encode, validate, ImageError, HEADER_LEN, TRAILER_LEN};
+use udp_repair_proto::{
+    decode, encode, validate, ImageError, HEADER_LEN, RECORD_DATAGRAM, TRAILER_LEN,
+};
 
 #[global_allocator]
 static ALLOC: Cap<System> = Cap::new(System, usize::MAX);
@@ -220,9 +222,30 @@ fn reason(e: &ImageError) -> &'static str {
     }
 }
 
+/// 10^5 empty DATAGRAM records behind a CHECKPOINT that announces 3:
+/// refused at the fourth, with the cap set to what 3 need.
+fn records_beyond_the_count_are_refused_at_once() {
+    let honest = encode(&sample(3, false)).expect("encodes");
+    let mut img = honest[..honest.len() - TRAILER_LEN].to_vec();
+    for _ in 0..100_000 {
+        img.extend_from_slice(&[RECORD_DATAGRAM, 0, 0, 0, 0]);
+    }
+    img.extend_from_slice(&[0; TRAILER_LEN]);
+    let img = reframe(img);
+    let held = ALLOC.allocated();
+    ALLOC
+        .set_limit(held + 4 * honest.len() + (1 << 20))
+        .expect("the cap is above what is held");
+    let r = decode(&img);
+    ALLOC.set_limit(usize::MAX).expect("lifting the cap");
+    let why = r.expect_err("refused").to_string();
+    assert!(why.contains("more DATAGRAM records than the 3"), "{why}");
+}
+
 /// One test, so that nothing else allocates while a decode runs capped.
 #[test]
 fn hostile_images() {
+    records_beyond_the_count_are_refused_at_once();
     lying_counts_are_refused_without_big_allocations();
     mutated_reframed_images_are_refused_or_accepted_whole();
 }
