@@ -32,7 +32,11 @@ pub const SPLAT_MARKERS: &[&str] = &[
     "possible circular locking dependency detected",
     "inconsistent lock state",
     "suspicious RCU usage",
+    // Hangs: a hung task ("INFO: task ... blocked for more than"), a soft
+    // lockup ("watchdog: BUG: soft lockup", under "BUG: "), RCU stalls.
     "INFO: task ",
+    "detected stalls on CPUs/tasks",
+    "self-detected stall on CPU",
     "Unable to handle kernel",
     "------------[ cut here ]------------",
 ];
@@ -254,5 +258,13 @@ mod tests {
         assert_eq!(s.len(), 2);
         assert!(s[0].contains("use-after-free"));
         assert!(splats("[ 1.0] udp: all good\n").is_empty());
+        for hang in [
+            "[ 61.0] INFO: task udp-repair-self:42 blocked for more than 60 seconds.",
+            "[ 30.0] watchdog: BUG: soft lockup - CPU#1 stuck for 26s! [kworker/1:1:30]",
+            "[ 70.0] rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:",
+            "[ 70.0] rcu: INFO: rcu_sched self-detected stall on CPU",
+        ] {
+            assert_eq!(splats(hang).len(), 1, "{hang}");
+        }
     }
 }
