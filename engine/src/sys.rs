@@ -315,37 +315,12 @@ fn check_control(control: &[u8]) -> io::Result<()> {
 
 /// `sendmmsg` of `(payload, sockaddr bytes)` pairs, without cmsgs. Returns
 /// how many messages the kernel sent (it stops at the first error, which is
-/// returned only when nothing was sent).
+/// returned only when nothing was sent). [`sendmmsg_gather`] with no second
+/// part.
 pub fn sendmmsg_bytes(fd: BorrowedFd<'_>, msgs: &[(&[u8], &[u8])]) -> io::Result<usize> {
-    let mut iovs: Vec<libc::iovec> = msgs
-        .iter()
-        .map(|(p, _)| libc::iovec {
-            iov_base: p.as_ptr().cast_mut().cast(),
-            iov_len: p.len(),
-        })
-        .collect();
-    let mut hdrs = Vec::with_capacity(msgs.len());
-    for (i, (_, name)) in msgs.iter().enumerate() {
-        // SAFETY: an all-zero mmsghdr is a valid value.
-        let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
-        h.msg_hdr.msg_name = name.as_ptr().cast_mut().cast();
-        h.msg_hdr.msg_namelen = libc::socklen_t::try_from(name.len())
-            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-        h.msg_hdr.msg_iov = &mut iovs[i];
-        h.msg_hdr.msg_iovlen = 1;
-        hdrs.push(h);
-    }
-    let n = libc::c_uint::try_from(hdrs.len())
-        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    // SAFETY: `hdrs` holds `n` headers whose pointers refer to `iovs` and to
-    // the caller's payload and name slices, all alive for the call; the
-    // kernel only reads them and writes `msg_len` inside `hdrs`.
-    let rc = unsafe { libc::sendmmsg(fd.as_raw_fd(), hdrs.as_mut_ptr(), n, 0) };
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(rc as usize)
-    }
+    let gathered: Vec<(&[u8], &[u8], &[u8])> =
+        msgs.iter().map(|(p, n)| (*p, &[][..], *n)).collect();
+    sendmmsg_gather(fd, &gathered)
 }
 
 /// `sendmmsg` of `(header, payload, sockaddr bytes)` triples, each sent

@@ -1,5 +1,9 @@
 use super::*;
+
+#[path = "../tests/support/mod.rs"]
+mod support;
 use proptest::prelude::*;
+use support::reseal;
 use v1::*;
 
 fn addr(ip: &[u8], port: u32) -> SockAddr {
@@ -146,17 +150,6 @@ fn specific_refusals() {
 
 /// Rewrites the trailer so that a mutated body passes the checksum and
 /// reaches the record parser and validate().
-fn reseal(mut img: Vec<u8>) -> Vec<u8> {
-    if img.len() < HEADER_LEN + TRAILER_LEN {
-        return img;
-    }
-    let end = img.len() - TRAILER_LEN;
-    let body = (end - HEADER_LEN) as u64;
-    img[16..24].copy_from_slice(&body.to_le_bytes());
-    let sum = Sha256::digest(&img[..end]);
-    img[end..].copy_from_slice(&sum);
-    img
-}
 
 #[test]
 fn resealed_semantic_errors_are_refused() {

@@ -17,7 +17,8 @@ use std::alloc::System;
 use std::collections::BTreeMap;
 
 use cap::Cap;
-use sha2::{Digest, Sha256};
+mod support;
+use support::reseal;
 use udp_repair_proto::v1::{self, Checkpoint};
 use udp_repair_proto::{
     decode, encode, validate, ImageError, HEADER_LEN, RECORD_DATAGRAM, TRAILER_LEN,
@@ -155,19 +156,6 @@ fn libc_sol_socket() -> i32 {
     1
 }
 
-/// Recomputes the header's body length and the SHA-256 trailer.
-fn reframe(mut img: Vec<u8>) -> Vec<u8> {
-    if img.len() < HEADER_LEN + TRAILER_LEN {
-        return img;
-    }
-    let end = img.len() - TRAILER_LEN;
-    let body = (end - HEADER_LEN) as u64;
-    img[16..24].copy_from_slice(&body.to_le_bytes());
-    let sum = Sha256::digest(&img[..end]);
-    img[end..].copy_from_slice(&sum);
-    img
-}
-
 /// One random change to the body (the header's length and the trailer are
 /// recomputed after): a flipped or set byte, a cut, an inserted or removed
 /// run, a record length rewritten, or a run copied from elsewhere (a
@@ -231,7 +219,7 @@ fn records_beyond_the_count_are_refused_at_once() {
         img.extend_from_slice(&[RECORD_DATAGRAM, 0, 0, 0, 0]);
     }
     img.extend_from_slice(&[0; TRAILER_LEN]);
-    let img = reframe(img);
+    let img = reseal(img);
     let held = ALLOC.allocated();
     ALLOC
         .set_limit(held + 4 * honest.len() + (1 << 20))
@@ -275,7 +263,7 @@ fn mutated_reframed_images_are_refused_or_accepted_whole() {
         for _ in 0..1 + rng.below(3) {
             mutate(&mut m, &mut rng);
         }
-        let m = reframe(m);
+        let m = reseal(m);
         if m == *base {
             unchanged += 1;
             continue;
@@ -340,7 +328,7 @@ fn lying_counts_are_refused_without_big_allocations() {
         ) as usize;
         img.extend_from_slice(&honest[HEADER_LEN + 5 + rec_len..honest.len() - TRAILER_LEN]);
         img.extend_from_slice(&[0; TRAILER_LEN]);
-        let e = capped_decode(&reframe(img)).expect_err("a lying count is refused");
+        let e = capped_decode(&reseal(img)).expect_err("a lying count is refused");
         let why = e.to_string();
         assert!(
             why.contains("announces") || why.contains("bytes"),
