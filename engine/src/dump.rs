@@ -607,7 +607,7 @@ pub fn dump_with(fd: BorrowedFd<'_>, opts: &DumpOptions) -> Result<v1::Checkpoin
     // error taken is set last, as the next recvmsg returns it first).
     let rest = match rest {
         Err(mut e) if !drained.is_empty() => {
-            let what = put_back_drained(fd, &bound, &device, udplite, &drained);
+            let what = put_back_drained(fd, &bound, peer, &device, udplite, &drained);
             e.error = io::Error::new(e.error.kind(), format!("{}; {what}", e.error));
             Err(e)
         }
@@ -651,7 +651,8 @@ pub fn put_back_receive_queue(fd: BorrowedFd<'_>, cp: &v1::Checkpoint) -> String
     let udplite = cp.protocol == v1::Protocol::Udplite as i32;
     let empty = v1::ReceiveQueue::default();
     let q = cp.receive_queue.as_ref().unwrap_or(&empty);
-    put_back_drained(fd, &bound, &cp.bound_device, udplite, &q.datagrams)
+    let peer = cp.peer.as_ref().map(wire::from_proto);
+    put_back_drained(fd, &bound, peer, &cp.bound_device, udplite, &q.datagrams)
 }
 
 /// Puts the datagrams a draining dump took back into the original socket
@@ -661,6 +662,7 @@ pub fn put_back_receive_queue(fd: BorrowedFd<'_>, cp: &v1::Checkpoint) -> String
 fn put_back_drained(
     fd: BorrowedFd<'_>,
     bound: &SocketAddr,
+    peer: Option<SocketAddr>,
     device: &str,
     udplite: bool,
     drained: &[v1::RecvDatagram],
@@ -668,29 +670,111 @@ fn put_back_drained(
     let n = drained.len();
     let protocol = if udplite { 136 } else { 17 };
     let v6 = bound.is_ipv6();
-    match crate::inject::inject(drained, *bound, device, protocol, crate::inject::Strategy::Raw) {
+    let src = |d: &v1::RecvDatagram| d.source.as_ref().map(wire::from_proto).map(wire::canonical);
+    // A connected socket takes datagrams from its peer only (the lookup in
+    // __udp4_lib_lookup() scores the peer): one from elsewhere, queued
+    // before the connect(), cannot be put back.
+    let (back, refused): (Vec<usize>, Vec<usize>) = (0..n).partition(|&i| match peer {
+        Some(p) => src(&drained[i]) == Some(wire::canonical(p)),
+        None => true,
+    });
+    let sent: Vec<v1::RecvDatagram> = back.iter().map(|&i| drained[i].clone()).collect();
+    let mut what = match crate::inject::inject(&sent, *bound, device, protocol, crate::inject::Strategy::Raw) {
         Ok(lost) => {
             let _ = crate::inject::barrier(v6, std::time::Duration::from_secs(2));
-            let (rmem, _) = meminfo(fd).unwrap_or((0, 0));
             let mut what = format!(
-                "the {n} datagram(s) the dump had taken out of the receive queue were put back by raw \
-                 injection: each now has the receive timestamp of its re-injection and comes after any \
-                 datagram that arrived meanwhile"
+                "the dump had taken {n} datagram(s) out of the receive queue and put {} back by raw \
+                 injection (each now has the receive timestamp of its re-injection and comes after any \
+                 datagram that arrived meanwhile)",
+                sent.len() - lost.len()
             );
             if !lost.is_empty() {
-                let ids: Vec<String> = lost.iter().map(|l| l.index.to_string()).collect();
+                let ids: Vec<String> = lost.iter().map(|l| back[l.index].to_string()).collect();
                 what.push_str(&format!("; datagram(s) {} could not be put back and are lost", ids.join(", ")));
             }
-            if rmem == 0 {
-                what.push_str("; yet the receive queue reads empty now");
-            }
+            what.push_str(&verify_put_back(fd, &sent));
             what
         }
         Err((i, e)) => format!(
             "and putting back the {n} datagram(s) the dump had taken out of the receive queue failed at \
-             datagram {i} ({e}): datagrams {i} to {} are lost from the original socket",
-            n - 1
+             datagram {} ({e}): from it on, they are lost from the original socket",
+            back.get(i).copied().unwrap_or(i)
         ),
+    };
+    if !refused.is_empty() {
+        let ids: Vec<String> = refused.iter().map(|i| i.to_string()).collect();
+        what.push_str(&format!(
+            "; datagram(s) {} came from sources other than the connected peer (queued before the \
+             connect()), which a connected socket does not accept again: lost",
+            ids.join(", ")
+        ));
+    }
+    what
+}
+
+/// What the put-back left in the queue, in words: up to 4 096 datagrams the
+/// queue is walked (lengths and sources, `MSG_TRUNC`) and `sent` must be
+/// its tail in order; beyond, the walk would take seconds (quadratic) and
+/// the put-back is reported unverified.
+fn verify_put_back(fd: BorrowedFd<'_>, sent: &[v1::RecvDatagram]) -> String {
+    const WALK_MAX: usize = 4096;
+    if sent.len() > WALK_MAX {
+        return format!("; not verified (more than {WALK_MAX} datagrams)");
+    }
+    let off = sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF).unwrap_or(-1);
+    let mut seen: Vec<(usize, Option<SocketAddr>)> = Vec::new();
+    let walked = sys::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, 0).and_then(|()| {
+        let mut name = [0u8; 128];
+        let mut b = [0u8; 1];
+        loop {
+            match sys::recvmsg_bytes(
+                fd,
+                &mut b,
+                &mut name,
+                &mut [],
+                libc::MSG_PEEK | libc::MSG_TRUNC | libc::MSG_DONTWAIT,
+            ) {
+                Ok(o) => {
+                    let from = wire::parse_sockaddr(&name[..o.name_len.min(name.len())])
+                        .map(wire::canonical);
+                    seen.push((o.len, from));
+                    if seen.len() > 4 * WALK_MAX {
+                        return Ok(());
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    });
+    let _ = sys::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, off);
+    if let Err(e) = walked {
+        return format!("; not verified ({e})");
+    }
+    let want: Vec<(usize, Option<SocketAddr>)> = sent
+        .iter()
+        .map(|d| {
+            (
+                d.payload.len(),
+                d.source.as_ref().map(wire::from_proto).map(wire::canonical),
+            )
+        })
+        .collect();
+    let tail_ok = seen.len() >= want.len() && seen[seen.len() - want.len()..] == want[..];
+    if tail_ok {
+        format!(
+            "; verified: the queue now holds {} datagram(s), these {} last",
+            seen.len(),
+            want.len()
+        )
+    } else {
+        format!(
+            "; NOT verified: the queue now holds {} datagram(s), and the {} put back are not its tail \
+             in order (some were lost or went elsewhere)",
+            seen.len(),
+            want.len()
+        )
     }
 }
 

@@ -192,6 +192,33 @@ pub fn restore_with(
             ));
         }
     }
+    // A reuseport group on this address: re-created datagrams would be
+    // spread among its members (udp_reuseport_add_sock(), the group's
+    // hash), not queued on the new socket. Refused, trusted or not.
+    let queued = cp
+        .receive_queue
+        .as_ref()
+        .is_some_and(|q| !q.datagrams.is_empty());
+    let reuseport = options::saved_int(&cp.options, libc::SOL_SOCKET, libc::SO_REUSEPORT)
+        .is_some_and(|v| v != 0);
+    if let (true, true, Some(b)) = (queued, reuseport, cp.bound.as_ref().map(wire::from_proto)) {
+        if b.port() != 0 && crate::trust::port_held(b) {
+            return Err(Error::with_kind(
+                Op::Restore,
+                "re-creating the receive queue",
+                Kind::Refused,
+                io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    format!(
+                        "the socket joins the SO_REUSEPORT group on {b}, which another socket here \
+                         holds: the re-created datagrams would be spread among the group's members, \
+                         not queued on the restored socket; stop the others first, or restore into \
+                         a free port"
+                    ),
+                ),
+            ));
+        }
+    }
     // The interfaces datagrams arrived on, by name, on this host.
     let empty_rq = v1::ReceiveQueue::default();
     let datagrams = remap_interfaces(&cp.receive_queue.as_ref().unwrap_or(&empty_rq).datagrams)?;

@@ -1432,7 +1432,8 @@ fn a_draining_dump_that_fails_puts_the_queue_back_and_says_so() {
         let why = e.to_string();
         assert!(why.contains("timestamp"), "{why}");
         assert!(
-            why.contains("3 datagram(s) the dump had taken out of the receive queue were put back"),
+            why.contains("taken 3 datagram(s) out of the receive queue and put 3 back")
+                && why.contains("verified: the queue now holds 3 datagram(s), these 3 last"),
             "{why}"
         );
         let back = recv_all(fd);
@@ -1443,5 +1444,37 @@ fn a_draining_dump_that_fails_puts_the_queue_back_and_says_so() {
         assert!(back
             .iter()
             .all(|d| d.1 == "127.0.0.2:6000".parse().unwrap()));
+    })
+}
+
+#[test]
+fn a_failed_drain_of_a_connected_socket_names_what_it_cannot_put_back() {
+    ns(|| {
+        let a = udp("127.0.0.1:5000");
+        let fd = a.as_fd();
+        set(fd, libc::SOL_SOCKET, options::SO_TIMESTAMP_OLD, 1);
+        let b = udp("127.0.0.2:6000");
+        let c = udp("127.0.0.3:7000");
+        b.send_to(b"before", "127.0.0.1:5000").unwrap();
+        wait_queued(fd, true);
+        a.connect("127.0.0.3:7000").unwrap();
+        c.send_to(b"after", "127.0.0.1:5000").unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let strict = DumpOptions {
+            drain_receive_queue: true,
+            refuse_metadata_loss: true,
+            ..Default::default()
+        };
+        let why = dump::dump_with(fd, &strict).unwrap_err().to_string();
+        assert!(
+            why.contains("datagram(s) 0 came from sources other than the connected peer"),
+            "{why}"
+        );
+        assert!(
+            why.contains("verified: the queue now holds 1 datagram(s)"),
+            "{why}"
+        );
+        let back: Vec<Vec<u8>> = recv_all(fd).into_iter().map(|d| d.0).collect();
+        assert_eq!(back, vec![b"after".to_vec()]);
     })
 }

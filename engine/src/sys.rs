@@ -614,6 +614,52 @@ pub fn get_msfilter(fd: BorrowedFd<'_>, level: i32, gf: &mut [u8]) -> io::Result
     Ok(len as usize)
 }
 
+/// Holds SIGINT, SIGTERM, SIGHUP and SIGQUIT pending in the calling thread
+/// until the returned guard is dropped, when they are delivered (the
+/// previous mask is put back). For a span in which the process must not
+/// die half-way (a draining dump between taking the queue and keeping it).
+/// Other threads keep their masks: call it from a process's only thread.
+pub fn hold_termination_signals() -> io::Result<SignalsHeld> {
+    // SAFETY: an all-zero sigset_t is a valid value, which sigemptyset
+    // initialises; sigaddset writes inside `set`.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a live sigset_t on this stack frame.
+    unsafe { libc::sigemptyset(&mut set) };
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT] {
+        // SAFETY: as above; `sig` is a valid signal number.
+        unsafe { libc::sigaddset(&mut set, sig) };
+    }
+    // SAFETY: an all-zero sigset_t is a valid value for the old mask.
+    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: both pointers refer to live sigset_t values on this frame;
+    // pthread_sigmask changes only this thread's mask.
+    let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old) };
+    if rc != 0 {
+        return Err(io::Error::from_raw_os_error(rc));
+    }
+    Ok(SignalsHeld { old })
+}
+
+/// The guard of [`hold_termination_signals`].
+pub struct SignalsHeld {
+    old: libc::sigset_t,
+}
+
+impl std::fmt::Debug for SignalsHeld {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SignalsHeld")
+    }
+}
+
+impl Drop for SignalsHeld {
+    fn drop(&mut self) {
+        // SAFETY: `self.old` is the mask pthread_sigmask returned; setting
+        // it again only changes this thread's mask (and delivers what was
+        // held).
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.old, std::ptr::null_mut()) };
+    }
+}
+
 /// `setsockopt(SO_ATTACH_FILTER)` of a classic BPF program given as the
 /// bytes of its `struct sock_filter` array (8 bytes per instruction).
 pub fn attach_filter(fd: BorrowedFd<'_>, insns: &[u8]) -> io::Result<()> {

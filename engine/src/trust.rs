@@ -337,7 +337,7 @@ fn forged_line(n: usize, i: usize, src: SocketAddr, start: i64) -> String {
 }
 
 /// Whether a socket here holds `a` (a bind without SO_REUSEPORT fails).
-fn port_held(a: SocketAddr) -> bool {
+pub(crate) fn port_held(a: SocketAddr) -> bool {
     std::net::UdpSocket::bind(a).is_err_and(|e| e.kind() == std::io::ErrorKind::AddrInUse)
 }
 

@@ -96,8 +96,10 @@ pub enum ImageCmd {
     /// nothing: on failure no socket is left and CMD does not run.
     ///
     /// An image is trusted with values that need a capability (a mark, a
-    /// priority above 6, a transparent socket, a buffer beyond rmem_max, a
-    /// port below 1024, datagrams from addresses not of this host) only
+    /// priority above 6, a transparent socket, IP options such as source
+    /// routes, a buffer beyond rmem_max, a port below
+    /// ip_unprivileged_port_start, SO_REUSEPORT onto a port held here,
+    /// datagrams from addresses or ports not of this host's users) only
     /// when its file is a regular file owned by the user restoring it and
     /// writable by no one else, or with --trust-image; otherwise such an image is refused,
     /// each value named.
@@ -269,7 +271,19 @@ fn dump_pid(
         proc_net: format!("/proc/{pid}/net").into(),
         ..opts
     };
-    let cp = dump::dump_with(sock.as_fd(), &opts).map_err(|e| e.to_string())?;
+    // Between taking the queue out and keeping it in the image (or putting
+    // it back), a signal must not end the process: SIGINT, SIGTERM, SIGHUP
+    // and SIGQUIT wait until then (SIGKILL cannot be held).
+    let _held = if drain {
+        Some(
+            udp_repair_engine::sys::hold_termination_signals().map_err(|e| {
+                format!("holding termination signals during the draining dump: {e}")
+            })?,
+        )
+    } else {
+        None
+    };
+    let cp = dump::dump_with(sock.as_fd(), &opts).map_err(|e| with_flag(&e))?;
     let kept = udp_repair_proto::encode(&cp)
         .map_err(|e| e.to_string())
         .and_then(|img| file.commit(&img));
@@ -298,6 +312,20 @@ struct ImageFile {
 impl ImageFile {
     fn create(out: &Path) -> Result<Self, String> {
         use std::os::unix::fs::OpenOptionsExt;
+        // The image replaces the output by rename: only a regular file (or
+        // nothing) may be there, not a device, a symlink (/dev/stdout), a
+        // pipe or a directory, which the rename would replace or fail on
+        // after the socket was touched.
+        if let Ok(m) = std::fs::symlink_metadata(out) {
+            if !m.file_type().is_file() {
+                return Err(format!(
+                    "{}: not a regular file (a device, a symlink, a pipe or a directory): \
+                     the image is written to a new file renamed over the output, so it would \
+                     replace it; name a file",
+                    out.display()
+                ));
+            }
+        }
         let dir = match out.parent() {
             Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
             _ => PathBuf::from("."),
@@ -342,6 +370,44 @@ impl Drop for ImageFile {
         // Not renamed: remove the temporary file (after a rename it is
         // gone already).
         let _ = std::fs::remove_file(&self.tmp);
+    }
+}
+
+/// A dump error, with the flag of this command that accepts what it
+/// refused, where one does.
+fn with_flag(e: &udp_repair_engine::Error) -> String {
+    if e.kind != udp_repair_engine::Kind::Refused {
+        return e.to_string();
+    }
+    let flag = match e.step.as_str() {
+        "socket filter" => "--drop-filter",
+        "multicast memberships" => "--drop-multicast",
+        "shutdown state" => "--without-shutdown-state",
+        "pending socket error" => "--take-error",
+        "send queue" => "--drop-pending (or --accept-partial-cork, where it says so)",
+        "receive queue" | "per-datagram metadata" => "leave out --strict",
+        _ => return e.to_string(),
+    };
+    format!("{e} [{flag}]")
+}
+
+/// Why the image file at `path` was not trusted by owner and mode.
+fn why_untrusted(path: &Path) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let me = rustix::process::geteuid().as_raw();
+    match std::fs::metadata(path) {
+        Err(e) => format!("{}: {e}", path.display()),
+        Ok(m) if !m.is_file() => format!("{} is not a regular file", path.display()),
+        Ok(m) if m.uid() != me => format!(
+            "{} is owned by uid {}, and this restore runs as uid {me}",
+            path.display(),
+            m.uid()
+        ),
+        Ok(m) => format!(
+            "{} is writable by its group or others (mode {:o})",
+            path.display(),
+            m.mode() & 0o7777
+        ),
     }
 }
 
@@ -394,6 +460,13 @@ fn restore_exec(
     };
     let (sock, report) = match restore::restore_with(&cp, &opts) {
         Ok(x) => x,
+        Err(e)
+            if !opts.trust_image
+                && e.kind == udp_repair_engine::Kind::Refused
+                && e.step.starts_with("checking what the image asks") =>
+        {
+            return format!("{e}\n(not trusted: {})", why_untrusted(image));
+        }
         Err(e) => return e.to_string(),
     };
     for (i, why) in &report.lost {
