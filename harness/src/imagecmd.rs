@@ -41,12 +41,19 @@ pub enum ImageCmd {
         /// lost.
         #[arg(long)]
         drop_multicast: bool,
-        /// Fail instead of warning: when the dump cannot vouch that every
-        /// zero-length datagram of the receive queue is in the image, and
-        /// when queued datagrams carry metadata the restore cannot
-        /// re-create (receive timestamps, IP options, the flow label...).
+        /// Fail instead of warning when queued datagrams carry metadata the
+        /// restore cannot re-create (receive timestamps, IP options, the
+        /// flow label...).
         #[arg(long)]
         strict: bool,
+        /// Dump although the dump cannot vouch that every zero-length
+        /// datagram of the receive queue is in the image (a kernel without
+        /// the peek fix: one peeked before is hidden from the dump's walk,
+        /// and the walk marks those it sees, so the application's later
+        /// SO_PEEK_OFF walks skip them). The image records it. Off: such a
+        /// dump is refused (--drain reads every datagram instead).
+        #[arg(long)]
+        accept_peek_marks: bool,
         /// Take a pending socket error (an ICMP error such as port
         /// unreachable) into the image instead of refusing: SO_ERROR clears
         /// it on the socket, the restore re-creates it. Refused anyway when
@@ -155,6 +162,7 @@ pub fn run(cmd: ImageCmd) -> ExitCode {
             drop_filter,
             drop_multicast,
             strict,
+            accept_peek_marks,
             take_error,
             accept_partial_cork,
             settle_ms,
@@ -170,7 +178,7 @@ pub fn run(cmd: ImageCmd) -> ExitCode {
                 accept_partial_cork,
                 outq_settle: std::time::Duration::from_millis(settle_ms),
                 without_shutdown_state,
-                require_vouched: strict,
+                require_vouched: strict || !accept_peek_marks,
                 refuse_metadata_loss: strict,
                 ..Default::default()
             };
@@ -385,6 +393,9 @@ fn with_flag(e: &udp_repair_engine::Error) -> String {
         "shutdown state" => "--without-shutdown-state",
         "pending socket error" => "--take-error",
         "send queue" => "--drop-pending (or --accept-partial-cork, where it says so)",
+        "receive queue" if e.to_string().contains("zero-length") => {
+            "--accept-peek-marks, or --drain for a socket being migrated"
+        }
         "receive queue" | "per-datagram metadata" => "leave out --strict",
         _ => return e.to_string(),
     };

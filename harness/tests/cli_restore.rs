@@ -98,3 +98,55 @@ fn privileged_values_need_an_image_of_ones_own_or_trust() {
     assert!(ran, "{code:?} {err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `dump -o` onto something that is not a regular file (here a symlink to
+/// a device) is refused before the socket is touched, and the target is
+/// left as it was; without the peek fix, a dump that cannot vouch for its
+/// zero-length datagrams is refused unless --accept-peek-marks says so.
+#[test]
+fn dump_refuses_a_non_file_output_and_unvouched_queues_by_default() {
+    use std::os::fd::AsRawFd;
+    let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+    b.send_to(b"x", a.local_addr().unwrap()).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let dir = std::env::temp_dir().join(format!("udp-repair-cli-out-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let link = dir.join("stdout");
+    std::os::unix::fs::symlink("/proc/self/fd/1", &link).unwrap();
+    let dump = |out: &std::path::Path, extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_udp-repair"))
+            .args(["dump", "--pid", &std::process::id().to_string()])
+            .args(["--fd", &a.as_raw_fd().to_string(), "-o"])
+            .arg(out)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = dump(&link, &["--accept-peek-marks"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("not a regular file"), "{err}");
+    assert!(std::fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    let img = dir.join("x.img");
+    let restarts = udp_repair_engine::peek::peek_walk_restarts() == Some(true);
+    let out = dump(&img, &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    if restarts {
+        assert_eq!(out.status.code(), Some(0), "{err}");
+    } else {
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains("[--accept-peek-marks"), "{err}");
+        let out = dump(&img, &["--accept-peek-marks"]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
