@@ -264,10 +264,24 @@ fn dump_pid(
     opts: dump::DumpOptions,
     out: &Path,
 ) -> Result<v1::Checkpoint, String> {
+    let drain = opts.drain_receive_queue;
+    // Between taking the queue out and keeping it in the image (or putting
+    // it back), a signal must not end the process: SIGINT, SIGTERM, SIGHUP
+    // and SIGQUIT wait until then (SIGKILL cannot be held). Held before
+    // the image file exists, so that an unkept one is removed before they
+    // are delivered.
+    let _held = if drain {
+        Some(
+            udp_repair_engine::sys::hold_termination_signals().map_err(|e| {
+                format!("holding termination signals during the draining dump: {e}")
+            })?,
+        )
+    } else {
+        None
+    };
     // The image file first: a dump that cannot be written must not have
     // touched the socket (--take-error takes its pending error).
     let mut file = ImageFile::create(out)?;
-    let drain = opts.drain_receive_queue;
     let sock = udp_repair_engine::sys::take_fd(pid, fd).map_err(|e| {
         if e.raw_os_error() == Some(libc::EPERM) {
             format!("pidfd_getfd(pid {pid}, fd {fd}): {e} (needs ptrace rights over pid {pid}: CAP_SYS_PTRACE)")
@@ -278,18 +292,6 @@ fn dump_pid(
     let opts = dump::DumpOptions {
         proc_net: format!("/proc/{pid}/net").into(),
         ..opts
-    };
-    // Between taking the queue out and keeping it in the image (or putting
-    // it back), a signal must not end the process: SIGINT, SIGTERM, SIGHUP
-    // and SIGQUIT wait until then (SIGKILL cannot be held).
-    let _held = if drain {
-        Some(
-            udp_repair_engine::sys::hold_termination_signals().map_err(|e| {
-                format!("holding termination signals during the draining dump: {e}")
-            })?,
-        )
-    } else {
-        None
     };
     let cp = dump::dump_with(sock.as_fd(), &opts).map_err(|e| with_flag(&e))?;
     let kept = udp_repair_proto::encode(&cp)
