@@ -106,10 +106,10 @@ pub enum ImageCmd {
     /// priority above 6, a transparent socket, IP options such as source
     /// routes, a buffer beyond rmem_max, a port below
     /// ip_unprivileged_port_start, SO_REUSEPORT onto a port held here,
-    /// datagrams from addresses or ports not of this host's users) only
-    /// when its file is a regular file owned by the user restoring it and
-    /// writable by no one else, or with --trust-image; otherwise such an image is refused,
-    /// each value named.
+    /// datagrams from addresses not of this host or from ports below that
+    /// start) only when its file is a regular file owned by the user
+    /// restoring it and writable by no one else, or with --trust-image;
+    /// otherwise such an image is refused, each value named.
     Restore {
         /// The image file.
         image: PathBuf,
