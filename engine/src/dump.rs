@@ -633,11 +633,6 @@ pub fn dump_with(fd: BorrowedFd<'_>, opts: &DumpOptions) -> Result<v1::Checkpoin
     }
 }
 
-/// Both queues. The send queue first, so that a dump refused there has
-/// changed nothing (on a kernel without the peek fix the receive queue's
-/// walk marks zero-length datagrams for good), and under its own guard:
-/// repair mode must be off again before the receive queue is peeked (in
-/// repair mode the `recvmsg` series' `MSG_PEEK` reads the send queue).
 /// Undoes a draining dump ([`DumpOptions::drain_receive_queue`]) that
 /// succeeded but whose image could not be kept (a failed write, say): puts
 /// `cp`'s receive queue back into the original socket `fd` by raw
@@ -722,36 +717,13 @@ fn verify_put_back(fd: BorrowedFd<'_>, sent: &[v1::RecvDatagram]) -> String {
         return format!("; not verified (more than {WALK_MAX} datagrams)");
     }
     let off = sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF).unwrap_or(-1);
-    let mut seen: Vec<(usize, Option<SocketAddr>)> = Vec::new();
-    let walked = sys::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, 0).and_then(|()| {
-        let mut name = [0u8; 128];
-        let mut b = [0u8; 1];
-        loop {
-            match sys::recvmsg_bytes(
-                fd,
-                &mut b,
-                &mut name,
-                &mut [],
-                libc::MSG_PEEK | libc::MSG_TRUNC | libc::MSG_DONTWAIT,
-            ) {
-                Ok(o) => {
-                    let from = wire::parse_sockaddr(&name[..o.name_len.min(name.len())])
-                        .map(wire::canonical);
-                    seen.push((o.len, from));
-                    if seen.len() > 4 * WALK_MAX {
-                        return Ok(());
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-    });
+    let walked = sys::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, 0)
+        .and_then(|()| crate::peek::peek_heads(fd, 4 * WALK_MAX, 0));
     let _ = sys::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, off);
-    if let Err(e) = walked {
-        return format!("; not verified ({e})");
-    }
+    let seen: Vec<(usize, Option<SocketAddr>)> = match walked {
+        Ok(w) => w.iter().map(|h| (h.len, Some(h.source))).collect(),
+        Err(e) => return format!("; not verified ({e})"),
+    };
     let want: Vec<(usize, Option<SocketAddr>)> = sent
         .iter()
         .map(|d| {
@@ -894,6 +866,11 @@ fn pending_error(
     Ok(())
 }
 
+/// Both queues. The send queue first, so that a dump refused there has
+/// changed nothing (on a kernel without the peek fix the receive queue's
+/// walk marks zero-length datagrams for good), and under its own guard:
+/// repair mode must be off again before the receive queue is peeked (in
+/// repair mode the `recvmsg` series' `MSG_PEEK` reads the send queue).
 fn dump_queues(
     fd: BorrowedFd<'_>,
     v6: bool,

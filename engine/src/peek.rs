@@ -10,6 +10,7 @@
 
 use crate::{options, sys, wire};
 use std::io;
+use std::net::SocketAddr;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -179,6 +180,60 @@ fn read_one(
         dst.port = local_port.into();
     }
     Ok(Some(d))
+}
+
+/// One queued datagram as a check of the queue sees it, without its whole
+/// payload: [`peek_heads`].
+#[derive(Debug)]
+pub(crate) struct Head {
+    /// The datagram's full length (`MSG_TRUNC`).
+    pub(crate) len: usize,
+    /// Its first bytes, as many as the walk asked for.
+    pub(crate) head: Vec<u8>,
+    /// Its source, canonical (v4-mapped addresses as IPv4).
+    pub(crate) source: SocketAddr,
+    /// Its UDP_GRO segment size, for an aggregate.
+    pub(crate) gso_size: Option<u32>,
+}
+
+/// Peeks the queue from the current SO_PEEK_OFF (which must be >= 0) with
+/// `MSG_TRUNC`, which moves the offset by each datagram's full length
+/// (`udp_recvmsg()`): at most `max` datagrams (one more tells the caller
+/// there are more), each as its length, first `head_len` bytes, source and
+/// segment size. Copies no more than `head_len` bytes of any payload.
+pub(crate) fn peek_heads(fd: BorrowedFd<'_>, max: usize, head_len: usize) -> io::Result<Vec<Head>> {
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; head_len];
+    let mut name = [0u8; 128];
+    let mut control = vec![0u8; CONTROL_BUF];
+    loop {
+        let o = match sys::recvmsg_bytes(
+            fd,
+            &mut buf,
+            &mut name,
+            &mut control,
+            libc::MSG_PEEK | libc::MSG_TRUNC | libc::MSG_DONTWAIT,
+        ) {
+            Ok(o) => o,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(out),
+            Err(e) => return Err(e),
+        };
+        let source = wire::parse_sockaddr(&name[..o.name_len.min(name.len())])
+            .map(wire::canonical)
+            .ok_or_else(|| io::Error::other("recvmsg returned no source address"))?;
+        let mut meta = v1::RecvDatagram::default();
+        parse_metadata(&mut meta, &control[..o.control_len.min(control.len())]);
+        out.push(Head {
+            len: o.len,
+            head: buf[..o.len.min(head_len)].to_vec(),
+            source,
+            gso_size: meta.gso_size,
+        });
+        if out.len() > max {
+            return Ok(out);
+        }
+    }
 }
 
 /// Walks the receive queue from the current SO_PEEK_OFF (which must be

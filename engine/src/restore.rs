@@ -610,7 +610,7 @@ fn verify_queue(
     inject::barrier(v6, opts.delivery_timeout)?;
     loop {
         sys::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, 0)?;
-        let walk = peek_heads(fd, expected.len() + 16);
+        let walk = peek::peek_heads(fd, expected.len() + 16, HEAD);
         sys::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, -1)?;
         let walk = walk?;
         check_drops(fd)?;
@@ -628,15 +628,20 @@ fn verify_queue(
                     .as_ref()
                     .map(|s| wire::canonical(wire::from_proto(s)));
                 let head = &want.payload[..want.payload.len().min(HEAD)];
-                if got.len != want.payload.len() || got.head != head || Some(got.source) != want_src
+                if got.len != want.payload.len()
+                    || got.head != head
+                    || Some(got.source) != want_src
+                    || got.gso_size != want.gso_size
                 {
                     return Err(io::Error::other(format!(
-                        "datagram {i} differs after restore (order or content): got {} bytes from {}, \
-                         want {} bytes from {:?}",
+                        "datagram {i} differs after restore (order or content): got {} bytes from {} \
+                         (UDP_GRO segments {:?}), want {} bytes from {:?} (UDP_GRO segments {:?})",
                         got.len,
                         got.source,
+                        got.gso_size,
                         want.payload.len(),
-                        want_src
+                        want_src,
+                        want.gso_size
                     )));
                 }
             }
@@ -657,51 +662,11 @@ fn verify_queue(
 }
 
 /// Bytes of each datagram's payload the check compares (with its length,
-/// from `MSG_TRUNC`, and its source): enough to tell datagrams apart and in
-/// order without copying 64 KiB payloads out of the kernel again. The
-/// payload itself went in by the engine's own send, which the kernel does
-/// not alter.
+/// from `MSG_TRUNC`, its source and its UDP_GRO segment size): enough to
+/// tell datagrams apart and in order without copying 64 KiB payloads out
+/// of the kernel again. The payload itself went in by the engine's own
+/// send, which the kernel does not alter.
 const HEAD: usize = 256;
-
-/// One datagram as the check sees it.
-struct Head {
-    len: usize,
-    head: Vec<u8>,
-    source: std::net::SocketAddr,
-}
-
-/// Peeks the queue from the current offset (which must be >= 0), at most
-/// `max` datagrams, each as its length, first [`HEAD`] bytes and source.
-fn peek_heads(fd: BorrowedFd<'_>, max: usize) -> io::Result<Vec<Head>> {
-    let mut out = Vec::new();
-    let mut buf = [0u8; HEAD];
-    let mut name = [0u8; 128];
-    loop {
-        let o = match sys::recvmsg_bytes(
-            fd,
-            &mut buf,
-            &mut name,
-            &mut [],
-            libc::MSG_PEEK | libc::MSG_TRUNC | libc::MSG_DONTWAIT,
-        ) {
-            Ok(o) => o,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(out),
-            Err(e) => return Err(e),
-        };
-        let source = wire::parse_sockaddr(&name[..o.name_len.min(name.len())])
-            .map(wire::canonical)
-            .ok_or_else(|| io::Error::other("recvmsg returned no source address"))?;
-        out.push(Head {
-            len: o.len,
-            head: buf[..o.len.min(HEAD)].to_vec(),
-            source,
-        });
-        if out.len() > max {
-            return Ok(out);
-        }
-    }
-}
 
 /// Marks the zero-length datagrams the image records as peeked
 /// (`skb->peeked`) by peeking them, so that the application's next walk
