@@ -212,8 +212,10 @@ pub fn privileged(cp: &v1::Checkpoint) -> Vec<Privileged> {
             _ => {}
         }
     }
+    // The first port a process may bind without CAP_NET_BIND_SERVICE: for
+    // the bound address and for the queued datagrams' sources.
+    let start = sysctl("/proc/sys/net/ipv4/ip_unprivileged_port_start").unwrap_or(1024);
     if let Some(b) = &cp.bound {
-        let start = sysctl("/proc/sys/net/ipv4/ip_unprivileged_port_start").unwrap_or(1024);
         if b.port != 0 && i64::from(b.port) < start {
             push(
                 format!(
@@ -253,7 +255,6 @@ pub fn privileged(cp: &v1::Checkpoint) -> Vec<Privileged> {
         }
     }
     let mut local = inject::Locality::default();
-    let start = sysctl("/proc/sys/net/ipv4/ip_unprivileged_port_start").unwrap_or(1024);
     let mut forged = 0usize;
     let mut first = None;
     let mut held = 0u64;
