@@ -29,7 +29,7 @@ fi
 
 for base in "${bases[@]}"; do
 	echo "== patches --base $base: apply in order, checkpatch --strict clean"
-	cargo run -q --release --locked -p udp-repair -- patches --base "$base" --variant all
+	cargo run -q --release --locked -p udp-repair -- patches check --base "$base" --variant all
 done
 
 echo "== failure modes (broken patch, hung guest, kernel panic)"

@@ -83,15 +83,11 @@ enum Cmd {
         #[command(flatten)]
         common: Common,
     },
-    /// Check each series as a reviewer would: it applies in order to the
-    /// pinned base, it has a cover letter, and every patch passes
-    /// checkpatch.pl with netdev CI's flags (--strict --codespell ...).
+    /// The patch workflow: check each series as netdev's CI would, export
+    /// it for the list, edit it as git commits and refresh the files.
     Patches {
-        /// Variant, or all (repeatable).
-        #[arg(long, short, default_value = "all", value_parser = variant_or_all)]
-        variant: Vec<String>,
-        #[command(flatten)]
-        common: Common,
+        #[command(subcommand)]
+        cmd: PatchesCmd,
     },
     /// Print build and boot figures: cold build, no-op rebuild, rebuild
     /// after touching/editing net/ipv4/udp.c, boot to first result. Run on
@@ -121,6 +117,31 @@ enum Cmd {
     },
     #[command(flatten)]
     Image(imagecmd::ImageCmd),
+}
+
+#[derive(Subcommand, Debug)]
+enum PatchesCmd {
+    /// Check each series of the variant(s) as a reviewer and netdev's CI
+    /// would, one verdict per check: applies in order, checkpatch --strict
+    /// with netdev's flags, W=1 build of the touched objects, kernel-doc,
+    /// uapi headers standalone as C and C++, selftest Makefile/.gitignore
+    /// entries, Signed-off-by and subject, cover letter, Fixes: tags.
+    /// Exit status: 0 every check passed, 1 a check failed, 2 the
+    /// infrastructure failed.
+    Check {
+        /// Variant, or all (repeatable).
+        #[arg(long, short, default_value = "all", value_parser = variant_or_all)]
+        variant: Vec<String>,
+        /// Build every patch of a series in turn (W=1), as netdev does for
+        /// bisectability, instead of the series as a whole.
+        #[arg(long)]
+        each: bool,
+        /// Also write the verdicts as JSON to FILE.
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+        #[command(flatten)]
+        common: Common,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -324,18 +345,7 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Cmd::Patches { variant, common } => {
-            if common.runner != RunnerArg::Qemu {
-                return usage("patches boots nothing: --runner does not apply");
-            }
-            let opts = common.options();
-            let variants = pipeline::expand_variants(&opts.root, &variant);
-            match patches::check(&opts, &cache, &variants) {
-                Ok(true) => ExitCode::SUCCESS,
-                Ok(false) => ExitCode::from(1),
-                Err(e) => infra(&e),
-            }
-        }
+        Cmd::Patches { cmd } => patches_cmd(cmd, &cache),
         Cmd::Bench { vng, common } => {
             if common.runner != RunnerArg::Qemu {
                 return usage(
@@ -422,6 +432,34 @@ fn main() -> ExitCode {
                     eprintln!("udp-repair parse: {e}");
                     ExitCode::from(EXIT_INFRA)
                 }
+            }
+        }
+    }
+}
+
+/// `udp-repair patches ...`.
+fn patches_cmd(cmd: PatchesCmd, cache: &Cache) -> ExitCode {
+    match cmd {
+        PatchesCmd::Check {
+            variant,
+            each,
+            json,
+            common,
+        } => {
+            if common.runner != RunnerArg::Qemu {
+                return usage("patches check boots nothing: --runner does not apply");
+            }
+            let opts = common.options();
+            let variants = pipeline::expand_variants(&opts.root, &variant);
+            let req = patches::CheckRequest {
+                variants: &variants,
+                each,
+                json: json.as_deref(),
+            };
+            match patches::check(&opts, cache, &req) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::from(1),
+                Err(e) => infra(&e),
             }
         }
     }

@@ -99,10 +99,22 @@ pub fn checkpatch(base_git: &Path, patch: &Path) -> Result<Verdict> {
     })
 }
 
-/// Checks every series in `variants`: it applies (in its worktree), and
-/// each patch passes checkpatch. Prints a table; returns whether all is
-/// clean.
-pub fn check(opts: &Options, cache: &Cache, variants: &[String]) -> Result<bool> {
+/// What `patches check` is asked to do.
+#[derive(Debug, Clone, Copy)]
+pub struct CheckRequest<'a> {
+    /// The variants whose series are checked (`none` has none).
+    pub variants: &'a [String],
+    /// Build each patch in turn rather than the series as a whole.
+    pub each: bool,
+    /// Where to write the verdicts as JSON.
+    pub json: Option<&'a Path>,
+}
+
+/// Checks every series of `req.variants`: it applies (in its worktree),
+/// and each patch passes checkpatch. Prints a table; returns whether all
+/// is clean.
+pub fn check(opts: &Options, cache: &Cache, req: &CheckRequest<'_>) -> Result<bool> {
+    let variants = req.variants;
     let patches_dir = opts.root.join("kernel-patches");
     let pin = base::Pin::load(&patches_dir, &opts.base)?;
     base::ensure_packages(&pin, &opts.events)?;
