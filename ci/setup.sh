@@ -13,6 +13,9 @@ packages=(
 	qemu-system-x86 busybox-static protobuf-compiler ccache
 	make gcc libc6-dev flex bison bc libelf-dev libssl-dev xz-utils git rsync
 	iproute2 codespell
+	# patches check: uapi headers compiled alone as C++ (g++), kernel-doc
+	# (Perl on 6.12, Python on 7.1).
+	g++ perl python3
 	# The i386 build of the udp_repair kselftest (vm/src/arch.rs, compat).
 	gcc-multilib libc6-dev-i386
 )

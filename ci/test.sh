@@ -3,7 +3,9 @@
 # unit and integration tests, then every kernel variant built, booted
 # under QEMU and tested (the guest suites, the C kselftests, the kernel's
 # own UDP selftests), on the default base (6.12) and on mainline (7.1)
-# where its tarball is present. Exit status: the first failure's.
+# where its tarball is present; then `patches check` on every series
+# (netdev's checks that run here) and on planted failures. Exit status:
+# the first failure's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,11 +29,6 @@ else
 	echo "== SKIPPED base 7.1: $tarball is not on this machine (kernel-patches/bases/7.1)"
 fi
 
-for base in "${bases[@]}"; do
-	echo "== patches --base $base: apply in order, checkpatch --strict clean"
-	cargo run -q --release --locked -p udp-repair -- patches check --base "$base" --variant all
-done
-
 echo "== failure modes (broken patch, hung guest, kernel panic)"
 bash ci/failure-modes.sh
 
@@ -41,6 +38,10 @@ for base in "${bases[@]}"; do
 	cargo run --release --locked -p udp-repair -- test --base "$base" --variant all \
 		--json "target/ci/results-$base.json"
 done
+# After the builds: the W=1 check compiles the touched objects in the
+# variants' build directories.
+echo "== patches check on ${bases[*]}, and planted failures named (ci/patches-check.sh)"
+bash ci/patches-check.sh "${bases[@]}"
 echo "== bases tested: ${bases[*]}"
 if [ ! -f "$tarball" ]; then
 	echo "== SKIPPED base 7.1: $tarball is not on this machine"

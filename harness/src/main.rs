@@ -151,8 +151,12 @@ struct Common {
     /// ../shared/bases/).
     #[arg(long, default_value = udp_repair_vm::base::DEFAULT, value_parser = base_name)]
     base: String,
-    /// Build this kernel tree as it is (out of tree, never modified)
-    /// instead of the pinned base plus a series.
+    /// Your kernel tree instead of the pinned base: with --variant none it
+    /// is built as it is (out of tree, never modified); with another
+    /// variant, that variant's series for --base (use --base 7.1 for a
+    /// mainline or net-next tree) is applied to a `git clone --shared` of
+    /// it in the cache at its HEAD (a tree without git is copied once),
+    /// labelled with `git describe` and the variant.
     #[arg(long, value_name = "PATH")]
     kernel_tree: Option<PathBuf>,
     /// Config fragment from vm/configs (repeatable; `debug` adds KASAN,

@@ -22,7 +22,9 @@ pub struct Options {
     pub root: PathBuf,
     /// The base's name (`kernel-patches/bases/NAME`: `6.12`, `7.1`).
     pub base: String,
-    /// Build this tree as it is instead of base + series.
+    /// The user's kernel tree: built as it is for variant `none`; for
+    /// another variant, the series of `--base` applied to a clone of it
+    /// ([`tree::user_tree_with_series`]).
     pub kernel_tree: Option<PathBuf>,
     /// Config fragment names.
     pub configs: Vec<String>,
@@ -204,7 +206,13 @@ pub fn kernel(opts: &Options, cache: &Cache, variant: &str) -> Result<Kernel> {
     let pin = base::Pin::load(&patches_dir, &opts.base)?;
     base::ensure_packages(&pin, &opts.events)?;
     let tree = match &opts.kernel_tree {
-        Some(path) => tree::user_tree(path)?,
+        // The user's tree as it is, built out of tree.
+        Some(path) if variant == "none" => tree::user_tree(path)?,
+        // The variant's series (for --base) applied to a clone of it.
+        Some(path) => {
+            let series = tree::Series::load(&patches_dir, variant, &pin.name)?;
+            tree::user_tree_with_series(cache, path, &series)?
+        }
         None => {
             let git = base::ensure_base_repo(&pin, cache, &opts.events)?;
             let series = tree::Series::load(&patches_dir, variant, &pin.name)?;

@@ -121,6 +121,11 @@ const TOOLS: &[(&str, &str)] = &[
     ("rsync", "rsync"),
     ("xz", "xz-utils"),
     ("protoc", "protobuf-compiler"),
+    // `patches check`: the uapi headers alone as C++; kernel-doc is Perl
+    // on 6.12 and Python on 7.1.
+    ("g++", "g++"),
+    ("perl", "perl"),
+    ("python3", "python3"),
 ];
 
 /// Files the pipeline needs, and the package providing each (those of the

@@ -183,6 +183,53 @@ pub fn build(cache: &Cache, req: &Request<'_>) -> Result<Built> {
     })
 }
 
+/// What `make` said when asked for single targets ([`make_targets`]).
+#[derive(Debug, Clone)]
+pub struct TargetsOutput {
+    /// Whether make succeeded.
+    pub ok: bool,
+    /// make's stdout and stderr, interleaved as they came.
+    pub output: String,
+}
+
+/// Runs `make [args...] targets...` in the configured build directory
+/// `dir` of `tree` (as [`build`] left it: the same `O=`, `ARCH=`, ccache
+/// and reproducible-version environment), under the build lock, and
+/// returns its output. For `W=1` builds of the objects a series touches
+/// (`net/ipv4/udp.o`): kbuild recompiles an object whose command line
+/// changed, so the next [`build`] recompiles those objects again (ccache
+/// serves them) and relinks. Errors: `dir` not configured, or make not
+/// runnable.
+pub fn make_targets(
+    cache: &Cache,
+    tree: &Tree,
+    dir: &Path,
+    args: &[&str],
+    targets: &[String],
+    events: &crate::Events,
+) -> Result<TargetsOutput> {
+    if !dir.join(".config").exists() {
+        return Err(Error::Setup(format!(
+            "{} is not a configured build directory (no .config)",
+            dir.display()
+        )));
+    }
+    let arch = crate::arch::guest()?;
+    let _lock = BuildLock::take(cache, events)?;
+    let mut cmd = make_cmd(cache, tree, dir, arch);
+    cmd.arg("CC=ccache gcc").args(args).args(targets);
+    let out = cmd
+        .stdin(std::process::Stdio::null())
+        .output()
+        .ctx(|| "running make".into())?;
+    let mut output = String::from_utf8_lossy(&out.stdout).into_owned();
+    output.push_str(&String::from_utf8_lossy(&out.stderr));
+    Ok(TargetsOutput {
+        ok: out.status.success(),
+        output,
+    })
+}
+
 /// Steps of a cold build of the base config, for the first estimate.
 const COLD_STEPS: usize = 2400;
 

@@ -187,20 +187,7 @@ pub fn prepare(cache: &Cache, pin: &Pin, base_git: &Path, series: &Series) -> Re
     sh.change_dir(&wt);
     let _ = run_quiet(cmd!(sh, "git am --abort"));
     run_quiet(cmd!(sh, "git reset -q --hard refs/tags/base"))?;
-    for patch in &series.patches {
-        let applied = run_quiet(
-            cmd!(sh, "git -c user.name=udp-repair -c user.email=udp-repair@localhost am -q --keep-cr {patch}")
-                .env("GIT_COMMITTER_DATE", "2000-01-01T00:00:00Z"),
-        );
-        if let Err(Error::Setup(am_err)) = applied {
-            let _ = run_quiet(cmd!(sh, "git am --abort"));
-            return Err(Error::Patch {
-                patch: patch.clone(),
-                detail: failing_hunk(&sh, patch, &am_err),
-            });
-        }
-        applied?;
-    }
+    apply_series(&sh, series)?;
     std::fs::write(&stamp, &digest).ctx(|| format!("writing {}", stamp.display()))?;
     Ok(Tree {
         src: wt,
@@ -211,7 +198,7 @@ pub fn prepare(cache: &Cache, pin: &Pin, base_git: &Path, series: &Series) -> Re
 
 /// git's verbose account of where `patch` fails: the hunk it searched for
 /// and the file and line.
-fn failing_hunk(sh: &Shell, patch: &Path, am_err: &str) -> String {
+pub fn failing_hunk(sh: &Shell, patch: &Path, am_err: &str) -> String {
     let out = cmd!(sh, "git apply --check -v {patch}")
         .quiet()
         .ignore_status()
@@ -251,11 +238,173 @@ pub fn user_tree(path: &Path) -> Result<Tree> {
             src.display()
         )));
     }
+    let label = describe(&src).unwrap_or_else(|| "tree".into());
     Ok(Tree {
         src,
         owned: false,
-        label: "tree".into(),
+        label,
     })
+}
+
+/// `git describe --tags --always` of a git tree (`None` where `src` is
+/// not the top of a git work tree), made safe as a file-name part.
+pub fn describe(src: &Path) -> Option<String> {
+    let sh = crate::shell().ok()?;
+    sh.change_dir(src);
+    let top = cmd!(sh, "git rev-parse --show-toplevel")
+        .quiet()
+        .ignore_stderr()
+        .read()
+        .ok()?;
+    if Path::new(top.trim()).canonicalize().ok()? != src.canonicalize().ok()? {
+        return None;
+    }
+    let d = cmd!(sh, "git describe --tags --always")
+        .quiet()
+        .ignore_stderr()
+        .read()
+        .ok()?;
+    Some(
+        d.trim()
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "._-+".contains(c) {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect(),
+    )
+}
+
+/// A user's tree with `series` applied, never writing into the user's
+/// repository: a `git clone --shared` of it (its objects borrowed through
+/// `alternates`) at its `HEAD`, one per variant, in
+/// `CACHE/user-trees/<digest of the path>/<variant>`, the series applied
+/// with `git am` and reused while neither the series nor the tree's
+/// `HEAD` changes. Uncommitted changes of the user's tree are not in the
+/// clone (said on stderr). A tree without git is copied once into
+/// `CACHE/user-trees/<digest>/source` and imported as one commit (later
+/// changes to it are not seen: remove that directory to copy it again).
+/// Labelled `<git describe>+<variant>` (`tree+<variant>` without git).
+/// Errors: not a Linux tree; a patch that does not apply names the patch
+/// and the failing hunk ([`Error::Patch`]).
+pub fn user_tree_with_series(cache: &Cache, path: &Path, series: &Series) -> Result<Tree> {
+    let src = path
+        .canonicalize()
+        .ctx(|| format!("kernel tree {}", path.display()))?;
+    if !src.join("Makefile").exists() || !src.join("net/ipv4/udp.c").exists() {
+        return Err(Error::Setup(format!(
+            "{} is not a Linux source tree",
+            src.display()
+        )));
+    }
+    let key = hex(&Sha256::digest(src.as_os_str().as_encoded_bytes()));
+    let root = cache.root().join("user-trees").join(&key[..12]);
+    std::fs::create_dir_all(&root).ctx(|| format!("creating {}", root.display()))?;
+    let sh = crate::shell()?;
+    let (origin, described) = match describe(&src) {
+        Some(d) => {
+            sh.change_dir(&src);
+            let dirty = cmd!(sh, "git status --porcelain --untracked-files=no")
+                .quiet()
+                .read()
+                .unwrap_or_default();
+            if !dirty.trim().is_empty() {
+                eprintln!(
+                    "udp-repair: {} has uncommitted changes; the series is applied to its                      HEAD ({d}) without them",
+                    src.display()
+                );
+            }
+            (src.clone(), d)
+        }
+        None => {
+            let copy = root.join("source");
+            if !copy.join(".git/udp-repair-ready").exists() {
+                let tmp = root.join("source.tmp");
+                let _ = std::fs::remove_dir_all(&tmp);
+                std::fs::create_dir_all(&tmp).ctx(|| format!("creating {}", tmp.display()))?;
+                sh.change_dir(&root);
+                let from = src.join(".");
+                run_quiet(cmd!(sh, "cp -a {from} {tmp}"))?;
+                sh.change_dir(&tmp);
+                run_quiet(cmd!(sh, "git init -q -b base ."))?;
+                run_quiet(cmd!(sh, "git add -A -f"))?;
+                let msg = format!("{} (copied, no git)", src.display());
+                run_quiet(cmd!(
+                    sh,
+                    "git -c user.name=udp-repair -c user.email=udp-repair@localhost commit -q -m {msg}"
+                ))?;
+                let _ = std::fs::remove_dir_all(&copy);
+                std::fs::rename(&tmp, &copy).ctx(|| format!("moving to {}", copy.display()))?;
+                std::fs::write(copy.join(".git/udp-repair-ready"), &msg)
+                    .ctx(|| format!("writing {}", copy.display()))?;
+            }
+            (copy, "tree".to_string())
+        }
+    };
+    sh.change_dir(&origin);
+    let head = run_quiet(cmd!(sh, "git rev-parse HEAD"))?
+        .trim()
+        .to_string();
+    let wt = root.join(&series.name);
+    let stamp = root.join(format!("{}.series", series.name));
+    if !wt.join(".git").exists() {
+        let _ = std::fs::remove_file(&stamp);
+        run_quiet(cmd!(
+            sh,
+            "git clone -q --shared --no-checkout {origin} {wt}"
+        ))?;
+    }
+    let mut h = Sha256::new();
+    h.update(head.as_bytes());
+    for p in &series.patches {
+        let bytes = std::fs::read(p).ctx(|| format!("reading {}", p.display()))?;
+        h.update((bytes.len() as u64).to_le_bytes());
+        h.update(&bytes);
+    }
+    let digest = hex(&h.finalize());
+    let tree = Tree {
+        src: wt.clone(),
+        owned: true,
+        label: format!("{described}+{}", series.name),
+    };
+    if std::fs::read_to_string(&stamp).ok().as_deref() == Some(digest.as_str()) {
+        return Ok(tree);
+    }
+    let _ = std::fs::remove_file(&stamp);
+    sh.change_dir(&wt);
+    let _ = run_quiet(cmd!(sh, "git am --abort"));
+    // The user's HEAD may be newer than the clone's refs: its objects are
+    // reachable through alternates.
+    run_quiet(cmd!(sh, "git checkout -q --detach -f {head}"))?;
+    run_quiet(cmd!(sh, "git reset -q --hard {head}"))?;
+    run_quiet(cmd!(sh, "git tag -f base {head}"))?;
+    apply_series(&sh, series)?;
+    std::fs::write(&stamp, &digest).ctx(|| format!("writing {}", stamp.display()))?;
+    Ok(tree)
+}
+
+/// `git am` of each patch of `series` in the shell's directory; a patch
+/// that does not apply is [`Error::Patch`], with git's account of the
+/// failing hunk, and the `am` is aborted.
+fn apply_series(sh: &Shell, series: &Series) -> Result<()> {
+    for patch in &series.patches {
+        let applied = run_quiet(
+            cmd!(sh, "git -c user.name=udp-repair -c user.email=udp-repair@localhost am -q --keep-cr {patch}")
+                .env("GIT_COMMITTER_DATE", "2000-01-01T00:00:00Z"),
+        );
+        if let Err(Error::Setup(am_err)) = applied {
+            let _ = run_quiet(cmd!(sh, "git am --abort"));
+            return Err(Error::Patch {
+                patch: patch.clone(),
+                detail: failing_hunk(sh, patch, &am_err),
+            });
+        }
+        applied?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
