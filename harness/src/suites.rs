@@ -165,6 +165,18 @@ pub const UNITS: &[Unit] = &[
         format: Format::KtapFile,
         timeout_s: 600,
     },
+    // Random sequences of UDP socket calls with repair on and off, no
+    // model (selftests/src/fuzz.rs): on every variant, the repair options
+    // of all three series included (ENOPROTOOPT where absent); the splat
+    // watch is the kernel-side verdict.
+    Unit {
+        suite: "fuzz",
+        name: "selftests",
+        program: Program::Selftests { filter: "fuzz::" },
+        args: &[],
+        format: Format::KtapFile,
+        timeout_s: 120,
+    },
     // The pending-lost series and the engine's use of it
     // (selftests/src/pendinglost.rs); SKIPs on a kernel without it.
     Unit {

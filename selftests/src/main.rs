@@ -6,6 +6,7 @@
 
 mod base;
 mod dumprestore;
+mod fuzz;
 mod getsockopt;
 mod handover;
 pub mod ktap;
@@ -26,6 +27,7 @@ fn main() -> std::process::ExitCode {
     let mut tests = Vec::new();
     tests.extend(base::tests());
     tests.extend(dumprestore::tests());
+    tests.extend(fuzz::tests());
     tests.extend(getsockopt::tests());
     tests.extend(pendinglost::tests());
     tests.extend(recvmsg::tests());
