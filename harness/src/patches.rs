@@ -284,8 +284,11 @@ pub fn check(opts: &Options, cache: &Cache, req: &CheckRequest<'_>) -> Result<bo
         }
         stacks.push(series);
     }
-    for series in &stacks {
-        check_variant(&mut report, opts, &target, series, req.each)?;
+    if !stacks.is_empty() {
+        let baseline = Baseline::new(opts, cache, &stacks)?;
+        for series in &stacks {
+            check_variant(&mut report, opts, &target, &baseline, series, req.each)?;
+        }
     }
     let failed = report
         .outcomes
@@ -666,6 +669,64 @@ pub fn fixes_verdicts(message: &str, history: Option<&Path>) -> Vec<(Status, Str
     out
 }
 
+/// The base's kernel (variant `none`, as `test` builds it) and its `W=1`
+/// diagnostics for every object any of the variants touches, made once
+/// for all variants.
+struct Baseline {
+    kernel: pipeline::Kernel,
+    w1: BTreeMap<String, usize>,
+}
+
+impl Baseline {
+    fn new(opts: &Options, cache: &Cache, stacks: &[tree::Series]) -> Result<Self> {
+        let kernel = pipeline::kernel(opts, cache, "none")?;
+        let mut changed = Vec::new();
+        for s in stacks {
+            for p in &s.patches {
+                let text = std::fs::read_to_string(p)
+                    .map_err(|e| Error::Io(format!("reading {}", p.display()), e))?;
+                changed.extend(patch_files_changed(&text));
+            }
+        }
+        changed.sort();
+        changed.dedup();
+        let objects: Vec<String> = touched_objects(&changed)
+            .into_iter()
+            .filter(|o| kernel.built.dir.join(o).exists())
+            .collect();
+        let w1 = if objects.is_empty() {
+            BTreeMap::new()
+        } else {
+            let out = build::make_targets(
+                cache,
+                &kernel.tree,
+                &kernel.built.dir,
+                &["W=1"],
+                &objects,
+                &opts.events,
+            )?;
+            if !out.ok {
+                return Err(Error::Setup(format!(
+                    "the base's W=1 build of {} failed:\n{}",
+                    objects.join(" "),
+                    first_lines(&out.output).join("\n")
+                )));
+            }
+            diagnostics(&out.output)
+        };
+        Ok(Self { kernel, w1 })
+    }
+}
+
+/// The files a `git format-patch` patch changes (`diff --git a/X b/Y`:
+/// Y).
+pub fn patch_files_changed(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("diff --git a/"))
+        .filter_map(|l| l.split_once(" b/").map(|(_, b)| b.to_string()))
+        .collect()
+}
+
 /// The per-variant checks: the stack applies (the variant's worktree), a
 /// `W=1` build of the touched objects, kernel-doc, the uapi headers and
 /// the selftests' Makefile entries.
@@ -673,6 +734,7 @@ fn check_variant(
     report: &mut Report,
     opts: &Options,
     target: &Target<'_>,
+    baseline: &Baseline,
     series: &tree::Series,
     each: bool,
 ) -> Result<()> {
@@ -732,10 +794,18 @@ fn check_variant(
     )?;
 
     // The trees built as `test` builds them: the base's and the variant's.
-    let kbase = pipeline::kernel(opts, cache, "none")?;
+    let kbase = &baseline.kernel;
     let kvar = pipeline::kernel(opts, cache, &series.name)?;
     w1_check(
-        report, &subject, opts, cache, &kbase, &kvar, series, &changed, each,
+        report,
+        &subject,
+        opts,
+        cache,
+        &baseline.w1,
+        &kvar,
+        series,
+        &changed,
+        each,
     )?;
     kerneldoc_check(report, &subject, &kbase.tree.src, &vtree.src, &changed)?;
     uapi_check(report, &subject, &kvar.built.headers, &changed)?;
@@ -818,7 +888,7 @@ fn w1_check(
     subject: &str,
     opts: &Options,
     cache: &Cache,
-    kbase: &pipeline::Kernel,
+    before: &BTreeMap<String, usize>,
     kvar: &pipeline::Kernel,
     series: &tree::Series,
     changed: &[String],
@@ -842,30 +912,6 @@ fn w1_check(
         );
         return Ok(());
     }
-    let base_objects: Vec<String> = in_config
-        .iter()
-        .filter(|o| {
-            kbase
-                .tree
-                .src
-                .join(format!("{}.c", &o[..o.len() - 2]))
-                .exists()
-        })
-        .cloned()
-        .collect();
-    let before = if base_objects.is_empty() {
-        BTreeMap::new()
-    } else {
-        let out = build::make_targets(
-            cache,
-            &kbase.tree,
-            &kbase.built.dir,
-            &["W=1"],
-            &base_objects,
-            &opts.events,
-        )?;
-        diagnostics(&out.output)
-    };
     let note = if outside.is_empty() {
         String::new()
     } else {
@@ -880,7 +926,7 @@ fn w1_check(
     };
     let verdict = |report: &mut Report, patch: Option<&str>, out: &build::TargetsOutput| {
         let now = diagnostics(&out.output);
-        let new = new_entries(&before, &now);
+        let new = new_entries(before, &now);
         let (status, summary, detail) = if !out.ok {
             let errors: Vec<String> = out
                 .output
@@ -1472,6 +1518,17 @@ mod tests {
             ["net/ipv4/udp.c: warning: no previous prototype [-Wmissing-prototypes]"]
         );
         assert!(new_entries(&b, &a).is_empty());
+    }
+
+    #[test]
+    fn patches_name_the_files_they_change() {
+        let text = "Subject: x\n\n---\n\ndiff --git a/net/ipv4/udp.c b/net/ipv4/udp.c\n\
+            index 1..2\n--- a/net/ipv4/udp.c\n+++ b/net/ipv4/udp.c\n\
+            diff --git a/tools/x/old.c b/tools/x/new.c\n";
+        assert_eq!(
+            patch_files_changed(text),
+            ["net/ipv4/udp.c", "tools/x/new.c"]
+        );
     }
 
     #[test]
