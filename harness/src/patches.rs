@@ -573,35 +573,46 @@ pub fn signoff_verdict(mail: &Mail) -> (Status, String) {
 }
 
 /// The subject after its `[PATCH ...]` tag: a netdev subsystem prefix of
-/// [`SUBJECT_PREFIXES`], then a summary that starts in lower case or with
-/// an identifier, with no trailing period.
+/// [`SUBJECT_PREFIXES`] (the longest that fits), optionally one more
+/// component naming a file or test (`selftests: net: udpgro: ...`), then
+/// a summary with no trailing period.
 pub fn subject_verdict(subject: &str) -> (Status, String) {
     let rest = match subject.strip_prefix('[').and_then(|s| s.split_once(']')) {
         Some((_tag, rest)) => rest.trim(),
         None => subject.trim(),
     };
-    let Some((prefix, summary)) = rest.rsplit_once(": ") else {
-        return (
-            Status::Fail,
-            format!("{rest:?} has no `subsystem: ` prefix (udp:, net:, selftests: net:, ...)"),
-        );
-    };
-    if !SUBJECT_PREFIXES.contains(&prefix) {
+    let prefix = SUBJECT_PREFIXES
+        .iter()
+        .filter(|p| rest.starts_with(&format!("{p}: ")))
+        .max_by_key(|p| p.len());
+    let Some(prefix) = prefix else {
+        let got = rest.split_once(": ").map_or("", |(p, _)| p);
         return (
             Status::Fail,
             format!(
-                "prefix {prefix:?} is not a netdev subsystem of these files ({})",
+                "{rest:?}: prefix {got:?} is not a netdev subsystem of these files ({})",
                 SUBJECT_PREFIXES.join(", ")
             ),
         );
+    };
+    let mut summary = &rest[prefix.len() + 2..];
+    // One more component: a file or test name (no spaces).
+    if let Some((component, after)) = summary.split_once(": ") {
+        if !component.is_empty()
+            && component
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_.-/".contains(&b))
+        {
+            summary = after;
+        }
     }
-    if summary.is_empty() || summary.ends_with('.') {
+    if summary.trim().is_empty() || summary.ends_with('.') {
         return (
             Status::Fail,
             format!("summary {summary:?} is empty or ends with a period"),
         );
     }
-    (Status::Pass, format!("{prefix}: {summary}"))
+    (Status::Pass, rest.to_string())
 }
 
 /// One verdict per `Fixes:` tag of `message`: the form netdev wants
@@ -1473,6 +1484,7 @@ mod tests {
             "[RFC PATCH net-next v2 3/3] selftests: net: add udp_repair test",
             "[PATCH net 2/4] af_unix: let a new SO_PEEK_OFF walk return zero-length",
             "[PATCH net 4/4] selftests: af_unix: test SO_PEEK_OFF walks",
+            "[PATCH net 3/4] selftests: net: sk_so_peek_off: test zero-length walks",
         ] {
             assert_eq!(subject_verdict(ok).0, Status::Pass, "{ok}");
         }
@@ -1480,6 +1492,8 @@ mod tests {
             "[PATCH] add UDP_REPAIR",
             "[PATCH] tcp: add UDP_REPAIR",
             "[PATCH] udp: add UDP_REPAIR.",
+            "[PATCH] udp: x: .",
+            "[PATCH] udpx: add",
         ] {
             assert_eq!(subject_verdict(bad).0, Status::Fail, "{bad}");
         }
