@@ -57,6 +57,8 @@ expect_fail() { # variant name-of-expectation pattern...
 	shift
 	out=$(UDP_REPAIR_ROOT=$tmp "$bin" patches check --base 6.12 --variant "$variant" 2>&1)
 	rc=$?
+	# The verdicts that failed, as the planted bugs made them.
+	grep -A3 -E '^  (FAIL|SKIP) ' <<<"$out" | cut -c1-200 | sed 's/^/# /'
 	for pat in "$@"; do
 		if [ "$rc" -eq 1 ] && grep -qE -- "$pat" <<<"$out"; then
 			ok "planted $variant: /$pat/"
