@@ -523,21 +523,42 @@ impl Project {
     }
 }
 
-/// The series `variant` stacks on base `base`, in order, as their
-/// directory names; `none` and unknown variants are refused by name.
+/// The series `variant` stacks, in order, as `kernel-patches/VARIANTS`
+/// names them; `none` and unknown variants are refused by name. Each
+/// series must have a directory for base `base` (`SERIES/BASE`), which may
+/// hold no patch (refresh writes them).
 pub fn stack(patches_dir: &Path, base: &str, variant: &str) -> Result<Vec<String>> {
     if variant == "none" {
         return Err(Error::Setup(
             "variant none is the unpatched base: it has no series".into(),
         ));
     }
-    let series = tree::Series::load(patches_dir, variant, base)?;
-    Ok(series
-        .parts
-        .iter()
-        .filter_map(|p| p.parent()?.file_name())
-        .map(|n| n.to_string_lossy().into_owned())
-        .collect())
+    let path = patches_dir.join("VARIANTS");
+    let text = read(&path)?;
+    let series: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_once('='))
+        .find(|(v, _)| v.trim() == variant)
+        .map(|(_, s)| s.split_whitespace().map(String::from).collect())
+        .ok_or_else(|| {
+            Error::Setup(format!(
+                "no variant {variant} in {} (variants: {})",
+                path.display(),
+                tree::variants(patches_dir).join(", ")
+            ))
+        })?;
+    for s in &series {
+        let dir = patches_dir.join(s).join(base);
+        if !dir.is_dir() {
+            return Err(Error::Setup(format!(
+                "variant {variant}: series {s} has no directory for base {base} ({})",
+                dir.display()
+            )));
+        }
+    }
+    Ok(series)
 }
 
 /// Reads and parses `SERIES/BASE/0000-cover-letter.patch`.
@@ -609,37 +630,44 @@ pub fn edit(project: &Project, variant: &str, target: &EditTarget, force: bool) 
     let _ = run(cmd!(sh, "git worktree prune"));
     let branch = &target.branch;
     let wt = &target.worktree;
-    if branch_exists(&sh, branch) || wt.exists() {
-        if !force {
-            return Err(Error::Setup(format!(
-                "branch {branch} already exists in {} (worktree {}): it may hold your edits; \
-                 `udp-repair patches refresh` writes them back to the series files, and \
-                 --force throws them away and starts again from the files",
-                project.git.display(),
-                wt.display()
-            )));
-        }
+    let exists = branch_exists(&sh, branch) || wt.exists();
+    if exists && !force {
+        return Err(Error::Setup(format!(
+            "branch {branch} already exists in {} (worktree {}): it may hold your edits; \
+             `udp-repair patches refresh` writes them back to the series files, and \
+             --force throws them away and starts again from the files",
+            project.git.display(),
+            wt.display()
+        )));
+    }
+    run(cmd!(sh, "git config notes.rewriteRef refs/notes/commits"))?;
+    if exists && wt.join(".git").is_file() {
+        // --force on a worktree of ours: reset it in place, so that git
+        // rewrites only the files the series touch (a fresh checkout of a
+        // kernel takes tens of seconds). Ignored files (builds) stay.
+        sh.change_dir(wt);
+        let _ = run(cmd!(sh, "git am --abort"));
+        let _ = run(cmd!(sh, "git rebase --abort"));
+        run(cmd!(sh, "git checkout -q -f -B {branch} refs/tags/base"))?;
+        run(cmd!(sh, "git clean -q -f -d"))?;
+    } else {
         if wt.exists() {
-            let _ = run(cmd!(sh, "git worktree remove --force {wt}"));
-            if wt.exists() {
-                std::fs::remove_dir_all(wt)
-                    .map_err(|e| Error::Setup(format!("removing {}: {e}", wt.display())))?;
-            }
+            std::fs::remove_dir_all(wt)
+                .map_err(|e| Error::Setup(format!("removing {}: {e}", wt.display())))?;
             let _ = run(cmd!(sh, "git worktree prune"));
         }
         if branch_exists(&sh, branch) {
             run(cmd!(sh, "git branch -q -D {branch}"))?;
         }
+        if let Some(parent) = wt.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| Error::Setup(format!("creating {}: {e}", parent.display())))?;
+        }
+        run(cmd!(
+            sh,
+            "git worktree add -q -b {branch} {wt} refs/tags/base"
+        ))?;
     }
-    if let Some(parent) = wt.parent() {
-        std::fs::create_dir_all(parent)
-            .map_err(|e| Error::Setup(format!("creating {}: {e}", parent.display())))?;
-    }
-    run(cmd!(sh, "git config notes.rewriteRef refs/notes/commits"))?;
-    run(cmd!(
-        sh,
-        "git worktree add -q -b {branch} {wt} refs/tags/base"
-    ))?;
     sh.change_dir(wt);
     let tmp = TempDir::new(wt.parent().unwrap_or(Path::new("/tmp")), ".udp-repair-edit")?;
     let mut done = Vec::new();
