@@ -142,8 +142,10 @@ enum PatchesCmd {
         #[command(flatten)]
         common: Common,
     },
-    /// Make a git branch of the base with the variant's series applied as
-    /// commits, to rebase and amend as usual: branch edit/VARIANT of the
+    /// Make the variant's series a git branch to rebase and amend.
+    ///
+    /// A branch of the base with the variant's series applied as
+    /// commits: branch edit/VARIANT of the
     /// cached base repository, checked out in its own worktree
     /// ($UDP_REPAIR_CACHE/src/<base version>/edit/VARIANT). Each series
     /// the variant stacks starts with an empty commit holding its cover
@@ -155,14 +157,18 @@ enum PatchesCmd {
         /// Variant of kernel-patches/VARIANTS.
         #[arg(long, short, value_parser = variant)]
         variant: String,
-        /// Throw away an existing edit branch and worktree and start again
-        /// from the series files.
+        /// Throw away an existing edit branch (its commits) and the changes
+        /// in its worktree, and start again from the series files (the
+        /// worktree is reset in place; ignored files, such as a build,
+        /// stay).
         #[arg(long)]
         force: bool,
         #[command(flatten)]
         base: BaseArg,
     },
-    /// Write the edit branch back into kernel-patches/SERIES/BASE/: split
+    /// Write the edit branch back into the series files.
+    ///
+    /// The branch edit/VARIANT goes into kernel-patches/SERIES/BASE/, split
     /// at the cover commits, each cover letter regenerated from its commit
     /// (subject prefix kept from the series' existing cover letter,
     /// shortlog and diffstat from git), the patches with git
@@ -177,8 +183,9 @@ enum PatchesCmd {
         #[command(flatten)]
         base: BaseArg,
     },
-    /// Write each series of the variant, from its files, as a numbered mbox
-    /// series for the list in DIR/SERIES/ (git format-patch:
+    /// Write each series of the variant as mboxes to post, in DIR/SERIES/.
+    ///
+    /// Each series, from its files, as a numbered mbox series (git format-patch:
     /// [PATCH TREE vN M/T], the cover letter, notes under `---` kept),
     /// each applied to the base alone as it will be posted; From: and
     /// Signed-off-by: are yours (git config user.name/user.email) instead

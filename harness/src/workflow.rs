@@ -613,8 +613,13 @@ fn branch_exists(sh: &Shell, branch: &str) -> bool {
 /// notes of its commit (`notes.rewriteRef` is set so that amend and rebase
 /// keep them).
 ///
-/// Errors: the branch already exists (it may hold edits) and `force` is
-/// not set; a series has no cover letter or one that does not parse; a
+/// With `force`, an existing branch is thrown away; an existing worktree
+/// of the target is reset in place (`git checkout -f -B`, `git clean -f
+/// -d`: untracked files go, ignored ones such as a build stay), so that
+/// only the files the series touch are rewritten.
+///
+/// Errors: the branch or worktree already exists (it may hold edits) and
+/// `force` is not set; a series has no cover letter or one that does not parse; a
 /// patch does not apply ([`Error::Patch`] with git's account).
 pub fn edit(project: &Project, variant: &str, target: &EditTarget, force: bool) -> Result<Edited> {
     let stack = project.stack(variant)?;
@@ -669,7 +674,7 @@ pub fn edit(project: &Project, variant: &str, target: &EditTarget, force: bool) 
         ))?;
     }
     sh.change_dir(wt);
-    let tmp = TempDir::new(wt.parent().unwrap_or(Path::new("/tmp")), ".udp-repair-edit")?;
+    let tmp = TempDir::new(&project.git.join(".git"), "udp-repair-edit")?;
     let mut done = Vec::new();
     for (name, cover, patches) in &plan {
         let (aname, aemail) = split_ident(&cover.from).ok_or_else(|| {
@@ -802,20 +807,37 @@ fn segments(sh: &Shell, branch: &str, git: &Path) -> Result<Vec<Segment>> {
     Ok(out)
 }
 
-/// Writes `git format-patch` output of `range` into `out` with the
-/// cover letter filled in and the notes of each commit under its `---`;
-/// returns the files in order. `extra` are more format-patch options;
-/// `env` sets the cover letter's `From:`/`Date:` (GIT_COMMITTER_*).
+/// How [`format_series`] writes a series.
+#[derive(Debug)]
+struct Format<'a> {
+    /// `--subject-prefix`.
+    prefix: &'a str,
+    /// More `git format-patch` options.
+    extra: &'a [String],
+    /// Environment: GIT_COMMITTER_* set the cover letter's `From:`/`Date:`.
+    env: &'a [(&'a str, String)],
+    /// The cover letter's subject and body.
+    cover: (&'a str, &'a str),
+    /// Each commit's notes, put under its `---`.
+    notes: &'a [Option<String>],
+}
+
+/// Writes `git format-patch` output of `range` (after the commit `.0`, up
+/// to the last of `.1`) into `out` as `how` says, the cover letter filled
+/// in; returns the files in order.
 fn format_series(
     sh: &Shell,
     range: (&str, &[String]),
-    prefix: &str,
-    extra: &[String],
-    env: &[(&str, String)],
-    cover: (&str, &str),
-    notes: &[Option<String>],
+    how: &Format<'_>,
     out: &Path,
 ) -> Result<Vec<PathBuf>> {
+    let Format {
+        prefix,
+        extra,
+        env,
+        cover,
+        notes,
+    } = how;
     let (from, commits) = range;
     let tip = commits.last().ok_or_else(|| {
         Error::Setup(format!(
@@ -824,11 +846,12 @@ fn format_series(
     })?;
     let spec = format!("{from}..{tip}");
     let prefix = format!("--subject-prefix={prefix}");
+    let extra = extra.iter();
     let mut c = cmd!(
         sh,
         "git format-patch -q --cover-letter --numbered {ABBREV} {prefix} {extra...} -o {out} {spec}"
     );
-    for (k, v) in env {
+    for (k, v) in env.iter() {
         c = c.env(k, v);
     }
     run(c)?;
@@ -849,7 +872,7 @@ fn format_series(
     let rest = generated.split_once('\n').map(|(_, r)| r).unwrap_or("");
     let cover_text = fill_cover(&format!("{COVER_FROM_LINE}\n{rest}"), cover.0, cover.1)?;
     write(&files[0], &cover_text)?;
-    for (file, note) in files[1..].iter().zip(notes) {
+    for (file, note) in files[1..].iter().zip(notes.iter()) {
         if let Some(n) = note {
             let text = insert_notes(&read(file)?, n);
             write(file, &text)?;
@@ -949,18 +972,16 @@ pub fn refresh(project: &Project, variant: &str, target: &EditTarget) -> Result<
             ("GIT_COMMITTER_DATE", date.to_string()),
         ];
         let notes: Vec<Option<String>> = seg.commits.iter().map(|c| git_notes(&sh, c)).collect();
-        let tmp = TempDir::new(&project.patches_dir, ".refresh")?;
+        let tmp = TempDir::new(&project.git.join(".git"), "udp-repair-refresh")?;
         let (from, commits) = on_base_alone(&sh, seg, &tmp.0)?;
-        let files = format_series(
-            &sh,
-            (&from, &commits),
-            &old.tag.prefix,
-            &[],
-            &env,
-            (&seg.subject, &seg.body),
-            &notes,
-            &tmp.0,
-        )?;
+        let how = Format {
+            prefix: &old.tag.prefix,
+            extra: &[],
+            env: &env,
+            cover: (&seg.subject, &seg.body),
+            notes: &notes,
+        };
+        let files = format_series(&sh, (&from, &commits), &how, &tmp.0)?;
         let mut keep = Vec::new();
         for f in &files {
             let name = f.file_name().unwrap_or_default();
@@ -1198,16 +1219,14 @@ pub fn export(project: &Project, variant: &str, req: &ExportRequest) -> Result<V
         let sh_now = pristine_now(&project.git)?;
         let base = run(cmd!(sh, "git rev-parse refs/tags/base^0"))?;
         let body = replace_placeholder(&cover.body, &req.identity);
-        let files = format_series(
-            &sh_now,
-            (base.trim(), &commits),
-            &prefix,
-            &extra,
-            &env,
-            (&cover.subject, &body),
-            &notes,
-            &out,
-        )?;
+        let how = Format {
+            prefix: &prefix,
+            extra: &extra,
+            env: &env,
+            cover: (&cover.subject, &body),
+            notes: &notes,
+        };
+        let files = format_series(&sh_now, (base.trim(), &commits), &how, &out)?;
         let mut listed = Vec::new();
         for f in files {
             let text = read(&f)?;

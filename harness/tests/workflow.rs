@@ -212,6 +212,15 @@ fn edit_then_refresh_reproduces_every_series_on_both_bases_and_follows_a_change(
             wt,
             &["commit", "-q", "--amend", "--cleanup=verbatim", "-m", &msg],
         );
+        let note = [
+            "notes",
+            "add",
+            "-f",
+            "-m",
+            "v2: a note for the reviewers",
+            "HEAD",
+        ];
+        git(wt, &note);
         let target = EditTarget {
             branch: format!("test-{}/pending-lost", std::process::id()),
             worktree: wt.clone(),
@@ -241,6 +250,10 @@ fn edit_then_refresh_reproduces_every_series_on_both_bases_and_follows_a_change(
         )
         .unwrap();
         assert!(second.contains("[PATCH net-next 2/2]") && second.contains("A sentence added"));
+        assert!(
+            second.contains("\n---\nv2: a note for the reviewers\n\n include/"),
+            "{second}"
+        );
         let cover = std::fs::read_to_string(dir.join("0000-cover-letter.patch")).unwrap();
         assert!(cover.contains("[PATCH net-next 0/2]"), "{cover}");
         // Refresh refuses a branch without cover commits, and a missing one.
@@ -295,6 +308,12 @@ fn export_writes_mboxes_that_apply_pass_checkpatch_and_carry_the_sender() {
             let text = text.replacen("\n\n", "\n\nChanges in v2:\n- a test changelog\n\n", 1);
             std::fs::write(&f, text).unwrap();
         }
+        // A per-patch note under `---`.
+        let dir = tmp.0.join("kernel-patches/getsockopt").join(&name);
+        let f = dir.join("0001-udp-add-UDP_REPAIR-socket-option.patch");
+        let text = std::fs::read_to_string(&f).unwrap();
+        let text = text.replacen("\n---\n", "\n---\nv2: a test note\n\n", 1);
+        std::fs::write(&f, text).unwrap();
     }
     for name in base::names(&real_patches()) {
         let Some(p) = project(&tmp.0, &name) else {
@@ -353,6 +372,10 @@ fn export_writes_mboxes_that_apply_pass_checkpatch_and_carry_the_sender() {
                         text.contains("\nSigned-off-by: Jane Doe <jane@example.com>\n"),
                         "{fname}"
                     );
+                    if fname.ends_with("0001-udp-add-UDP_REPAIR-socket-option.patch") {
+                        let note = "\n---\nv2: a test note\n\n include/";
+                        assert!(text.contains(note), "{text}");
+                    }
                     let v = patches::checkpatch(&p.git, f).unwrap();
                     assert!(v.clean(), "{fname}: {}", v.report);
                 }
