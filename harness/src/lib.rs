@@ -11,3 +11,4 @@ pub mod progress;
 pub mod report;
 pub mod results;
 pub mod suites;
+pub mod workflow;

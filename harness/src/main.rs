@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 use udp_repair::pipeline::{self, Options, Runner};
-use udp_repair::{bench, patches, report, suites};
+use udp_repair::{bench, patches, report, suites, workflow};
 use udp_repair_vm::qemu::Accel;
 use udp_repair_vm::Cache;
 
@@ -142,6 +142,103 @@ enum PatchesCmd {
         #[command(flatten)]
         common: Common,
     },
+    /// Make the variant's series a git branch to rebase and amend.
+    ///
+    /// A branch of the base with the variant's series applied as
+    /// commits: branch edit/VARIANT of the
+    /// cached base repository, checked out in its own worktree
+    /// ($UDP_REPAIR_CACHE/src/<base version>/edit/VARIANT). Each series
+    /// the variant stacks starts with an empty commit holding its cover
+    /// letter (subject, body, then a `Series: NAME` trailer), followed by
+    /// its patches (`git am`). Prints the worktree and the refresh
+    /// command. Refuses an existing branch, which may hold your edits,
+    /// unless --force.
+    Edit {
+        /// Variant of kernel-patches/VARIANTS.
+        #[arg(long, short, value_parser = variant)]
+        variant: String,
+        /// Throw away an existing edit branch (its commits) and the changes
+        /// in its worktree, and start again from the series files (the
+        /// worktree is reset in place; ignored files, such as a build,
+        /// stay).
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        base: BaseArg,
+    },
+    /// Write the edit branch back into the series files.
+    ///
+    /// The branch edit/VARIANT goes into kernel-patches/SERIES/BASE/, split
+    /// at the cover commits, each cover letter regenerated from its commit
+    /// (subject prefix kept from the series' existing cover letter,
+    /// shortlog and diffstat from git), the patches with git
+    /// format-patch. Removes patch files that are no longer part of a
+    /// series and lists what changed; a file differing only in its `From
+    /// <commit>` line is left as it is. Refuses a missing branch, one
+    /// without cover commits, or series other than VARIANTS stacks.
+    Refresh {
+        /// Variant of kernel-patches/VARIANTS.
+        #[arg(long, short, value_parser = variant)]
+        variant: String,
+        #[command(flatten)]
+        base: BaseArg,
+    },
+    /// Write each series of the variant as mboxes to post, in DIR/SERIES/.
+    ///
+    /// Each series, from its files, as a numbered mbox series (git format-patch:
+    /// [PATCH TREE vN M/T], the cover letter, notes under `---` kept),
+    /// each applied to the base alone as it will be posted; From: and
+    /// Signed-off-by: are yours (git config user.name/user.email) instead
+    /// of the placeholder, To: the maintainers and Cc: the reviewers and
+    /// lists scripts/get_maintainer.pl names on the base tree. No
+    /// base-commit: (the project's bases are imports without history).
+    /// Refuses without an identity, and for N > 1 without a `Changes in
+    /// vN` (or `vN:`) changelog in the cover letter.
+    Export {
+        /// Variant of kernel-patches/VARIANTS.
+        #[arg(long, short, value_parser = variant)]
+        variant: String,
+        /// The version (vN in the subjects; none for 1).
+        #[arg(long, value_name = "N", default_value_t = 1)]
+        version: u32,
+        /// The netdev tree in the subjects (default: the one of each
+        /// series' current prefix: peek-zerolen is net, the others
+        /// net-next).
+        #[arg(long, value_parser = ["net", "net-next"])]
+        tree: Option<String>,
+        /// Mark the series RFC (the files' own RFC is not kept without it).
+        #[arg(long)]
+        rfc: bool,
+        /// The output directory; each series goes to DIR/SERIES/, which
+        /// must be empty or absent.
+        #[arg(long, short, value_name = "DIR")]
+        out: PathBuf,
+        #[command(flatten)]
+        base: BaseArg,
+    },
+}
+
+/// `--base` alone, for the commands that build nothing.
+#[derive(Args, Debug)]
+struct BaseArg {
+    /// The base: a name in kernel-patches/bases/ (6.12, the default; 7.1).
+    #[arg(long, default_value = udp_repair_vm::base::DEFAULT, value_parser = base_name)]
+    base: String,
+}
+
+impl BaseArg {
+    /// The project on this base, its repository imported if needed.
+    fn project(&self, cache: &Cache) -> udp_repair_vm::Result<workflow::Project> {
+        let patches_dir = project_root().join("kernel-patches");
+        let pin = udp_repair_vm::base::Pin::load(&patches_dir, &self.base)?;
+        let events = udp_repair::progress::stderr_events(false);
+        let git = udp_repair_vm::base::ensure_base_repo(&pin, cache, &events)?;
+        Ok(workflow::Project {
+            patches_dir,
+            pin,
+            git,
+        })
+    }
 }
 
 #[derive(Args, Debug)]
@@ -463,6 +560,118 @@ fn patches_cmd(cmd: PatchesCmd, cache: &Cache) -> ExitCode {
             match patches::check(&opts, cache, &req) {
                 Ok(true) => ExitCode::SUCCESS,
                 Ok(false) => ExitCode::from(1),
+                Err(e) => infra(&e),
+            }
+        }
+        PatchesCmd::Edit {
+            variant,
+            force,
+            base,
+        } => {
+            let edited = base.project(cache).and_then(|p| {
+                let target = workflow::EditTarget::for_variant(cache, &p.pin, &variant);
+                workflow::edit(&p, &variant, &target, force)
+            });
+            match edited {
+                Ok(e) => {
+                    for (s, n) in &e.series {
+                        println!("{s}: cover commit and {n} patch(es)");
+                    }
+                    println!(
+                        "branch {} in {}",
+                        e.target.branch,
+                        e.target.worktree.display()
+                    );
+                    println!(
+                        "edit there (rebase, amend; the cover letters are the empty `Series:` \
+                         commits), then: udp-repair patches refresh --variant {variant} --base {}",
+                        base.base
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => infra(&e),
+            }
+        }
+        PatchesCmd::Refresh { variant, base } => {
+            let refreshed = base.project(cache).and_then(|p| {
+                let target = workflow::EditTarget::for_variant(cache, &p.pin, &variant);
+                workflow::refresh(&p, &variant, &target)
+            });
+            match refreshed {
+                Ok(r) => {
+                    let root = project_root();
+                    let mut changed = 0;
+                    for (f, c) in &r.files {
+                        let name = f.strip_prefix(&root).unwrap_or(f).display();
+                        match c {
+                            workflow::Change::Unchanged => {}
+                            c => {
+                                changed += 1;
+                                println!("{:<9} {name}", format!("{c:?}").to_lowercase());
+                            }
+                        }
+                    }
+                    println!(
+                        "{changed} file(s) changed, {} unchanged",
+                        r.files.len() - changed
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => infra(&e),
+            }
+        }
+        PatchesCmd::Export {
+            variant,
+            version,
+            tree,
+            rfc,
+            out,
+            base,
+        } => {
+            let root = project_root();
+            let identity = match workflow::Identity::from_git_config(&root) {
+                Ok(i) => i,
+                Err(e) => return infra(&e),
+            };
+            let req = workflow::ExportRequest {
+                version,
+                tree,
+                rfc,
+                out,
+                identity,
+                base_commit: None,
+            };
+            // The checks that need no base first: a refusal costs nothing.
+            if let Err(e) =
+                workflow::export_plan(&root.join("kernel-patches"), &base.base, &variant, &req)
+            {
+                return infra(&e);
+            }
+            match base
+                .project(cache)
+                .and_then(|p| workflow::export(&p, &variant, &req))
+            {
+                Ok(done) => {
+                    for s in &done {
+                        println!("{}: {}", s.series, s.dir.display());
+                        for (f, subject) in &s.files {
+                            let name = f.file_name().unwrap_or_default().to_string_lossy();
+                            println!("  {name}: {subject}");
+                        }
+                        println!("  To: {}", s.to.join(", "));
+                        println!("  Cc: {}", s.cc.join(", "));
+                    }
+                    println!(
+                        "no base-commit: base {} is an import of a tarball without history, \
+                         so no one else has its commit",
+                        base.base
+                    );
+                    println!(
+                        "From: and Signed-off-by: are {}; send with git send-email DIR/SERIES/*.patch",
+                        req.identity.ident()
+                    );
+                    ExitCode::SUCCESS
+                }
                 Err(e) => infra(&e),
             }
         }
