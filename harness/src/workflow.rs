@@ -533,19 +533,14 @@ pub fn stack(patches_dir: &Path, base: &str, variant: &str) -> Result<Vec<String
             "variant none is the unpatched base: it has no series".into(),
         ));
     }
-    let path = patches_dir.join("VARIANTS");
-    let text = read(&path)?;
-    let series: Vec<String> = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.split_once('='))
-        .find(|(v, _)| v.trim() == variant)
-        .map(|(_, s)| s.split_whitespace().map(String::from).collect())
+    let series: Vec<String> = tree::stacks(patches_dir)?
+        .into_iter()
+        .find(|(v, _)| v == variant)
+        .map(|(_, s)| s)
         .ok_or_else(|| {
             Error::Setup(format!(
                 "no variant {variant} in {} (variants: {})",
-                path.display(),
+                patches_dir.join("VARIANTS").display(),
                 tree::variants(patches_dir).join(", ")
             ))
         })?;

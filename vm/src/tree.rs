@@ -104,8 +104,9 @@ pub fn patch_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 }
 
 /// `patches_dir/VARIANTS` as (variant, series stacked in order), in the
-/// file's order.
-fn stacks(patches_dir: &Path) -> Result<Vec<(String, Vec<String>)>> {
+/// file's order. Errors: the file unreadable, or a line that is not
+/// `VARIANT = SERIES...` (named with its number).
+pub fn stacks(patches_dir: &Path) -> Result<Vec<(String, Vec<String>)>> {
     let path = patches_dir.join("VARIANTS");
     let text = std::fs::read_to_string(&path).ctx(|| format!("reading {}", path.display()))?;
     let mut out = Vec::new();
