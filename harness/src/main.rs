@@ -213,6 +213,11 @@ enum PatchesCmd {
         /// must be empty or absent.
         #[arg(long, short, value_name = "DIR")]
         out: PathBuf,
+        /// Export only this series of the variant (repeatable; default:
+        /// every series it stacks), e.g. getsockopt as v2 while the net
+        /// fix peek-zerolen stays at v1.
+        #[arg(long, value_name = "SERIES")]
+        series: Vec<String>,
         #[command(flatten)]
         base: BaseArg,
     },
@@ -626,6 +631,7 @@ fn patches_cmd(cmd: PatchesCmd, cache: &Cache) -> ExitCode {
             tree,
             rfc,
             out,
+            series,
             base,
         } => {
             let root = project_root();
@@ -640,6 +646,7 @@ fn patches_cmd(cmd: PatchesCmd, cache: &Cache) -> ExitCode {
                 out,
                 identity,
                 base_commit: None,
+                series,
             };
             // The checks that need no base first: a refusal costs nothing.
             if let Err(e) =

@@ -365,7 +365,16 @@ fn tree_history(git: &Path) -> Option<PathBuf> {
         .output()
         .ok()?;
     let n: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().ok()?;
-    (n > 1).then(|| git.to_path_buf())
+    // A shallow clone's history stops short: a commit missing from it
+    // may still exist.
+    let shallow = std::process::Command::new("git")
+        .arg("-C")
+        .arg(git)
+        .args(["rev-parse", "--is-shallow-repository"])
+        .output()
+        .ok()
+        .is_some_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "true");
+    (n > 1 && !shallow).then(|| git.to_path_buf())
 }
 
 /// The per-series checks of `dir` (`SERIES/BASE`).
@@ -581,6 +590,11 @@ pub fn subject_verdict(subject: &str) -> (Status, String) {
         Some((_tag, rest)) => rest.trim(),
         None => subject.trim(),
     };
+    // A revert carries the reverted commit's subject.
+    let rest = rest
+        .strip_prefix("Revert \"")
+        .and_then(|r| r.strip_suffix('"'))
+        .unwrap_or(rest);
     let prefix = SUBJECT_PREFIXES
         .iter()
         .filter(|p| rest.starts_with(&format!("{p}: ")))
@@ -590,7 +604,8 @@ pub fn subject_verdict(subject: &str) -> (Status, String) {
         return (
             Status::Fail,
             format!(
-                "{rest:?}: prefix {got:?} is not a netdev subsystem of these files ({})",
+                "{rest:?}: prefix {got:?} is not in this project's list of netdev prefixes \
+                 for the files its series touch ({}; patches::SUBJECT_PREFIXES)",
                 SUBJECT_PREFIXES.join(", ")
             ),
         );
@@ -646,8 +661,8 @@ pub fn fixes_verdicts(message: &str, history: Option<&Path>) -> Vec<(Status, Str
             out.push((
                 Status::Skip,
                 format!(
-                    "{id} cannot be looked up: the base is a tarball import with no git \
-                     history (use --kernel-tree with a git tree to check it)"
+                    "{id} cannot be looked up: the tree has no full git history (a \
+                     tarball import, or a shallow clone; use --kernel-tree with a full git tree)"
                 ),
             ));
             continue;
@@ -937,7 +952,21 @@ fn w1_check(
     };
     let verdict = |report: &mut Report, patch: Option<&str>, out: &build::TargetsOutput| {
         let now = diagnostics(&out.output);
-        let new = new_entries(before, &now);
+        // A warning in a file the series does not change, first seen
+        // because a new object includes it, is the base's (the baseline
+        // builds only objects the base has): shown, not counted.
+        let (new, elsewhere): (Vec<String>, Vec<String>) = new_entries(before, &now)
+            .into_iter()
+            .partition(|w| changed.iter().any(|f| w.starts_with(&format!("{f}:"))));
+        let note = if elsewhere.is_empty() {
+            note.clone()
+        } else {
+            format!(
+                "{note}; {} in files the series does not change, not counted: {}",
+                elsewhere.len(),
+                elsewhere.join(" | ")
+            )
+        };
         let (status, summary, detail) = if !out.ok {
             let errors: Vec<String> = out
                 .output
@@ -1261,7 +1290,8 @@ fn selftests_check(
     let tests: Vec<&String> = added
         .iter()
         .filter(|f| f.starts_with("tools/testing/selftests/"))
-        .filter(|f| f.ends_with(".c") || f.ends_with(".sh"))
+        // BPF objects are built by wildcard, not listed.
+        .filter(|f| (f.ends_with(".c") && !f.ends_with(".bpf.c")) || is_script(f))
         .collect();
     if tests.is_empty() {
         report.add(
@@ -1283,7 +1313,7 @@ fn selftests_check(
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let script = t.ends_with(".sh");
+        let script = is_script(t);
         let entry = if script {
             file_name(path)
         } else {
@@ -1299,17 +1329,20 @@ fn selftests_check(
             Ok(()) => fine.push(format!("{}/Makefile: {entry}", dir.display())),
             Err(why) => problems.push(format!("{}/Makefile: {why}", dir.display())),
         }
-        // The nearest .gitignore at or above the test's directory, within
-        // the selftests (6.12 lists af_unix's programs in net/'s).
+        // The nearest .gitignore at or above the test's directory in the
+        // patched tree, within the selftests (6.12 lists af_unix's
+        // programs in net/'s; a new directory may bring its own).
         let ignore_dir = dir
             .ancestors()
             .take_while(|d| d.starts_with("tools/testing/selftests"))
-            .find(|d| base_src.join(d).join(".gitignore").exists());
+            .find(|d| var_src.join(d).join(".gitignore").exists());
         if let (false, Some(idir)) = (script, ignore_dir) {
             let at = |root: &Path| std::fs::read_to_string(root.join(idir).join(".gitignore")).ok();
             let base_ignore = at(base_src).unwrap_or_default();
             let ignore = at(var_src).unwrap_or_default();
-            match gitignore_verdict(&base_ignore, &ignore, &entry) {
+            // The test's path below the .gitignore's directory.
+            let rel = dir.strip_prefix(idir).unwrap_or(Path::new("")).join(&entry);
+            match gitignore_verdict(&base_ignore, &ignore, &rel.to_string_lossy()) {
                 Ok(()) => fine.push(format!("{}/.gitignore: {entry}", idir.display())),
                 Err(why) => problems.push(format!("{}/.gitignore: {why}", idir.display())),
             }
@@ -1337,6 +1370,12 @@ fn selftests_check(
     Ok(())
 }
 
+/// A selftest that runs as it is (listed with its suffix in
+/// `TEST_PROGS`): a shell or Python script.
+fn is_script(f: &str) -> bool {
+    f.ends_with(".sh") || f.ends_with(".py")
+}
+
 /// `entry` is a word of a `TEST_GEN_PROGS`/`TEST_PROGS`/`TEST_GEN_FILES`
 /// list of `makefile`; when `base` lists its entries one per line
 /// (`TEST_GEN_PROGS += name`, or one name per continuation line) in
@@ -1346,13 +1385,46 @@ pub fn makefile_verdict(
     makefile: &str,
     entry: &str,
 ) -> std::result::Result<(), String> {
+    // The lists kselftest builds or runs (TEST_FILES are only copied).
     let lists = [
+        "TEST_GEN_PROGS_EXTENDED",
         "TEST_GEN_PROGS",
+        "TEST_PROGS_EXTENDED",
         "TEST_PROGS",
         "TEST_GEN_FILES",
-        "TEST_FILES",
+        "YNL_GEN_PROGS",
     ];
-    // Logical lines: continuation lines joined.
+    let found = logical_lines(makefile)
+        .iter()
+        .any(|l| list_words(l, &lists).is_some_and(|(_, words)| words.iter().any(|w| w == entry)));
+    if !found {
+        return Err(format!(
+            "{entry} is in no TEST_GEN_PROGS/TEST_PROGS list: the test would not be built or run"
+        ));
+    }
+    // Where the base keeps a list one name per line in sorted order (a
+    // `VAR := \` block, or `VAR += name` lines), the new name must be in
+    // its place.
+    for var in lists {
+        let old = sorted_names(base, var);
+        let new = sorted_names(makefile, var);
+        for (block_old, block_new) in old.iter().zip(&new) {
+            if !block_new.iter().any(|n| n == entry) || block_old.len() < 3 {
+                continue;
+            }
+            let sorted = |v: &[String]| v.windows(2).all(|w| w[0] <= w[1]);
+            if sorted(block_old) && !sorted(block_new) {
+                return Err(format!(
+                    "the base lists {var} one name per line in sorted order; {entry} is out of place"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Makefile lines with their continuations joined.
+fn logical_lines(makefile: &str) -> Vec<String> {
     let mut logical = Vec::new();
     let mut cur = String::new();
     for line in makefile.lines() {
@@ -1368,57 +1440,78 @@ pub fn makefile_verdict(
         }
     }
     logical.push(cur);
-    let found = logical.iter().any(|l| {
-        let l = l.trim_start();
-        lists.iter().any(|var| {
-            l.strip_prefix(var)
-                .map(str::trim_start)
-                .and_then(|r| ["+=", ":=", "="].iter().find_map(|op| r.strip_prefix(op)))
-                .is_some_and(|r| r.split_whitespace().any(|w| w == entry))
-        })
-    });
-    if !found {
-        return Err(format!(
-            "{entry} is in no TEST_GEN_PROGS/TEST_PROGS list: the test would not be built or run"
-        ));
-    }
-    // Where the base keeps `VAR += name` lines sorted, the new one must
-    // be in its place among them.
-    for var in lists {
-        let names = |text: &str| -> Vec<String> {
-            text.lines()
-                .filter_map(|l| l.strip_prefix(var))
-                .filter_map(|l| l.trim_start().strip_prefix("+="))
-                .map(|l| l.trim().to_string())
-                .filter(|l| !l.contains(' '))
-                .collect()
-        };
-        let old = names(base);
-        let new = names(makefile);
-        if !new.iter().any(|n| n == entry) || old.len() < 3 {
-            continue;
-        }
-        let sorted = old.windows(2).all(|w| w[0] <= w[1]);
-        if sorted && !new.windows(2).all(|w| w[0] <= w[1]) {
-            return Err(format!(
-                "the base lists `{var} += name` one per line in sorted order; {entry} is out of place"
-            ));
-        }
-    }
-    Ok(())
+    logical
 }
 
-/// `entry` (or `/entry`) is a line of `.gitignore`; where the base's is
-/// sorted, it stays sorted.
+/// `VAR := words`, `VAR += words` or `VAR = words` for a VAR of `lists`:
+/// the variable and the words.
+fn list_words<'a>(line: &'a str, lists: &[&'a str]) -> Option<(&'a str, Vec<String>)> {
+    let l = line.trim_start();
+    lists.iter().find_map(|var| {
+        let rest = l.strip_prefix(var)?.trim_start();
+        let rest = ["+=", ":=", "="]
+            .iter()
+            .find_map(|op| rest.strip_prefix(op))?;
+        Some((*var, rest.split_whitespace().map(String::from).collect()))
+    })
+}
+
+/// The one-name-per-line lists of `var` in `makefile`: each `VAR := \`
+/// block whose continuation lines hold one name each, and the run of
+/// single-name `VAR += name` lines (as one block), in order.
+fn sorted_names(makefile: &str, var: &str) -> Vec<Vec<String>> {
+    let mut blocks = Vec::new();
+    let lines: Vec<&str> = makefile.lines().collect();
+    let mut singles = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        let l = lines[i];
+        if let Some((_, words)) = list_words(l, &[var]) {
+            if l.trim_end().ends_with('\\') && words.iter().all(|w| w == "\\") {
+                let mut block = Vec::new();
+                i += 1;
+                while i < lines.len() {
+                    let t = lines[i].trim();
+                    let name = t.trim_end_matches('\\').trim();
+                    if !name.is_empty() && !name.contains(' ') {
+                        block.push(name.to_string());
+                    }
+                    if !t.ends_with('\\') {
+                        break;
+                    }
+                    i += 1;
+                }
+                blocks.push(block);
+            } else if words.len() == 1 && l.contains("+=") {
+                singles.push(words[0].clone());
+            }
+        }
+        i += 1;
+    }
+    if !singles.is_empty() {
+        blocks.push(singles);
+    }
+    blocks
+}
+
+/// `entry` (the test's path below the `.gitignore`'s directory) is
+/// ignored by a line of `.gitignore`: its name alone, or its path
+/// (`sub/name`, `/sub/name`); `/name` covers only a test beside the
+/// file. Where the base's is sorted, it stays sorted.
 pub fn gitignore_verdict(base: &str, ignore: &str, entry: &str) -> std::result::Result<(), String> {
     let lines: Vec<&str> = ignore
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .collect();
+    // `entry` is the test's path below the .gitignore's directory
+    // (`so_peek_off`, or `af_unix/so_peek_off` in net/'s): a pattern
+    // without a slash matches the name at any depth; one with a slash
+    // matches that path from the .gitignore's directory.
+    let name = entry.rsplit('/').next().unwrap_or(entry);
     if !lines
         .iter()
-        .any(|l| l.trim_start_matches('/') == entry || l.ends_with(&format!("/{entry}")))
+        .any(|l| *l == name || l.trim_start_matches('/') == entry)
     {
         return Err(format!(
             "{entry} is not listed: the built binary shows in git status"
@@ -1485,6 +1578,7 @@ mod tests {
             "[PATCH net 2/4] af_unix: let a new SO_PEEK_OFF walk return zero-length",
             "[PATCH net 4/4] selftests: af_unix: test SO_PEEK_OFF walks",
             "[PATCH net 3/4] selftests: net: sk_so_peek_off: test zero-length walks",
+            "[PATCH net] Revert \"udp: add UDP_REPAIR socket option\"",
         ] {
             assert_eq!(subject_verdict(ok).0, Status::Pass, "{ok}");
         }
@@ -1578,6 +1672,30 @@ mod tests {
         // A name in another variable is not a test entry.
         assert!(makefile_verdict("", "CFLAGS += e\n", "e").is_err());
 
+        // 7.1's style: one name per continuation line, sorted.
+        let block = "TEST_GEN_PROGS := \\\n\ta \\\n\tc \\\n\td \\\n\nTEST_PROGS := x.sh\n";
+        let good = block.replace("\tc \\\n", "\tb \\\n\tc \\\n");
+        assert_eq!(makefile_verdict(block, &good, "b"), Ok(()));
+        let bad = block.replace("\td \\\n", "\td \\\n\tb \\\n");
+        assert!(makefile_verdict(block, &bad, "b")
+            .unwrap_err()
+            .contains("out of place"));
+        assert_eq!(
+            makefile_verdict("", "TEST_GEN_PROGS_EXTENDED := helper\n", "helper"),
+            Ok(())
+        );
+        assert!(makefile_verdict("", "TEST_FILES := x\n", "x").is_err());
+
+        // Paths below the .gitignore's directory.
+        assert_eq!(
+            gitignore_verdict("", "/so_peek_off\n", "so_peek_off"),
+            Ok(())
+        );
+        assert!(gitignore_verdict("", "/foo\n", "sub/foo").is_err());
+        assert_eq!(gitignore_verdict("", "foo\n", "sub/foo"), Ok(()));
+        assert_eq!(gitignore_verdict("", "sub/foo\n", "sub/foo"), Ok(()));
+        assert!(gitignore_verdict("", "other/foo\n", "sub/foo").is_err());
+
         let ig = "a\nc\nd\n";
         assert_eq!(gitignore_verdict(ig, "a\nb\nc\nd\n", "b"), Ok(()));
         assert!(gitignore_verdict(ig, "a\nc\nd\nb\n", "b")
@@ -1636,7 +1754,10 @@ mod tests {
         let v = fixes_verdicts(&msg("0123 (\"udp: short\")"), Some(&dir));
         assert!(v[0].0 == Status::Fail && v[0].1.contains("12 hex"), "{v:?}");
         let v = fixes_verdicts(&msg(&format!("{short} (\"udp: first\")")), None);
-        assert!(v[0].0 == Status::Skip && v[0].1.contains("no git"), "{v:?}");
+        assert!(
+            v[0].0 == Status::Skip && v[0].1.contains("no full git"),
+            "{v:?}"
+        );
         assert!(fixes_verdicts("no tags", Some(&dir)).is_empty());
         // A one-commit repository (a tarball import) has no history.
         let one = dir.join("one");

@@ -366,11 +366,23 @@ pub fn split_ident(ident: &str) -> Option<(&str, &str)> {
 /// Whether a cover letter's body has a changelog for version `v`: a line
 /// `Changes in vN` (any case, any ending) or one starting `vN:`.
 pub fn has_changelog(body: &str, v: u32) -> bool {
-    let changes = format!("changes in v{v}");
-    let short = format!("v{v}:");
+    let prev = v.saturating_sub(1);
+    // `Changes in v2:`, `Changes since v1:`, `v1 -> v2:`, `v2:` (a
+    // number followed by anything but a digit, so v20 is not v2).
+    let heads = [
+        format!("changes in v{v}"),
+        format!("changes since v{prev}"),
+        format!("v{prev} -> v{v}"),
+        format!("v{prev}->v{v}"),
+        format!("v{v}:"),
+    ];
     body.lines().map(str::trim).any(|l| {
         let lower = l.to_ascii_lowercase();
-        lower.starts_with(&changes) || lower.starts_with(&short)
+        heads.iter().any(|h| {
+            lower
+                .strip_prefix(h.as_str())
+                .is_some_and(|rest| !rest.starts_with(|c: char| c.is_ascii_digit()))
+        })
     })
 }
 
@@ -919,6 +931,56 @@ fn on_base_alone(sh: &Shell, seg: &Segment, tmp: &Path) -> Result<(String, Vec<S
 const COVER_FROM_LINE: &str =
     "From 0000000000000000000000000000000000000000 Mon Sep 17 00:00:00 2001";
 
+/// Refuses a worktree with work not on its branch: a rebase, merge,
+/// cherry-pick, revert or `git am` in progress, or uncommitted changes to
+/// tracked files (refresh reads the branch, so they would be left out in
+/// silence). A missing worktree is not refused (the branch may be used
+/// without one).
+fn unfinished(worktree: &Path) -> Result<()> {
+    if !worktree.join(".git").exists() {
+        return Ok(());
+    }
+    let git = |args: &[&str]| -> Result<String> {
+        let out = std::process::Command::new("git")
+            .arg("-C")
+            .arg(worktree)
+            .args(args)
+            .output()
+            .map_err(|e| Error::Setup(format!("running git in {}: {e}", worktree.display())))?;
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    };
+    for (marker, what) in [
+        ("rebase-merge", "a rebase"),
+        ("rebase-apply", "a rebase or git am"),
+        ("MERGE_HEAD", "a merge"),
+        ("CHERRY_PICK_HEAD", "a cherry-pick"),
+        ("REVERT_HEAD", "a revert"),
+    ] {
+        let path = git(&["rev-parse", "--git-path", marker])?;
+        let path = if Path::new(&path).is_absolute() {
+            PathBuf::from(path)
+        } else {
+            worktree.join(path)
+        };
+        if path.exists() {
+            return Err(Error::Setup(format!(
+                "{}: {what} is in progress there: finish it (--continue) or abort it, \
+                 then refresh",
+                worktree.display()
+            )));
+        }
+    }
+    let dirty = git(&["status", "--porcelain", "--untracked-files=no"])?;
+    if !dirty.is_empty() {
+        return Err(Error::Setup(format!(
+            "{} has uncommitted changes, which refresh would leave out: commit \
+             (or amend) them, or `git stash`, then refresh:\n{dirty}",
+            worktree.display()
+        )));
+    }
+    Ok(())
+}
+
 /// Turns `target.branch` back into the series files of `variant`: per
 /// cover commit, `SERIES/BASE/0000-cover-letter.patch` (its `From:`,
 /// `Date:`, subject and body from the cover commit, the subject prefix
@@ -933,6 +995,7 @@ const COVER_FROM_LINE: &str =
 /// series has no existing cover letter to take its prefix from.
 pub fn refresh(project: &Project, variant: &str, target: &EditTarget) -> Result<Refreshed> {
     let stack = project.stack(variant)?;
+    unfinished(&target.worktree)?;
     let sh = pristine(&project.git)?;
     let segs = segments(&sh, &target.branch, &project.git)?;
     let names: Vec<&str> = segs.iter().map(|s| s.series.as_str()).collect();
@@ -1023,6 +1086,9 @@ pub struct ExportRequest {
     /// A real base commit for `base-commit:` (a user's tree with history);
     /// `None` for the project's imported bases, which are synthetic.
     pub base_commit: Option<String>,
+    /// Export only these series of the variant (empty: all of them), so
+    /// that one series can go out as v2 while another stays at v1.
+    pub series: Vec<String>,
 }
 
 /// One exported series.
@@ -1053,7 +1119,17 @@ pub fn export_plan(
         return Err(Error::Setup("--version starts at 1".into()));
     }
     let mut plan = Vec::new();
-    for s in stack(patches_dir, base, variant)? {
+    let stacked = stack(patches_dir, base, variant)?;
+    if let Some(bad) = req.series.iter().find(|s| !stacked.contains(s)) {
+        return Err(Error::Setup(format!(
+            "--series {bad}: variant {variant} stacks {}",
+            stacked.join(", ")
+        )));
+    }
+    for s in stacked {
+        if !req.series.is_empty() && !req.series.contains(&s) {
+            continue;
+        }
         let dir = patches_dir.join(&s).join(base);
         let cover = load_cover(&dir)?;
         let tree = match &req.tree {
@@ -1243,6 +1319,22 @@ pub fn export(project: &Project, variant: &str, req: &ExportRequest) -> Result<V
                 .find_map(|l| l.strip_prefix("Subject: "))
                 .unwrap_or("")
                 .to_string();
+            let cover = f
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().contains("cover-letter"));
+            let message = text.split("\n---\n").next().unwrap_or("");
+            let sob = format!(
+                "Signed-off-by: {} <{}>",
+                req.identity.name, req.identity.email
+            );
+            if !cover && !message.lines().any(|l| l == sob) {
+                return Err(Error::Setup(format!(
+                    "{}: no `{sob}` in its commit message: the patch carries no sign-off \
+                     (the series' files need the placeholder's, which export replaces); \
+                     nothing of it should be sent",
+                    f.display()
+                )));
+            }
             listed.push((f, subject));
         }
         done.push(Exported {
@@ -1403,6 +1495,9 @@ UDP Repair Project (2):
         assert!(has_changelog("x\n\nChanges in v2:\n- y", 2));
         assert!(has_changelog("x\n\nv3: rebased\nv2: y", 2));
         assert!(!has_changelog("v1: first posting", 2));
+        assert!(!has_changelog("Changes in v20:\n- y", 2));
+        assert!(has_changelog("Changes since v1:\n- y", 2));
+        assert!(has_changelog("v1 -> v2:\n- y", 2));
         let patch = "Subject: x\n\nmsg\n\nSigned-off-by: a <b>\n---\nv2: renamed\n\n \
                      net/x.c | 1 +\n 1 file changed, 1 insertion(+)\n\ndiff --git a/x b/x\n";
         assert_eq!(patch_notes(patch).as_deref(), Some("v2: renamed"));

@@ -328,6 +328,7 @@ fn export_writes_mboxes_that_apply_pass_checkpatch_and_carry_the_sender() {
                 out: out.clone(),
                 identity: jane(),
                 base_commit: None,
+                series: Vec::new(),
             };
             let done = workflow::export(&p, variant, &req).unwrap();
             assert_eq!(done.len(), p.stack(variant).unwrap().len());
