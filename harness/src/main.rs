@@ -620,6 +620,15 @@ fn patches_cmd(cmd: PatchesCmd, cache: &Cache) -> ExitCode {
                         "{changed} file(s) changed, {} unchanged",
                         r.files.len() - changed
                     );
+                    for (f, copy) in &r.copies {
+                        println!(
+                            "warning: {} held the same patch as {} before this change, and \
+                             still holds the old one: carry the change over (patches edit \
+                             --variant of that series) or keep them apart on purpose",
+                            copy.strip_prefix(&root).unwrap_or(copy).display(),
+                            f.strip_prefix(&root).unwrap_or(f).display()
+                        );
+                    }
                     ExitCode::SUCCESS
                 }
                 Err(e) => infra(&e),

@@ -646,10 +646,11 @@ pub fn edit(project: &Project, variant: &str, target: &EditTarget, force: bool) 
     if exists && !force {
         return Err(Error::Setup(format!(
             "branch {branch} already exists in {} (worktree {}): it may hold your edits; \
-             `udp-repair patches refresh` writes them back to the series files, and \
-             --force throws them away and starts again from the files",
+             `udp-repair patches refresh --variant {variant} --base {}` writes them back \
+             to the series files, and --force throws them away and starts again from the files",
             project.git.display(),
-            wt.display()
+            wt.display(),
+            project.pin.name
         )));
     }
     run(cmd!(sh, "git config notes.rewriteRef refs/notes/commits"))?;
@@ -740,6 +741,33 @@ pub enum Change {
 pub struct Refreshed {
     /// Files, in order, with their change.
     pub files: Vec<(PathBuf, Change)>,
+    /// (changed file, a file of another series that held the same patch
+    /// before the change and was not changed with it).
+    pub copies: Vec<(PathBuf, PathBuf)>,
+}
+
+/// The patch files of the other series of base `base` whose content is
+/// `old` (the `From <commit>` line aside).
+fn copies_of(patches_dir: &Path, base: &str, dir: &Path, old: &str) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(patches_dir) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for e in entries.filter_map(|e| e.ok()) {
+        let other = e.path().join(base);
+        if other == dir || !other.is_dir() {
+            continue;
+        }
+        for f in tree::patch_files(&other).unwrap_or_default() {
+            if let Ok(text) = std::fs::read_to_string(&f) {
+                if text == old || same_but_commit_line(&text, old) {
+                    out.push(f);
+                }
+            }
+        }
+    }
+    out.sort();
+    out
 }
 
 /// One series of an edit branch: its cover commit and its last commit.
@@ -1045,13 +1073,24 @@ pub fn refresh(project: &Project, variant: &str, target: &EditTarget) -> Result<
             let name = f.file_name().unwrap_or_default();
             let dest = dir.join(name);
             let new = read(f)?;
-            let change = match std::fs::read_to_string(&dest) {
-                Ok(cur) if cur == new || same_but_commit_line(&cur, &new) => Change::Unchanged,
-                Ok(_) => Change::Changed,
-                Err(_) => Change::Added,
+            let current = std::fs::read_to_string(&dest).ok();
+            let change = match &current {
+                Some(cur) if *cur == new || same_but_commit_line(cur, &new) => Change::Unchanged,
+                Some(_) => Change::Changed,
+                None => Change::Added,
             };
             if change != Change::Unchanged {
                 write(&dest, &new)?;
+            }
+            // The same patch kept in another series (UDP_REPAIR's 0001
+            // in getsockopt, recvmsg and pending-lost) is not changed
+            // with it: say where, so the copies do not drift apart.
+            if let (Change::Changed, Some(old)) = (change, &current) {
+                done.copies.extend(
+                    copies_of(&project.patches_dir, &project.pin.name, &dir, old)
+                        .into_iter()
+                        .map(|c| (dest.clone(), c)),
+                );
             }
             keep.push(dest.clone());
             done.files.push((dest, change));
