@@ -72,7 +72,8 @@ expect_fail planted \
 	'FAIL checkpatch 0001-udp-add-a-planted-helper.patch +[1-9][0-9]* errors' \
 	'space required before the open parenthesis' \
 	'FAIL w1-build .*warning\(s\) the base does not have' \
-	"no previous prototype for .udp_planted_helper" \
+	"no previous prototype for .*udp_planted_helper" \
+	"variable .*last.* set but not used" \
 	'FAIL signed-off-by 0002-selftests-net-add-udp_planted-test.patch' \
 	'FAIL selftests' \
 	'udp_planted is in no TEST_GEN_PROGS/TEST_PROGS list' \
