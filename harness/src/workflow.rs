@@ -458,24 +458,9 @@ fn pristine_now(dir: &Path) -> Result<Shell> {
 }
 
 /// Runs `c`; its stdout, or an error with the command, its status and
-/// output.
+/// output (vm's [`udp_repair_vm::run_quiet`]).
 fn run(c: Cmd<'_>) -> Result<String> {
-    let line = c.to_string();
-    let out = c
-        .quiet()
-        .ignore_status()
-        .output()
-        .map_err(|e| Error::Setup(format!("{line}: {e}")))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(Error::Setup(format!(
-            "`{line}` failed ({}):\n{}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )))
-    }
+    udp_repair_vm::run_quiet(c)
 }
 
 fn read(path: &Path) -> Result<String> {

@@ -183,7 +183,7 @@ impl Cache {
 /// Runs a command to completion, returning stdout; a failure carries the
 /// command line and its stderr. For short commands (git, dpkg); the long
 /// kernel build streams instead (see [`build`]).
-pub(crate) fn run_quiet(cmd: xshell::Cmd<'_>) -> Result<String> {
+pub fn run_quiet(cmd: xshell::Cmd<'_>) -> Result<String> {
     let line = cmd.to_string();
     let out = cmd
         .quiet()

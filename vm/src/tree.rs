@@ -220,9 +220,9 @@ pub fn failing_hunk(sh: &Shell, patch: &Path, am_err: &str) -> String {
     }
 }
 
-/// A user's tree, built out of tree and never written to. It must be clean
-/// for an `O=` build.
-pub fn user_tree(path: &Path) -> Result<Tree> {
+/// `path`, made absolute, if it is a Linux source tree (a top `Makefile`
+/// and `net/ipv4/udp.c`).
+fn linux_src(path: &Path) -> Result<PathBuf> {
     let src = path
         .canonicalize()
         .ctx(|| format!("kernel tree {}", path.display()))?;
@@ -232,6 +232,13 @@ pub fn user_tree(path: &Path) -> Result<Tree> {
             src.display()
         )));
     }
+    Ok(src)
+}
+
+/// A user's tree, built out of tree and never written to. It must be clean
+/// for an `O=` build.
+pub fn user_tree(path: &Path) -> Result<Tree> {
+    let src = linux_src(path)?;
     if src.join(".config").exists() || src.join("include/config").exists() {
         return Err(Error::Setup(format!(
             "{} has an in-tree build (.config); out-of-tree builds need a clean tree: \
@@ -292,15 +299,7 @@ pub fn describe(src: &Path) -> Option<String> {
 /// Errors: not a Linux tree; a patch that does not apply names the patch
 /// and the failing hunk ([`Error::Patch`]).
 pub fn user_tree_with_series(cache: &Cache, path: &Path, series: &Series) -> Result<Tree> {
-    let src = path
-        .canonicalize()
-        .ctx(|| format!("kernel tree {}", path.display()))?;
-    if !src.join("Makefile").exists() || !src.join("net/ipv4/udp.c").exists() {
-        return Err(Error::Setup(format!(
-            "{} is not a Linux source tree",
-            src.display()
-        )));
-    }
+    let src = linux_src(path)?;
     let key = hex(&Sha256::digest(src.as_os_str().as_encoded_bytes()));
     let root = cache.root().join("user-trees").join(&key[..12]);
     std::fs::create_dir_all(&root).ctx(|| format!("creating {}", root.display()))?;
