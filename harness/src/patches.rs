@@ -217,6 +217,11 @@ impl Report {
         println!("{what}");
     }
 
+    /// A check that could not run, with the reason.
+    fn skip(&mut self, subject: &str, check: &'static str, why: String) {
+        self.add(subject, None, check, Status::Skip, why, Vec::new());
+    }
+
     fn add(
         &mut self,
         subject: &str,
@@ -928,13 +933,10 @@ fn w1_check(
         .collect();
     let outside: Vec<&String> = objects.iter().filter(|o| !in_config.contains(o)).collect();
     if in_config.is_empty() {
-        report.add(
+        report.skip(
             subject,
-            None,
             "w1-build",
-            Status::Skip,
             format!("no touched object is built in this config ({objects:?})"),
-            Vec::new(),
         );
         return Ok(());
     }
@@ -1025,7 +1027,7 @@ fn w1_check(
         )));
     }
     let tip = commits.last().cloned().unwrap_or_default();
-    let _restore = Checkout::new(&kvar.tree.src, &tip, series)?;
+    let _restore = Checkout::new(&kvar.tree.src, &tip, series);
     for (commit, patch) in commits.iter().zip(&series.patches) {
         git_lines(&kvar.tree.src, &["checkout", "-q", "--detach", commit])?;
         let present: Vec<String> = in_config
@@ -1063,19 +1065,19 @@ struct Checkout {
 }
 
 impl Checkout {
-    fn new(src: &Path, tip: &str, series: &tree::Series) -> Result<Self> {
+    fn new(src: &Path, tip: &str, series: &tree::Series) -> Self {
         let stamp = src
             .parent()
             .map(|p| p.join(format!("{}.series", series.name)))
             .unwrap_or_default();
         let saved = std::fs::read_to_string(&stamp).ok();
         let _ = std::fs::remove_file(&stamp);
-        Ok(Self {
+        Self {
             src: src.to_path_buf(),
             tip: tip.to_string(),
             stamp,
             saved,
-        })
+        }
     }
 }
 
@@ -1107,13 +1109,10 @@ fn kerneldoc_check(
         .filter(|f| var_src.join(f).exists())
         .collect();
     if files.is_empty() {
-        report.add(
+        report.skip(
             subject,
-            None,
             "kernel-doc",
-            Status::Skip,
             "no C file or header changed outside tools/".into(),
-            Vec::new(),
         );
         return Ok(());
     }
@@ -1206,14 +1205,7 @@ fn uapi_check(
         .map(String::from)
         .collect();
     if uapi.is_empty() {
-        report.add(
-            subject,
-            None,
-            "uapi-headers",
-            Status::Skip,
-            "no uapi header changed".into(),
-            Vec::new(),
-        );
+        report.skip(subject, "uapi-headers", "no uapi header changed".into());
         return Ok(());
     }
     let mut failures = Vec::new();
@@ -1294,14 +1286,7 @@ fn selftests_check(
         .filter(|f| (f.ends_with(".c") && !f.ends_with(".bpf.c")) || is_script(f))
         .collect();
     if tests.is_empty() {
-        report.add(
-            subject,
-            None,
-            "selftests",
-            Status::Skip,
-            "no selftest added".into(),
-            Vec::new(),
-        );
+        report.skip(subject, "selftests", "no selftest added".into());
         return Ok(());
     }
     let mut problems = Vec::new();

@@ -182,13 +182,7 @@ impl Fuzz {
         }
         if op == Op::Open {
             let v6 = self.pick(2) == 1;
-            let bind: SocketAddr = if v6 {
-                (Ipv6Addr::LOCALHOST, 0).into()
-            } else {
-                (Ipv4Addr::LOCALHOST, 0).into()
-            };
-            let sock = UdpSocket::bind(bind).ctx("bind a fuzzed socket")?;
-            sock.set_nonblocking(true).ctx("O_NONBLOCK")?;
+            let sock = loopback(v6, "bind a fuzzed socket")?;
             self.log.push(format!("{i}: open v6={v6}"));
             self.slots[i] = Some(Slot {
                 sock,
@@ -437,6 +431,19 @@ impl Fuzz {
     }
 }
 
+/// A non-blocking UDP socket bound to an ephemeral port of `::1` or
+/// `127.0.0.1`; `what` names the bind in an error.
+fn loopback(v6: bool, what: &str) -> Result<UdpSocket, Failed> {
+    let at: SocketAddr = if v6 {
+        (Ipv6Addr::LOCALHOST, 0).into()
+    } else {
+        (Ipv4Addr::LOCALHOST, 0).into()
+    };
+    let s = UdpSocket::bind(at).ctx(what)?;
+    s.set_nonblocking(true).ctx("O_NONBLOCK")?;
+    Ok(s)
+}
+
 /// The errno's name, for the figures.
 fn errno_name(e: i32) -> String {
     let name = match e {
@@ -471,16 +478,7 @@ fn random_calls() -> Result<(), Failed> {
     let limit = Duration::from_secs(20);
     let mut key = [0u8; 32];
     key[..8].copy_from_slice(&seed.to_le_bytes());
-    let peer = |v6: bool| -> Result<UdpSocket, Failed> {
-        let at: SocketAddr = if v6 {
-            (Ipv6Addr::LOCALHOST, 0).into()
-        } else {
-            (Ipv4Addr::LOCALHOST, 0).into()
-        };
-        let s = UdpSocket::bind(at).ctx("bind a peer")?;
-        s.set_nonblocking(true).ctx("O_NONBLOCK")?;
-        Ok(s)
-    };
+    let peer = |v6: bool| loopback(v6, "bind a peer");
     let mut f = Fuzz {
         rng: TestRng::from_seed(RngAlgorithm::ChaCha, &key),
         slots: (0..SLOTS).map(|_| None).collect(),
