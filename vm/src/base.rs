@@ -262,7 +262,8 @@ pub fn hex(bytes: &[u8]) -> String {
 }
 
 /// The git repository holding the pristine base, tagged `base`; imported
-/// from the tarball on first use (after checking its digest).
+/// from the tarball on first use (after checking its digest), by one
+/// process at a time (`import.lock` beside it: others wait, then use it).
 pub fn ensure_base_repo(
     pin: &Pin,
     cache: &crate::Cache,
@@ -282,6 +283,20 @@ pub fn ensure_base_repo(
             pin.tarball.display(),
             pin.name
         )));
+    }
+    // One import at a time per base: a second process (or test thread)
+    // waits here, then finds the import done.
+    std::fs::create_dir_all(&dir).ctx(|| format!("creating {}", dir.display()))?;
+    let lock_path = dir.join("import.lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&lock_path)
+        .ctx(|| format!("creating {}", lock_path.display()))?;
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
+        .map_err(|e| Error::Io(format!("locking {}", lock_path.display()), e.into()))?;
+    if ready.exists() {
+        return Ok(git);
     }
     let digest = sha256_file(&pin.tarball)?;
     if digest != pin.sha256 {
@@ -355,6 +370,67 @@ mod tests {
             .tarball
             .ends_with("shared/bases/linux-7.1.5.tar.xz"));
         assert_eq!(names(&patches_dir()), ["6.12", "7.1"]);
+    }
+
+    /// Four first uses at once of one base, on an empty cache: each gets
+    /// the repository, imported once (before the lock, a second import
+    /// removed the first's import.tmp under it).
+    #[test]
+    fn concurrent_first_imports_all_get_one_repository() {
+        let tmp = std::env::temp_dir().join(format!("udp-repair-import-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        let src = tmp.join("linux-0.1");
+        std::fs::create_dir_all(src.join("net")).unwrap();
+        for i in 0..200 {
+            std::fs::write(
+                src.join("net").join(format!("f{i}.c")),
+                format!("int f{i};\n"),
+            )
+            .unwrap();
+        }
+        let tarball = tmp.join("linux-0.1.tar");
+        let ok = std::process::Command::new("tar")
+            .arg("-cf")
+            .arg(&tarball)
+            .arg("-C")
+            .arg(&tmp)
+            .arg("linux-0.1")
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+        let pin = Pin {
+            name: "t".into(),
+            package: None,
+            version: "0.1".into(),
+            sha256: sha256_file(&tarball).unwrap(),
+            tarball,
+        };
+        let cache = crate::Cache::at(tmp.join("cache"));
+        let got: Vec<Result<PathBuf>> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..4)
+                .map(|_| s.spawn(|| ensure_base_repo(&pin, &cache, &crate::Events::none())))
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let _cleanup = scopeguard(&tmp);
+        let git = got[0].as_ref().unwrap().clone();
+        for g in &got {
+            assert_eq!(g.as_ref().unwrap(), &git);
+        }
+        assert!(git.join("net/f199.c").is_file());
+        assert!(git.join(".git/udp-repair-ready").is_file());
+    }
+
+    /// Removes `dir` on drop.
+    fn scopeguard(dir: &Path) -> impl Drop + '_ {
+        struct Rm<'a>(&'a Path);
+        impl Drop for Rm<'_> {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir_all(self.0);
+            }
+        }
+        Rm(dir)
     }
 
     #[test]
