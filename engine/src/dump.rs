@@ -946,7 +946,8 @@ fn dump_receive_queue(
     let walked = if opts.drain_receive_queue {
         // recvmsg returns every datagram, a zero-length one peeked before
         // included: nothing is hidden from a drain.
-        crate::peek::drain(fd, port, max, drained).map(|()| crate::peek::Walk {
+        let expect = before_drain.map_or(0, |(rmem, _)| rmem as usize);
+        crate::peek::drain(fd, port, max, expect, drained).map(|()| crate::peek::Walk {
             datagrams: drained.clone(),
         })
     } else {

@@ -151,6 +151,7 @@ pub(crate) struct Destinations {
     bound: SocketAddr,
     local: Locality,
     via: HashMap<(IpAddr, String), bool>,
+    last_via: Option<(IpAddr, String, bool)>,
 }
 
 impl Destinations {
@@ -159,6 +160,7 @@ impl Destinations {
             bound: wire::canonical(bound),
             local: Locality::default(),
             via: HashMap::new(),
+            last_via: None,
         }
     }
 
@@ -171,22 +173,22 @@ impl Destinations {
     /// routed locally only to an address of that device; to any other it
     /// would leave the machine through it, so such a datagram cannot be
     /// re-created (the error says why; `--accept-rx-loss` drops it).
-    pub(crate) fn target(
+    pub(crate) fn target<'a>(
         &mut self,
-        d: &v1::RecvDatagram,
+        d: &'a v1::RecvDatagram,
         src: &SocketAddr,
-        device: &str,
-    ) -> Result<(SocketAddr, String), io::Error> {
+        device: &'a str,
+    ) -> Result<(SocketAddr, &'a str), io::Error> {
         let dst = self.pick(d, src);
         // To the loopback (its own destination, or one that is not an
         // address of this host: see `pick`), it arrives on the loopback.
         let to_loopback = dst.ip().is_loopback();
-        let dev = if !to_loopback && !d.ifname.is_empty() {
-            d.ifname.clone()
+        let dev: &'a str = if !to_loopback && !d.ifname.is_empty() {
+            &d.ifname
         } else if to_loopback && device.is_empty() {
-            "lo".to_string()
+            "lo"
         } else {
-            device.to_string()
+            device
         };
         if to_loopback && wire::is_link_local(src.ip()) && d.ifname != "lo" {
             return Err(io::Error::new(
@@ -200,7 +202,7 @@ impl Destinations {
                 ),
             ));
         }
-        if dev.is_empty() || self.local_via(dst, &dev) {
+        if dev.is_empty() || self.local_via(dst, dev) {
             return Ok((dst, dev));
         }
         Err(io::Error::new(
@@ -222,8 +224,16 @@ impl Destinations {
     /// here: the route through `dev` to it is local (a socket bound to
     /// `dev` and connected to it gets `dst` itself as its source).
     fn local_via(&mut self, dst: SocketAddr, dev: &str) -> bool {
+        // The common case, a queue of datagrams to one address over one
+        // device, without a key allocated per datagram.
+        if let Some((ip, d, v)) = &self.last_via {
+            if *ip == dst.ip() && d == dev {
+                return *v;
+            }
+        }
         let key = (dst.ip(), dev.to_string());
         if let Some(v) = self.via.get(&key) {
+            self.last_via = Some((key.0, key.1, *v));
             return *v;
         }
         let probe = || -> io::Result<bool> {
@@ -242,6 +252,7 @@ impl Destinations {
             Ok(me.ip() == dst.ip())
         };
         let ok = probe().unwrap_or(false);
+        self.last_via = Some((key.0, key.1.clone(), ok));
         self.via.insert(key, ok);
         ok
     }
@@ -360,12 +371,14 @@ pub(crate) fn inject(
     }
 }
 
-struct Prepared {
-    /// The IP and UDP headers; the payload is sent from the datagram.
-    packet: Vec<u8>,
-    dst: Vec<u8>,
+struct Prepared<'a> {
+    /// Where its IP and UDP headers are in the batch's header buffer; the
+    /// payload is sent from the datagram.
+    headers: std::ops::Range<usize>,
+    /// Where its destination `sockaddr` is in the batch's name buffer.
+    dst: std::ops::Range<usize>,
     v6: bool,
-    dev: String,
+    dev: &'a str,
 }
 
 fn inject_raw(
@@ -380,9 +393,16 @@ fn inject_raw(
     // source's scope name it again), else to the socket's device.
     let mut raws: HashMap<(bool, String), OwnedFd> = HashMap::new();
     let mut next = 0;
+    // Each batch's headers and destination addresses, packed: no
+    // allocation per datagram.
+    let mut headers: Vec<u8> = Vec::with_capacity(BATCH * 48);
+    let mut names: Vec<u8> = Vec::with_capacity(BATCH * 28);
+    let mut scratch: Vec<u8> = Vec::with_capacity(48);
     while next < datagrams.len() {
         // A batch: consecutive datagrams of the same family and device.
         let mut batch: Vec<(usize, Prepared)> = Vec::with_capacity(BATCH);
+        headers.clear();
+        names.clear();
         while next < datagrams.len() && batch.len() < BATCH {
             let i = next;
             let d = &datagrams[i];
@@ -404,7 +424,7 @@ fn inject_raw(
                 if !batch.is_empty() {
                     break;
                 }
-                match transparent_one(d, src, dst, &dev, protocol) {
+                match transparent_one(d, src, dst, dev, protocol) {
                     Ok(()) => {}
                     Err(e) if e.kind() == io::ErrorKind::AddrInUse => lost.push(Lost {
                         index: i,
@@ -439,25 +459,27 @@ fn inject_raw(
             };
             // Headers only: the send gathers them with the payload, which
             // is not copied here.
-            let mut packet = Vec::with_capacity(48);
             if v6 {
-                wire::ipv6_headers(&rd, &mut packet);
+                wire::ipv6_headers(&rd, &mut scratch);
             } else {
-                wire::ipv4_headers(&rd, &mut packet);
+                wire::ipv4_headers(&rd, &mut scratch);
             }
+            let h = headers.len();
+            headers.extend_from_slice(&scratch);
             // The port of a raw socket's destination must be 0; a
             // link-local one keeps its scope.
-            let dst_addr = wire::sockaddr_bytes(&match dst {
+            let n = names.len();
+            names.extend_from_slice(&wire::sockaddr_bytes(&match dst {
                 SocketAddr::V6(a) => {
                     SocketAddr::V6(std::net::SocketAddrV6::new(*a.ip(), 0, 0, a.scope_id()))
                 }
                 SocketAddr::V4(a) => SocketAddr::new((*a.ip()).into(), 0),
-            });
+            }));
             batch.push((
                 i,
                 Prepared {
-                    packet,
-                    dst: dst_addr,
+                    headers: h..headers.len(),
+                    dst: n..names.len(),
                     v6,
                     dev,
                 },
@@ -468,7 +490,7 @@ fn inject_raw(
             continue;
         };
         let first_index = *first_index;
-        let key = (first.v6, first.dev.clone());
+        let key = (first.v6, first.dev.to_string());
         let raw: &OwnedFd = match raws.entry(key) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::hash_map::Entry::Vacant(e) => {
@@ -481,9 +503,9 @@ fn inject_raw(
             .iter()
             .map(|(i, p)| {
                 (
-                    p.packet.as_slice(),
-                    datagrams[*i].payload.as_slice(),
-                    p.dst.as_slice(),
+                    &headers[p.headers.clone()],
+                    &datagrams[*i].payload[..],
+                    &names[p.dst.clone()],
                 )
             })
             .collect();
@@ -593,7 +615,7 @@ fn inject_transparent(
                 continue;
             }
         };
-        match transparent_one(d, src, dst, &dev, protocol) {
+        match transparent_one(d, src, dst, dev, protocol) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AddrInUse || src.port() == 0 => {
                 let hint = if d.gso_size.is_some() {

@@ -114,23 +114,46 @@ pub(crate) fn peek_one(
     control: &mut [u8],
     local_port: u16,
 ) -> io::Result<Option<v1::RecvDatagram>> {
-    read_one(fd, buf, control, local_port, libc::MSG_PEEK)
+    let got = read_one(fd, buf, control, local_port, libc::MSG_PEEK)?;
+    Ok(got.map(|(mut d, len)| {
+        d.payload = bytes::Bytes::copy_from_slice(&buf[..len]);
+        d
+    }))
 }
+
+/// Bytes of receive buffer a drain allocates at once, at most: its
+/// datagrams are read straight into it and keep slices of it.
+const DRAIN_ARENA_MAX: usize = 64 << 20;
 
 /// Takes the datagram at the head of the queue out of it (`recvmsg`
 /// without `MSG_PEEK`), until the queue is empty, appending each to
 /// `taken` as it is read (so that a caller can put back what was taken if
 /// a later read fails). At most `max` datagrams: a queue that traffic keeps
 /// feeding is an error. Linear in the queue's length.
+///
+/// Each datagram is read straight into a zeroed arena (`calloc`'d: its
+/// pages are faulted in as the kernel writes them) of about `expect`
+/// bytes (what the queue holds, `SO_MEMINFO`'s rmem_alloc), and its
+/// payload is a slice of it: no copy and no allocation per datagram.
 pub(crate) fn drain(
     fd: BorrowedFd<'_>,
     local_port: u16,
     max: usize,
+    expect: usize,
     taken: &mut Vec<v1::RecvDatagram>,
 ) -> io::Result<()> {
-    let mut buf = vec![0u8; PEEK_BUF];
+    let arena_len = || (expect + PEEK_BUF).clamp(2 * PEEK_BUF, DRAIN_ARENA_MAX);
+    let mut arena = bytes::BytesMut::zeroed(arena_len());
     let mut control = vec![0u8; CONTROL_BUF];
-    while let Some(d) = read_one(fd, &mut buf, &mut control, local_port, 0)? {
+    loop {
+        if arena.len() < PEEK_BUF {
+            arena = bytes::BytesMut::zeroed(arena_len());
+        }
+        let Some((mut d, len)) = read_one(fd, &mut arena[..PEEK_BUF], &mut control, local_port, 0)?
+        else {
+            break;
+        };
+        d.payload = arena.split_to(len).freeze();
         taken.push(d);
         if taken.len() > max {
             return Err(io::Error::other(format!(
@@ -141,15 +164,16 @@ pub(crate) fn drain(
     Ok(())
 }
 
-/// One `recvmsg(MSG_DONTWAIT | flags)` as a datagram with its metadata.
-/// `Ok(None)`: queue exhausted.
+/// One `recvmsg(MSG_DONTWAIT | flags)` into `buf`: the datagram's
+/// metadata (its payload left empty for the caller to fill) and its
+/// length, the payload being `buf[..len]`. `Ok(None)`: queue exhausted.
 fn read_one(
     fd: BorrowedFd<'_>,
     buf: &mut [u8],
     control: &mut [u8],
     local_port: u16,
     flags: i32,
-) -> io::Result<Option<v1::RecvDatagram>> {
+) -> io::Result<Option<(v1::RecvDatagram, usize)>> {
     let mut name = [0u8; 128];
     let out = loop {
         match sys::recvmsg_bytes(fd, buf, &mut name, control, flags | libc::MSG_DONTWAIT) {
@@ -171,7 +195,6 @@ fn read_one(
     let src = wire::parse_sockaddr(&name[..out.name_len.min(name.len())])
         .ok_or_else(|| io::Error::other("recvmsg returned no source address"))?;
     let mut d = v1::RecvDatagram {
-        payload: buf[..out.len].to_vec(),
         source: Some(wire::to_proto(&src)),
         ..Default::default()
     };
@@ -179,7 +202,7 @@ fn read_one(
     if let Some(dst) = d.destination.as_mut() {
         dst.port = local_port.into();
     }
-    Ok(Some(d))
+    Ok(Some((d, out.len)))
 }
 
 /// One queued datagram as a check of the queue sees it, without its whole

@@ -466,9 +466,24 @@ pub fn restore_with(
 /// (`ifname`) on this host: its index there as `ifindex`, and as the scope
 /// id of a link-local source or destination. A datagram whose interface
 /// this host does not have is refused by name, before anything is created.
-fn remap_interfaces(datagrams: &[v1::RecvDatagram]) -> Result<Vec<v1::RecvDatagram>, Error> {
-    let mut out = datagrams.to_vec();
+/// Borrowed, without a copy, when no datagram needs a change (the usual
+/// queue: everything arrived on the loopback).
+fn remap_interfaces(
+    datagrams: &[v1::RecvDatagram],
+) -> Result<std::borrow::Cow<'_, [v1::RecvDatagram]>, Error> {
     let link_local = |a: &v1::SockAddr| wire::is_link_local(wire::from_proto(a).ip());
+    let unchanged = |d: &v1::RecvDatagram| {
+        d.ifname.is_empty()
+            && d.ifindex.is_none_or(|x| x <= 1)
+            && [d.source.as_ref(), d.destination.as_ref()]
+                .into_iter()
+                .flatten()
+                .all(|a| !(link_local(a) && a.scope_id > 1))
+    };
+    if datagrams.iter().all(unchanged) {
+        return Ok(std::borrow::Cow::Borrowed(datagrams));
+    }
+    let mut out = datagrams.to_vec();
     let mut probe = None;
     for (i, d) in out.iter_mut().enumerate() {
         if d.ifname.is_empty() {
@@ -518,7 +533,7 @@ fn remap_interfaces(datagrams: &[v1::RecvDatagram]) -> Result<Vec<v1::RecvDatagr
         }
         d.ifindex = Some(index);
     }
-    Ok(out)
+    Ok(std::borrow::Cow::Owned(out))
 }
 
 /// Queues up to this long are checked datagram by datagram.

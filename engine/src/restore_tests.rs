@@ -66,7 +66,7 @@ fn payloads(cp: &v1::Checkpoint) -> Vec<Vec<u8>> {
         .unwrap()
         .datagrams
         .iter()
-        .map(|d| d.payload.clone())
+        .map(|d| d.payload.to_vec())
         .collect()
 }
 
@@ -589,7 +589,7 @@ fn recv_ttl_tos(fd: BorrowedFd<'_>) -> (Vec<u8>, Option<u32>, Option<u32>) {
         std::thread::sleep(std::time::Duration::from_millis(1));
     }
     let d = d.expect("a datagram");
-    (d.payload, d.ttl, d.tos)
+    (d.payload.to_vec(), d.ttl, d.tos)
 }
 
 #[test]

@@ -446,11 +446,15 @@ fn load_owned(path: &PathBuf) -> Result<(v1::Checkpoint, bool), String> {
     // tell that the input is larger.
     let limit = (udp_repair_proto::HEADER_LEN as u64)
         + udp_repair_proto::MAX_BODY
-        + (udp_repair_proto::TRAILER_LEN as u64)
+        + (udp_repair_proto::TRAILER_LEN_SHA256 as u64)
         + 1;
-    let mut bytes = Vec::new();
+    // Sized once from the file's length (a regular file's; growth beyond
+    // is still bounded by `limit`), and decoded in place: the payloads
+    // are slices of this buffer.
+    let mut bytes = Vec::with_capacity(meta.len().min(limit) as usize);
     f.take(limit).read_to_end(&mut bytes).map_err(at)?;
-    let cp = udp_repair_proto::decode(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+    let cp = udp_repair_proto::decode_bytes(bytes.into())
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     Ok((cp, own))
 }
 

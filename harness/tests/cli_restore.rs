@@ -1,5 +1,5 @@
 //! `udp-repair restore` on a hostile image: an otherwise valid image (its
-//! SHA-256 trailer recomputed) that asks for an option the dump never
+//! checksum trailer recomputed) that asks for an option the dump never
 //! saves is refused by name, and the command is not run.
 
 use std::net::UdpSocket;

@@ -18,7 +18,7 @@ fn addr(ip: &[u8], port: u32) -> SockAddr {
 fn sample(n: usize) -> Checkpoint {
     let datagrams: Vec<RecvDatagram> = (0..n)
         .map(|i| RecvDatagram {
-            payload: vec![i as u8; i % 7],
+            payload: vec![i as u8; i % 7].into(),
             source: Some(addr(&[127, 0, 0, 2], 4000 + i as u32)),
             destination: Some(addr(&[127, 0, 0, 1], 5000)),
             ifindex: Some(1),
@@ -148,6 +148,58 @@ fn specific_refusals() {
     assert!(matches!(decode(b"").unwrap_err(), ImageError::TooShort(0)));
 }
 
+/// The image of `cp` in format 1: the same header and body, version 1,
+/// and a SHA-256 trailer.
+fn format1(cp: &Checkpoint) -> Vec<u8> {
+    let img = encode(cp).unwrap();
+    let mut v1 = img[..img.len() - TRAILER_LEN].to_vec();
+    v1[8..12].copy_from_slice(&FORMAT_VERSION_SHA256.to_le_bytes());
+    v1.extend_from_slice(&[0u8; TRAILER_LEN_SHA256]);
+    reseal(v1)
+}
+
+#[test]
+fn format1_images_still_load_and_their_checksum_is_checked() {
+    let cp = sample(3);
+    let old = format1(&cp);
+    assert_eq!(&old[8..12], &1u32.to_le_bytes());
+    assert_eq!(decode(&old).unwrap(), cp);
+    let mut m = old.clone();
+    m[HEADER_LEN + 10] ^= 1;
+    assert_eq!(decode(&m).unwrap_err(), ImageError::ChecksumMismatch);
+    // A format 1 image cut to a format 2 trailer's length is truncated,
+    // not read with the other trailer.
+    let cut = &old[..old.len() - (TRAILER_LEN_SHA256 - TRAILER_LEN)];
+    assert!(matches!(
+        decode(cut).unwrap_err(),
+        ImageError::Truncated { .. }
+    ));
+    // The writer writes format 2, with a CRC32C (Castagnoli) trailer.
+    let img = encode(&cp).unwrap();
+    assert_eq!(&img[8..12], &FORMAT_VERSION.to_le_bytes());
+    let end = img.len() - TRAILER_LEN;
+    // The check value of CRC32C: "123456789" sums to 0xe3069283.
+    assert_eq!(crc32c::crc32c(b"123456789"), 0xe306_9283);
+    assert_eq!(&img[end..], &crc32c::crc32c(&img[..end]).to_le_bytes()[..]);
+}
+
+#[test]
+fn decode_bytes_lends_payloads_from_the_image() {
+    let cp = sample(4);
+    let img = bytes::Bytes::from(encode(&cp).unwrap());
+    let range = img.as_ptr_range();
+    let got = decode_bytes(img.clone()).unwrap();
+    assert_eq!(got, cp);
+    for d in &got.receive_queue.as_ref().unwrap().datagrams {
+        if !d.payload.is_empty() {
+            assert!(
+                range.contains(&d.payload.as_ptr()),
+                "a payload was copied out of the image"
+            );
+        }
+    }
+}
+
 /// Rewrites the trailer so that a mutated body passes the checksum and
 /// reaches the record parser and validate().
 
@@ -209,7 +261,7 @@ fn arb_checkpoint() -> impl Strategy<Value = Checkpoint> {
             proptest::option::of(any::<u32>()),
         )
             .prop_map(|(payload, src, dst, ttl, ifindex)| RecvDatagram {
-                payload,
+                payload: payload.into(),
                 source: Some(src),
                 destination: dst,
                 ifindex,

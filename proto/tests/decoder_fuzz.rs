@@ -1,5 +1,5 @@
 //! The decoder as a fuzz target, in-process on stable Rust: images whose
-//! bytes are mutated and then re-framed (body length and SHA-256 trailer
+//! bytes are mutated and then re-framed (body length and CRC32C trailer
 //! recomputed), so that every mutation reaches the record parser and
 //! [`validate`], plus images that lie about their counts. Each decode runs
 //! under an allocation cap of [`bound`] bytes for its input (the `cap`
@@ -22,6 +22,7 @@ use support::reseal;
 use udp_repair_proto::v1::{self, Checkpoint};
 use udp_repair_proto::{
     decode, encode, validate, ImageError, HEADER_LEN, RECORD_DATAGRAM, TRAILER_LEN,
+    TRAILER_LEN_SHA256,
 };
 
 #[global_allocator]
@@ -84,7 +85,7 @@ fn sample(n: usize, v6: bool) -> Checkpoint {
     };
     let datagrams: Vec<v1::RecvDatagram> = (0..n)
         .map(|i| v1::RecvDatagram {
-            payload: vec![i as u8; (i * 37) % 300],
+            payload: vec![i as u8; (i * 37) % 300].into(),
             source: Some(addr(peer, 4000 + i as u32)),
             destination: Some(addr(lo, 5000)),
             ifindex: Some(1),

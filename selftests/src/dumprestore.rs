@@ -387,7 +387,7 @@ fn nothing_queued(fd: BorrowedFd<'_>, what: &str) -> Result<(), Failed> {
 fn payloads(cp: &udp_repair_proto::v1::Checkpoint) -> Vec<Vec<u8>> {
     cp.receive_queue
         .as_ref()
-        .map(|q| q.datagrams.iter().map(|d| d.payload.clone()).collect())
+        .map(|q| q.datagrams.iter().map(|d| d.payload.to_vec()).collect())
         .unwrap_or_default()
 }
 
@@ -444,7 +444,7 @@ fn rx_round_trip(f: Family, strategy: Strategy, drain: bool) -> Result<(), Faile
             .map(|d| {
                 let src = d.source.as_ref().map(wire::from_proto).map(wire::canonical);
                 (
-                    d.payload.clone(),
+                    d.payload.to_vec(),
                     src.unwrap_or(SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), 0)),
                 )
             })

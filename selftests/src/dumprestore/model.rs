@@ -1042,7 +1042,7 @@ fn dump_and_check(
                         .map(|s| wire::canonical(wire::from_proto(s)))
                         .unwrap_or(SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), 0));
                     (
-                        d.payload.clone(),
+                        d.payload.to_vec(),
                         from,
                         d.peeked,
                         d.gso_size.and_then(|g| u16::try_from(g).ok()),
