@@ -70,13 +70,49 @@ fn payloads(cp: &v1::Checkpoint) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// The original socket's dump under `opts`: by peek walk, or on the fast
+/// path (`drain`: `DumpOptions::drain_receive_queue`), which empties it.
+fn dump_original(fd: BorrowedFd<'_>, drain: bool, opts: DumpOptions) -> v1::Checkpoint {
+    let opts = DumpOptions {
+        drain_receive_queue: drain,
+        ..opts
+    };
+    dump::dump_with(fd, &opts).unwrap_or_else(|e| panic!("dump (drain: {drain}): {e}"))
+}
+
+/// What the original socket's application would have read after its
+/// dump: read from it after a peek walk (which consumed nothing); after a
+/// drain, which must have left it empty, the image's datagrams.
+fn left_for_the_application(
+    fd: BorrowedFd<'_>,
+    drain: bool,
+    cp: &v1::Checkpoint,
+) -> Vec<(Vec<u8>, SocketAddr)> {
+    let left = recv_all(fd);
+    if !drain {
+        return left;
+    }
+    assert!(left.is_empty(), "the drain left {left:?} behind");
+    cp.receive_queue
+        .as_ref()
+        .map(|q| {
+            q.datagrams
+                .iter()
+                .map(|d| {
+                    let src = crate::wire::from_proto(d.source.as_ref().unwrap());
+                    (d.payload.to_vec(), src)
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 fn set(fd: BorrowedFd<'_>, level: i32, name: i32, v: i32) {
     sys::setsockopt_int(fd, level, name, v)
         .unwrap_or_else(|e| panic!("setsockopt {}: {e}", options::label(level, name)));
 }
 
-#[test]
-fn v4_round_trip_keeps_queue_metadata_and_options() {
+fn v4_round_trip_keeps_queue_metadata_and_options(drain: bool) {
     ns(|| {
         let a = udp("127.0.0.1:5000");
         let fd = a.as_fd();
@@ -108,7 +144,7 @@ fn v4_round_trip_keeps_queue_metadata_and_options() {
         wait_queued(fd, true);
 
         let before = options::save(fd, false).unwrap();
-        let cp = dump::dump(fd).unwrap();
+        let cp = dump_original(fd, drain, DumpOptions::default());
         // The dump left every option as it was, peek offset included.
         assert_eq!(options::save(fd, false).unwrap(), before);
         assert_eq!(
@@ -135,8 +171,8 @@ fn v4_round_trip_keeps_queue_metadata_and_options() {
         // The image round trip, then restore in place of the original.
         let cp2 = udp_repair_proto::decode(&udp_repair_proto::encode(&cp).unwrap()).unwrap();
         assert_eq!(cp2, cp);
-        let original = recv_all(fd);
-        assert_eq!(original.len(), 3, "the dump consumed nothing");
+        let original = left_for_the_application(fd, drain, &cp);
+        assert_eq!(original.len(), 3, "the datagrams the application had");
         drop(a);
         let r = trusted(&cp2).unwrap();
         assert_eq!(
@@ -162,7 +198,17 @@ fn v4_round_trip_keeps_queue_metadata_and_options() {
 }
 
 #[test]
-fn v6_dual_stack_round_trip_with_v4_mapped_datagrams() {
+fn v4_round_trip_keeps_queue_metadata_and_options_by_peek() {
+    v4_round_trip_keeps_queue_metadata_and_options(false)
+}
+
+/// The same case on the fast path: the original's queue drained.
+#[test]
+fn v4_round_trip_keeps_queue_metadata_and_options_by_drain() {
+    v4_round_trip_keeps_queue_metadata_and_options(true)
+}
+
+fn v6_dual_stack_round_trip_with_v4_mapped_datagrams(drain: bool) {
     ns(|| {
         let a = udp("[::]:5001");
         let fd = a.as_fd();
@@ -177,7 +223,7 @@ fn v6_dual_stack_round_trip_with_v4_mapped_datagrams() {
         b4.send_to(b"four", "127.0.0.1:5001").unwrap();
         b6.send_to(b"", "[::1]:5001").unwrap();
         wait_queued(fd, true);
-        let cp = dump::dump(fd).unwrap();
+        let cp = dump_original(fd, drain, DumpOptions::default());
         let q = cp.receive_queue.as_ref().unwrap();
         assert_eq!(
             payloads(&cp),
@@ -187,7 +233,7 @@ fn v6_dual_stack_round_trip_with_v4_mapped_datagrams() {
             (q.datagrams[0].ttl, q.datagrams[0].tos),
             (Some(44), Some(0x20))
         );
-        let original = recv_all(fd);
+        let original = left_for_the_application(fd, drain, &cp);
         drop(a);
         let r = trusted(&cp).unwrap();
         let again = dump::dump(r.as_fd()).unwrap();
@@ -204,6 +250,17 @@ fn v6_dual_stack_round_trip_with_v4_mapped_datagrams() {
             17
         );
     });
+}
+
+#[test]
+fn v6_dual_stack_round_trip_with_v4_mapped_datagrams_by_peek() {
+    v6_dual_stack_round_trip_with_v4_mapped_datagrams(false)
+}
+
+/// The same case on the fast path: the original's queue drained.
+#[test]
+fn v6_dual_stack_round_trip_with_v4_mapped_datagrams_by_drain() {
+    v6_dual_stack_round_trip_with_v4_mapped_datagrams(true)
 }
 
 #[test]
@@ -446,8 +503,7 @@ fn restore_refuses_options_the_dump_never_saves() {
 /// The datagram's sender still holds its port on the wildcard address:
 /// the transparent strategy cannot bind a socket to it and loses the
 /// datagram; the raw strategy binds nothing and restores it.
-#[test]
-fn transparent_loses_a_datagram_whose_port_is_taken_raw_does_not() {
+fn transparent_loses_a_datagram_whose_port_is_taken_raw_does_not(drain: bool) {
     ns(|| {
         let a = udp("127.0.0.1:5007");
         let sender = udp("0.0.0.0:6007");
@@ -459,7 +515,7 @@ fn transparent_loses_a_datagram_whose_port_is_taken_raw_does_not() {
             .send_to(b"from a free port", "127.0.0.1:5007")
             .unwrap();
         wait_queued(a.as_fd(), true);
-        let cp = dump::dump(a.as_fd()).unwrap();
+        let cp = dump_original(a.as_fd(), drain, DumpOptions::default());
         // The socket and one sender go away; the other sender stays.
         drop((a, other));
 
@@ -499,7 +555,17 @@ fn transparent_loses_a_datagram_whose_port_is_taken_raw_does_not() {
 }
 
 #[test]
-fn transparent_round_trip_when_ports_are_free() {
+fn transparent_loses_a_datagram_whose_port_is_taken_raw_does_not_by_peek() {
+    transparent_loses_a_datagram_whose_port_is_taken_raw_does_not(false)
+}
+
+/// The same case on the fast path: the original's queue drained.
+#[test]
+fn transparent_loses_a_datagram_whose_port_is_taken_raw_does_not_by_drain() {
+    transparent_loses_a_datagram_whose_port_is_taken_raw_does_not(true)
+}
+
+fn transparent_round_trip_when_ports_are_free(drain: bool) {
     ns(|| {
         let a = udp("127.0.0.1:5008");
         let b = udp("127.0.0.2:6008");
@@ -507,7 +573,7 @@ fn transparent_round_trip_when_ports_are_free() {
         b.send_to(b"x", "127.0.0.1:5008").unwrap();
         b.send_to(b"yy", "127.0.0.1:5008").unwrap();
         wait_queued(a.as_fd(), true);
-        let cp = dump::dump(a.as_fd()).unwrap();
+        let cp = dump_original(a.as_fd(), drain, DumpOptions::default());
         drop((a, b));
         let t = RestoreOptions {
             trust_image: true,
@@ -519,6 +585,17 @@ fn transparent_round_trip_when_ports_are_free() {
         assert_eq!(payloads(&again), payloads(&cp));
         assert_eq!(again.receive_queue.unwrap().datagrams[0].ttl, Some(21));
     });
+}
+
+#[test]
+fn transparent_round_trip_when_ports_are_free_by_peek() {
+    transparent_round_trip_when_ports_are_free(false)
+}
+
+/// The same case on the fast path: the original's queue drained.
+#[test]
+fn transparent_round_trip_when_ports_are_free_by_drain() {
+    transparent_round_trip_when_ports_are_free(true)
 }
 
 #[test]
@@ -1011,13 +1088,8 @@ fn restore_never_sends_a_datagram_off_the_machine() {
 /// Every hard ICMP error the restore can send is re-created, EMSGSIZE
 /// (fragmentation needed, under path MTU discovery) and EPROTO included;
 /// the errors are set on the original socket by the same ICMP errors.
-#[test]
-fn every_recreatable_error_survives_the_round_trip() {
+fn every_recreatable_error_survives_the_round_trip(drain: bool) {
     ns(|| {
-        let opts = DumpOptions {
-            take_error: true,
-            ..Default::default()
-        };
         let v4 = [
             libc::EMSGSIZE,
             libc::EPROTO,
@@ -1051,13 +1123,28 @@ fn every_recreatable_error_survives_the_round_trip() {
             let peer: SocketAddr = format!("{ip}:{}", port + 1).parse().unwrap();
             a.connect(peer).unwrap();
             crate::sockerr::recreate(a.as_fd(), peer, err).unwrap();
-            let cp = dump::dump_with(a.as_fd(), &opts).unwrap();
+            let opts = DumpOptions {
+                take_error: true,
+                ..Default::default()
+            };
+            let cp = dump_original(a.as_fd(), drain, opts);
             assert_eq!(cp.pending_error, err);
             drop(a);
             let r = trusted(&cp).unwrap();
             assert_eq!(recv_errno(r.as_fd()), Err(Some(err)), "{ip} errno {err}");
         }
     });
+}
+
+#[test]
+fn every_recreatable_error_survives_the_round_trip_by_peek() {
+    every_recreatable_error_survives_the_round_trip(false)
+}
+
+/// The same case on the fast path: the original's queue drained.
+#[test]
+fn every_recreatable_error_survives_the_round_trip_by_drain() {
+    every_recreatable_error_survives_the_round_trip(true)
 }
 
 /// An error set while the socket was connected stays after a disconnect;
@@ -1082,8 +1169,7 @@ fn a_pending_error_on_a_disconnected_socket_is_not_taken() {
 /// segments of 1000, from a UDP_SEGMENT send) with its UDP_GRO cmsg, then
 /// a 5-byte datagram. The image keeps the segment size and the restored
 /// socket reads the same, with either strategy, IPv4 and IPv6.
-#[test]
-fn udp_gro_aggregates_keep_their_segment_size() {
+fn udp_gro_aggregates_keep_their_segment_size(drain: bool) {
     ns(|| {
         for (i, ip) in ["127.0.0.1", "[::1]"].into_iter().enumerate() {
             let port = 5100 + 10 * i as u16;
@@ -1106,7 +1192,7 @@ fn udp_gro_aggregates_keep_their_segment_size() {
             tx.send_to(b"small", to).unwrap();
             wait_queued(rx.as_fd(), true);
             std::thread::sleep(std::time::Duration::from_millis(20));
-            let cp = dump::dump(rx.as_fd()).unwrap();
+            let cp = dump_original(rx.as_fd(), drain, DumpOptions::default());
             let rq = cp.receive_queue.as_ref().unwrap();
             assert_eq!(rq.datagrams.len(), 2, "{ip}");
             assert_eq!(rq.datagrams[0].gso_size, Some(1000), "{ip}");
@@ -1152,11 +1238,21 @@ fn udp_gro_aggregates_keep_their_segment_size() {
     });
 }
 
+#[test]
+fn udp_gro_aggregates_keep_their_segment_size_by_peek() {
+    udp_gro_aggregates_keep_their_segment_size(false)
+}
+
+/// The same case on the fast path: the original's queue drained.
+#[test]
+fn udp_gro_aggregates_keep_their_segment_size_by_drain() {
+    udp_gro_aggregates_keep_their_segment_size(true)
+}
+
 /// A connected pair: `a` shut down for writing, `b` for reading with a
 /// datagram queued. After the round trip `a` still gets EPIPE on a send,
 /// and `b` still signals POLLRDHUP and returns its datagram.
-#[test]
-fn shutdown_state_survives() {
+fn shutdown_state_survives(drain: bool) {
     ns(|| {
         let a = udp("127.0.0.1:5130");
         let b = udp("127.0.0.1:5131");
@@ -1172,8 +1268,8 @@ fn shutdown_state_survives() {
             "this host's udp_diag"
         );
         let (ca, cb) = (
-            dump::dump(a.as_fd()).unwrap(),
-            dump::dump(b.as_fd()).unwrap(),
+            dump_original(a.as_fd(), drain, DumpOptions::default()),
+            dump_original(b.as_fd(), drain, DumpOptions::default()),
         );
         assert_eq!((ca.shutdown, cb.shutdown), (2, 1));
         assert_eq!(ca.schema_version, 2);
@@ -1186,6 +1282,17 @@ fn shutdown_state_survives() {
         assert!(revents.contains(rustix::event::PollFlags::RDHUP));
         assert_eq!(recv_errno(rb.as_fd()), Ok(b"queued".to_vec()));
     });
+}
+
+#[test]
+fn shutdown_state_survives_by_peek() {
+    shutdown_state_survives(false)
+}
+
+/// The same case on the fast path: the original's queue drained.
+#[test]
+fn shutdown_state_survives_by_drain() {
+    shutdown_state_survives(true)
 }
 
 /// An option the dump reads but the restore does not set (SO_DEBUG, see
@@ -1256,8 +1363,7 @@ fn a_failed_dump_puts_a_taken_error_back() {
 /// A datagram addressed to a broadcast address comes back addressed to
 /// the loopback (nothing else can deliver it here): the image names the
 /// change, and `refuse_metadata_loss` refuses it.
-#[test]
-fn a_broadcast_destination_is_named() {
+fn a_broadcast_destination_is_named(drain: bool) {
     ns(|| {
         let a = udp("0.0.0.0:5170");
         set(a.as_fd(), libc::SOL_IP, libc::IP_PKTINFO, 1);
@@ -1265,15 +1371,36 @@ fn a_broadcast_destination_is_named() {
         set(b.as_fd(), libc::SOL_SOCKET, libc::SO_BROADCAST, 1);
         b.send_to(b"all", "127.255.255.255:5170").unwrap();
         wait_queued(a.as_fd(), true);
-        let cp = dump::dump(a.as_fd()).unwrap();
+        let cp = dump_original(a.as_fd(), drain, DumpOptions::default());
         let named = cp.dropped_state.join("\n");
         assert!(named.contains("127.255.255.255"), "{named}");
         let strict = DumpOptions {
             refuse_metadata_loss: true,
+            drain_receive_queue: drain,
             ..Default::default()
         };
-        assert!(dump::dump_with(a.as_fd(), &strict).is_err());
+        if drain {
+            // The drain took it: queued again for the strict dump.
+            assert!(recv_all(a.as_fd()).is_empty());
+            b.send_to(b"all", "127.255.255.255:5170").unwrap();
+            wait_queued(a.as_fd(), true);
+        }
+        let e = dump::dump_with(a.as_fd(), &strict).unwrap_err();
+        assert_eq!(e.kind, crate::Kind::Refused, "{e}");
+        // A refused drain puts the datagram back.
+        assert_eq!(recv_all(a.as_fd()).len(), 1, "{e}");
     });
+}
+
+#[test]
+fn a_broadcast_destination_is_named_by_peek() {
+    a_broadcast_destination_is_named(false)
+}
+
+/// The same case on the fast path: the original's queue drained.
+#[test]
+fn a_broadcast_destination_is_named_by_drain() {
+    a_broadcast_destination_is_named(true)
 }
 
 /// The timestamp key counter cannot be read: a dump of a socket with

@@ -58,8 +58,27 @@ fn seen(fd: BorrowedFd<'_>, flags: i32) -> (SocketAddr, u32) {
     (src, ifindex)
 }
 
-#[test]
-fn datagrams_keep_their_arrival_interface() {
+/// The original socket's dump: by peek walk, or on the fast path
+/// (`drain`), which must leave it empty.
+fn dump_original(fd: BorrowedFd<'_>, drain: bool) -> udp_repair_proto::v1::Checkpoint {
+    let opts = dump::DumpOptions {
+        drain_receive_queue: drain,
+        ..Default::default()
+    };
+    let cp = dump::dump_with(fd, &opts).unwrap_or_else(|e| panic!("dump (drain: {drain}): {e}"));
+    if drain {
+        let mut b = [0u8; 8];
+        let left = rustix::net::recv(fd, &mut b, rustix::net::RecvFlags::DONTWAIT);
+        assert_eq!(
+            left.err(),
+            Some(rustix::io::Errno::AGAIN),
+            "the drain left a datagram"
+        );
+    }
+    cp
+}
+
+fn datagrams_keep_their_arrival_interface(drain: bool) {
     let _serial = serial();
     netns::in_new_netns(|| {
         veth_pair();
@@ -85,8 +104,8 @@ fn datagrams_keep_their_arrival_interface() {
         let want4 = seen(r4.as_fd(), libc::MSG_PEEK);
         assert_eq!(want6.1, urv0, "the original arrived on urv0: {want6:?}");
 
-        let c6 = dump::dump(r6.as_fd()).unwrap();
-        let c4 = dump::dump(r4.as_fd()).unwrap();
+        let c6 = dump_original(r6.as_fd(), drain);
+        let c4 = dump_original(r4.as_fd(), drain);
         let d6 = &c6.receive_queue.as_ref().unwrap().datagrams[0];
         assert_eq!(d6.ifname, "urv0");
         drop((r6, r4, s6, s4));
@@ -112,7 +131,7 @@ fn datagrams_keep_their_arrival_interface() {
         peer.send_to(b"to ll", ll).unwrap();
         std::thread::sleep(std::time::Duration::from_millis(50));
         let want_b = seen(b.as_fd(), libc::MSG_PEEK);
-        let cb = dump::dump(b.as_fd()).unwrap();
+        let cb = dump_original(b.as_fd(), drain);
         assert_eq!(cb.bound_ifname, "urv0");
         drop((b, peer));
         let nb = restore::restore(&cb).unwrap();
@@ -158,6 +177,17 @@ fn datagrams_keep_their_arrival_interface() {
         assert!(e.to_string().contains("interface nosuch0"), "{e}");
     })
     .expect("a private network namespace (tests run as root)");
+}
+
+#[test]
+fn datagrams_keep_their_arrival_interface_by_peek() {
+    datagrams_keep_their_arrival_interface(false)
+}
+
+/// The same case on the fast path: the original's queue drained.
+#[test]
+fn datagrams_keep_their_arrival_interface_by_drain() {
+    datagrams_keep_their_arrival_interface(true)
 }
 
 /// A datagram that arrived on an interface addressed to what is not an
