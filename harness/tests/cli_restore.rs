@@ -6,6 +6,8 @@ use std::net::UdpSocket;
 use std::os::fd::AsFd;
 use std::process::Command;
 use udp_repair_engine::dump;
+mod common;
+use common::restore_cli;
 use udp_repair_proto::v1;
 
 #[test]
@@ -21,44 +23,15 @@ fn restore_refuses_an_image_with_a_foreign_option() {
     std::fs::create_dir_all(&dir).unwrap();
     let img = dir.join("foreign.img");
     std::fs::write(&img, udp_repair_proto::encode(&cp).unwrap()).unwrap();
-    let marker = dir.join("ran");
-    let out = Command::new(env!("CARGO_BIN_EXE_udp-repair"))
-        .arg("restore")
-        .arg(&img)
-        .args(["--", "/bin/sh", "-c"])
-        .arg(format!("touch {}", marker.display()))
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let r = restore_cli(&img, &[]);
     let _ = std::fs::remove_dir_all(&dir);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(r.code(), Some(1), "{}", r.stderr);
     assert!(
-        stderr.contains("validating the socket options") && stderr.contains("SO_DEBUG"),
-        "{stderr}"
+        r.stderr.contains("validating the socket options") && r.stderr.contains("SO_DEBUG"),
+        "{}",
+        r.stderr
     );
-    assert!(!marker.exists(), "the command ran");
-}
-
-/// Runs `restore IMAGE [extra] -- touch MARKER`: (exit code, stderr,
-/// whether the command ran).
-fn restore_cli(img: &std::path::Path, extra: &[&str]) -> (Option<i32>, String, bool) {
-    let marker = img.with_extension("ran");
-    let _ = std::fs::remove_file(&marker);
-    let out = Command::new(env!("CARGO_BIN_EXE_udp-repair"))
-        .arg("restore")
-        .arg(img)
-        .args(extra)
-        .args(["--", "/bin/sh", "-c"])
-        .arg(format!("touch {}", marker.display()))
-        .output()
-        .unwrap();
-    let ran = marker.exists();
-    let _ = std::fs::remove_file(&marker);
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-        ran,
-    )
+    assert!(!r.ran, "the command ran");
 }
 
 #[test]
@@ -76,26 +49,27 @@ fn privileged_values_need_an_image_of_ones_own_or_trust() {
 
     // Written by this user and by no one else: trusted.
     mode(0o600);
-    let (code, err, ran) = restore_cli(&img, &[]);
-    assert!(ran, "{code:?} {err}");
+    let r = restore_cli(&img, &[]);
+    assert!(r.ran, "{r:?}");
     // Writable by others: anyone could have put the mark there.
     mode(0o666);
-    let (code, err, ran) = restore_cli(&img, &[]);
-    assert_eq!(code, Some(1), "{err}");
+    let r = restore_cli(&img, &[]);
+    assert_eq!(r.code(), Some(1), "{}", r.stderr);
     assert!(
-        err.contains("SO_MARK = 7") && err.contains("--trust-image"),
-        "{err}"
+        r.stderr.contains("SO_MARK = 7") && r.stderr.contains("--trust-image"),
+        "{}",
+        r.stderr
     );
-    assert!(!ran, "the command ran");
+    assert!(!r.ran, "the command ran");
     // Another user's file: refused, unless trusted by name.
     mode(0o644);
     chown(&img, Some(65534), Some(65534)).unwrap();
-    let (code, err, ran) = restore_cli(&img, &[]);
-    assert_eq!(code, Some(1), "{err}");
-    assert!(err.contains("SO_MARK = 7"), "{err}");
-    assert!(!ran, "the command ran");
-    let (code, err, ran) = restore_cli(&img, &["--trust-image"]);
-    assert!(ran, "{code:?} {err}");
+    let r = restore_cli(&img, &[]);
+    assert_eq!(r.code(), Some(1), "{}", r.stderr);
+    assert!(r.stderr.contains("SO_MARK = 7"), "{}", r.stderr);
+    assert!(!r.ran, "the command ran");
+    let r = restore_cli(&img, &["--trust-image"]);
+    assert!(r.ran, "{r:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
