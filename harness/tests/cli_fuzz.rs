@@ -38,29 +38,12 @@ mod common;
 #[path = "../../proto/tests/support/mod.rs"]
 mod support;
 use common::{restore_cli, Outcome};
-use support::reseal;
+use support::{reseal, Rng};
 use udp_repair_proto::v1::Checkpoint;
 use udp_repair_proto::{
     decode, encode, ImageError, HEADER_LEN, RECORD_CHECKPOINT, RECORD_DATAGRAM, TRAILER_LEN,
     TRAILER_LEN_SHA256,
 };
-
-/// xorshift64*, the generator of proto/tests/decoder_fuzz.rs:
-/// reproducible without a dependency of the test's own.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
 
 /// A directory of this test's own (mode 0700), removed when dropped.
 struct TempDir(PathBuf);
@@ -381,7 +364,7 @@ fn restore_refuses_hostile_images_with_a_reason_and_runs_nothing() {
     }
 
     // xorshift needs a state other than 0: seed 0 runs as seed 1.
-    let mut rng = Rng(seed.max(1));
+    let mut rng = Rng::new(seed);
     let mut figures: BTreeMap<String, usize> = BTreeMap::new();
     let mut unchanged = 0usize;
     let mut unsealed = 0usize;
