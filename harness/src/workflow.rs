@@ -472,27 +472,13 @@ fn write(path: &Path, text: &str) -> Result<()> {
     std::fs::write(path, text).map_err(|e| Error::Setup(format!("writing {}: {e}", path.display())))
 }
 
-/// A temporary directory, removed on drop.
-#[derive(Debug)]
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(under: &Path, what: &str) -> Result<Self> {
-        let stamp = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        let p = under.join(format!("{what}.{}.{stamp}", std::process::id()));
-        std::fs::create_dir_all(&p)
-            .map_err(|e| Error::Setup(format!("creating {}: {e}", p.display())))?;
-        Ok(Self(p))
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// A temporary directory `under`, its name starting with `what`, removed
+/// on drop.
+fn temp_dir(under: &Path, what: &str) -> Result<tempfile::TempDir> {
+    tempfile::Builder::new()
+        .prefix(&format!("{what}."))
+        .tempdir_in(under)
+        .map_err(|e| Error::Setup(format!("creating a directory in {}: {e}", under.display())))
 }
 
 /// Where a variant's series are: the project, the pinned base and its
@@ -667,7 +653,7 @@ pub fn edit(project: &Project, variant: &str, target: &EditTarget, force: bool) 
         ))?;
     }
     sh.change_dir(wt);
-    let tmp = TempDir::new(&project.git.join(".git"), "udp-repair-edit")?;
+    let tmp = temp_dir(&project.git.join(".git"), "udp-repair-edit")?;
     let mut done = Vec::new();
     for (name, cover, patches) in &plan {
         let (aname, aemail) = split_ident(&cover.from).ok_or_else(|| {
@@ -677,7 +663,7 @@ pub fn edit(project: &Project, variant: &str, target: &EditTarget, force: bool) 
                 cover.from
             ))
         })?;
-        let msg = tmp.0.join("cover-message");
+        let msg = tmp.path().join("cover-message");
         write(&msg, &cover_message(name, &cover.subject, &cover.body))?;
         run(cmd!(
             sh,
@@ -695,7 +681,7 @@ pub fn edit(project: &Project, variant: &str, target: &EditTarget, force: bool) 
                 });
             }
             if let Some(notes) = patch_notes(&read(patch)?) {
-                let f = tmp.0.join("notes");
+                let f = tmp.path().join("notes");
                 write(&f, &notes)?;
                 run(cmd!(sh, "git notes add -f -F {f} HEAD"))?;
             }
@@ -1043,8 +1029,8 @@ pub fn refresh(project: &Project, variant: &str, target: &EditTarget) -> Result<
             ("GIT_COMMITTER_DATE", date.to_string()),
         ];
         let notes: Vec<Option<String>> = seg.commits.iter().map(|c| git_notes(&sh, c)).collect();
-        let tmp = TempDir::new(&project.git.join(".git"), "udp-repair-refresh")?;
-        let (from, commits) = on_base_alone(&sh, seg, &tmp.0)?;
+        let tmp = temp_dir(&project.git.join(".git"), "udp-repair-refresh")?;
+        let (from, commits) = on_base_alone(&sh, seg, tmp.path())?;
         let how = Format {
             prefix: &old.tag.prefix,
             extra: &[],
@@ -1052,7 +1038,7 @@ pub fn refresh(project: &Project, variant: &str, target: &EditTarget) -> Result<
             cover: (&seg.subject, &seg.body),
             notes: &notes,
         };
-        let files = format_series(&sh, (&from, &commits), &how, &tmp.0)?;
+        let files = format_series(&sh, (&from, &commits), &how, tmp.path())?;
         let mut keep = Vec::new();
         for f in &files {
             let name = f.file_name().unwrap_or_default();
@@ -1292,9 +1278,14 @@ pub fn export(project: &Project, variant: &str, req: &ExportRequest) -> Result<V
         let patches = tree::patch_files(&dir)
             .map_err(|e| Error::Setup(format!("reading {}: {e}", dir.display())))?;
         let (to, cc) = maintainers(&project.git, &patches)?;
-        let tmp = TempDir::new(&project.git.join(".git"), "udp-repair-export")?;
-        let (commits, notes) =
-            commit_patches(&sh, "refs/tags/base", &patches, Some(&req.identity), &tmp.0)?;
+        let tmp = temp_dir(&project.git.join(".git"), "udp-repair-export")?;
+        let (commits, notes) = commit_patches(
+            &sh,
+            "refs/tags/base",
+            &patches,
+            Some(&req.identity),
+            tmp.path(),
+        )?;
         let mut extra: Vec<String> = Vec::new();
         if req.version > 1 {
             extra.push(format!("--reroll-count={}", req.version));

@@ -29,7 +29,7 @@ use std::io::Write;
 use std::net::{SocketAddr, UdpSocket};
 use std::ops::Range;
 use std::os::fd::AsFd;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -45,40 +45,19 @@ use udp_repair_proto::{
     TRAILER_LEN_SHA256,
 };
 
-/// A directory of this test's own (mode 0700), removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> Self {
-        let dir = std::env::temp_dir().join(format!("udp-repair-cli-fuzz-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&dir)
-            .expect("creating the image directory");
-        TempDir(dir)
-    }
-
-    /// Writes `bytes` to a new file `name` of mode 0600 (an image of one's
-    /// own: restore trusts it with privileged values), replacing any.
-    fn write(&self, name: &str, bytes: &[u8]) -> PathBuf {
-        let path = self.0.join(name);
-        let _ = std::fs::remove_file(&path);
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-            .and_then(|mut f| f.write_all(bytes))
-            .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
-        path
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// Writes `bytes` to a new file `name` of mode 0600 in `dir` (an image of
+/// one's own: restore trusts it with privileged values), replacing any.
+fn write_image(dir: &tempfile::TempDir, name: &str, bytes: &[u8]) -> PathBuf {
+    let path = dir.path().join(name);
+    let _ = std::fs::remove_file(&path);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .and_then(|mut f| f.write_all(bytes))
+        .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+    path
 }
 
 /// A real image: a socket bound to `local` (port 0), connected to its
@@ -240,8 +219,8 @@ fn restore_step(stderr: &str) -> Option<String> {
 /// property of the module documentation, and returns the class of the
 /// outcome: `accepted`, or the reason of the refusal. On a failure the
 /// image is kept (see [`keep`]); `case` names it in the message.
-fn check(dir: &TempDir, name: &str, bytes: &[u8], case: &str) -> String {
-    let img = dir.write(name, bytes);
+fn check(dir: &tempfile::TempDir, name: &str, bytes: &[u8], case: &str) -> String {
+    let img = write_image(dir, name, bytes);
     let r = restore_cli(&img, &[]);
     verdict(&img, bytes, &r)
         .unwrap_or_else(|why| panic!("{case}: {why} (image kept at {})", keep(name, bytes)))
@@ -327,7 +306,10 @@ fn restore_refuses_hostile_images_with_a_reason_and_runs_nothing() {
     let cases: usize = env_or("UDP_REPAIR_CLI_FUZZ_CASES", 200);
     let seed: u64 = env_or("UDP_REPAIR_CLI_FUZZ_SEED", 0x5eed_c11f_0022_0001);
     let t0 = Instant::now();
-    let dir = TempDir::new();
+    let dir = tempfile::Builder::new()
+        .prefix("udp-repair-cli-fuzz-")
+        .tempdir()
+        .expect("creating the image directory");
     // Real sockets: a zero-length datagram (which the default dump takes,
     // vouched for or not), small ones and one of 9000 bytes; connected;
     // IPv6.

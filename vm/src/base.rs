@@ -287,14 +287,7 @@ pub fn ensure_base_repo(
     // One import at a time per base: a second process (or test thread)
     // waits here, then finds the import done.
     std::fs::create_dir_all(&dir).ctx(|| format!("creating {}", dir.display()))?;
-    let lock_path = dir.join("import.lock");
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&lock_path)
-        .ctx(|| format!("creating {}", lock_path.display()))?;
-    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
-        .map_err(|e| Error::Io(format!("locking {}", lock_path.display()), e.into()))?;
+    let _lock = crate::lock::FileLock::exclusive(&dir.join("import.lock"), events)?;
     if ready.exists() {
         return Ok(git);
     }
@@ -377,8 +370,8 @@ mod tests {
     /// removed the first's import.tmp under it).
     #[test]
     fn concurrent_first_imports_all_get_one_repository() {
-        let tmp = std::env::temp_dir().join(format!("udp-repair-import-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&tmp);
+        let dir = tempfile::tempdir().unwrap();
+        let tmp = dir.path();
         let src = tmp.join("linux-0.1");
         std::fs::create_dir_all(src.join("net")).unwrap();
         for i in 0..200 {
@@ -393,7 +386,7 @@ mod tests {
             .arg("-cf")
             .arg(&tarball)
             .arg("-C")
-            .arg(&tmp)
+            .arg(tmp)
             .arg("linux-0.1")
             .status()
             .unwrap()
@@ -413,24 +406,12 @@ mod tests {
                 .collect();
             hs.into_iter().map(|h| h.join().unwrap()).collect()
         });
-        let _cleanup = scopeguard(&tmp);
         let git = got[0].as_ref().unwrap().clone();
         for g in &got {
             assert_eq!(g.as_ref().unwrap(), &git);
         }
         assert!(git.join("net/f199.c").is_file());
         assert!(git.join(".git/udp-repair-ready").is_file());
-    }
-
-    /// Removes `dir` on drop.
-    fn scopeguard(dir: &Path) -> impl Drop + '_ {
-        struct Rm<'a>(&'a Path);
-        impl Drop for Rm<'_> {
-            fn drop(&mut self) {
-                let _ = std::fs::remove_dir_all(self.0);
-            }
-        }
-        Rm(dir)
     }
 
     #[test]

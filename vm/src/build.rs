@@ -70,29 +70,18 @@ pub fn build_dir(cache: &Cache, tree: &Tree, configs: &[String]) -> PathBuf {
 /// An exclusive lock held for the duration of a kernel build: two builds
 /// at once on a small machine make both slow.
 #[derive(Debug)]
-pub struct BuildLock(#[allow(dead_code)] std::fs::File);
+pub struct BuildLock(#[allow(dead_code)] crate::lock::FileLock);
 
 impl BuildLock {
     /// Takes the machine-wide build lock (`$UDP_REPAIR_BUILD_LOCK`, else
     /// `build.lock` in the cache), waiting for it.
     pub fn take(cache: &Cache, events: &crate::Events) -> Result<Self> {
-        use rustix::fs::{flock, FlockOperation};
         std::fs::create_dir_all(cache.root())
             .ctx(|| format!("creating {}", cache.root().display()))?;
         let path = std::env::var_os("UDP_REPAIR_BUILD_LOCK")
             .map(PathBuf::from)
             .unwrap_or_else(|| cache.root().join("build.lock"));
-        let f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .ctx(|| format!("creating {}", path.display()))?;
-        if flock(&f, FlockOperation::NonBlockingLockExclusive).is_err() {
-            events.emit(crate::Event::WaitingForLock(&path));
-            flock(&f, FlockOperation::LockExclusive)
-                .map_err(|e| Error::Io(format!("locking {}", path.display()), e.into()))?;
-        }
-        Ok(Self(f))
+        crate::lock::FileLock::exclusive(&path, events).map(Self)
     }
 }
 

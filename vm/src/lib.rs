@@ -17,6 +17,7 @@ pub mod console;
 pub mod events;
 pub mod initramfs;
 pub mod kconfig;
+pub mod lock;
 pub mod qemu;
 pub mod tree;
 pub mod vng;
