@@ -12,7 +12,8 @@
 //! Errors: `ENOPROTOOPT`, a kernel without the option; `EPERM`, not in
 //! repair mode (entering it needs `CAP_NET_ADMIN` over the socket's
 //! network namespace); `EINVAL`, a value other than 1; `EBUSY`, data is
-//! pending.
+//! pending. Setting the mark on a socket that already has it succeeds and
+//! changes nothing.
 
 use crate::sys;
 use crate::UDP_REPAIR;
