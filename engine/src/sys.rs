@@ -243,6 +243,80 @@ pub fn recvmsg_bytes(
     })
 }
 
+/// One message's buffers for [`recvmmsg_bytes`]: payload, `msg_name`,
+/// `msg_control`.
+pub type RecvBufs<'a> = (&'a mut [u8], &'a mut [u8], &'a mut [u8]);
+
+/// `recvmmsg(fd, msgs, bufs.len(), flags | MSG_CMSG_CLOEXEC, NULL)`: up to
+/// `bufs.len()` messages, message `i` into `bufs[i]` as [`recvmsg_bytes`]
+/// receives one (the caller parses name and control as bytes). Returns
+/// what each received message filled, in order: fewer than `bufs.len()`
+/// when the queue ran out (with `MSG_DONTWAIT`, the kernel stops at the
+/// first `EAGAIN`).
+///
+/// # Errors
+/// The kernel's, only when no message was received (net/socket.c
+/// `do_recvmmsg()`): an error after the first message is not returned
+/// but left as the socket's pending error (`sk_err`), so use it where the
+/// only error after a message is the end of the queue (`MSG_DONTWAIT`:
+/// `EAGAIN`) or a pending error that was there already (a UDP read
+/// returns `sk_err` only at an empty queue, and it is put back).
+pub fn recvmmsg_bytes(
+    fd: BorrowedFd<'_>,
+    bufs: &mut [RecvBufs<'_>],
+    flags: i32,
+) -> io::Result<Vec<RecvMsgOut>> {
+    let mut iovs: Vec<libc::iovec> = bufs
+        .iter_mut()
+        .map(|(b, _, _)| libc::iovec {
+            iov_base: b.as_mut_ptr().cast(),
+            iov_len: b.len(),
+        })
+        .collect();
+    let mut hdrs = Vec::with_capacity(bufs.len());
+    for (i, (_, name, control)) in bufs.iter_mut().enumerate() {
+        // SAFETY: an all-zero mmsghdr is a valid value.
+        let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
+        h.msg_hdr.msg_name = name.as_mut_ptr().cast();
+        h.msg_hdr.msg_namelen = libc::socklen_t::try_from(name.len())
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        h.msg_hdr.msg_iov = iovs[i..].as_mut_ptr();
+        h.msg_hdr.msg_iovlen = 1;
+        h.msg_hdr.msg_control = control.as_mut_ptr().cast();
+        h.msg_hdr.msg_controllen = control.len();
+        hdrs.push(h);
+    }
+    let n = libc::c_uint::try_from(hdrs.len())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: `hdrs` holds `n` headers whose pointers refer to the iovec
+    // `iovs[i]` and to the caller's payload, name and control buffers of
+    // message `i`, each writable for the length stored beside it and alive
+    // for the call (`iovs` is not moved or resized after the pointers are
+    // taken); the kernel writes within those lengths and updates the
+    // lengths and `msg_len` inside `hdrs`. No timeout (null).
+    let rc = unsafe {
+        libc::recvmmsg(
+            fd.as_raw_fd(),
+            hdrs.as_mut_ptr(),
+            n,
+            flags | libc::MSG_CMSG_CLOEXEC,
+            std::ptr::null_mut(),
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(hdrs[..rc as usize]
+        .iter()
+        .map(|h| RecvMsgOut {
+            len: h.msg_len as usize,
+            name_len: h.msg_hdr.msg_namelen as usize,
+            control_len: h.msg_hdr.msg_controllen,
+            flags: h.msg_hdr.msg_flags,
+        })
+        .collect())
+}
+
 /// `sendmsg(fd, {name, [payload], control}, flags)`: `name` is a
 /// `sockaddr_*` as bytes (empty: none), `control` cmsgs as bytes (empty:
 /// none), laid out by the caller at `CMSG_ALIGN` offsets.
