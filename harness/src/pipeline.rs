@@ -287,6 +287,8 @@ pub fn test_variant(
         first_result_s: None,
         infra_error: None,
         logs: None,
+        splats: None,
+        figures: Vec::new(),
         tests: Vec::new(),
     };
     let k = match kernel(opts, cache, variant) {

@@ -48,6 +48,13 @@ pub struct Run {
     pub infra_error: Option<String>,
     /// Where the logs are.
     pub logs: Option<String>,
+    /// Kernel splat lines on the console (KASAN, lockdep, hung task, soft
+    /// lockup, RCU stall, BUG, WARNING: [`udp_repair_vm::console::splats`]);
+    /// `None` when the guest did not boot.
+    pub splats: Option<usize>,
+    /// The stress figures the guest's programs printed (calls made,
+    /// errors by errno, duration): [`crate::results::figures`].
+    pub figures: Vec<String>,
     /// The results.
     pub tests: Vec<Record>,
 }
@@ -175,6 +182,16 @@ pub fn human(runs: &[Run]) -> String {
             t.error,
             timing.join(", ")
         );
+        if let Some(n) = run.splats {
+            let _ = writeln!(
+                out,
+                "{}: {n} kernel splat line(s) on the console",
+                run.variant
+            );
+        }
+        for f in &run.figures {
+            let _ = writeln!(out, "{}: {f}", run.variant);
+        }
         if let Some(e) = &run.infra_error {
             let _ = writeln!(out, "{}: INFRASTRUCTURE FAILURE: {e}", run.variant);
         }
@@ -319,7 +336,8 @@ pub fn json(runs: &[Run]) -> serde_json::Value {
             serde_json::json!({
                 "variant": r.variant, "kernel": r.kernel, "accel": r.accel,
                 "build_s": r.build_s, "boot_s": r.boot_s, "first_result_s": r.first_result_s,
-                "infra_error": r.infra_error, "logs": r.logs, "totals": {
+                "infra_error": r.infra_error, "logs": r.logs,
+                "splats": r.splats, "figures": r.figures, "totals": {
                     "pass": t.pass, "fail": t.fail, "skip": t.skip, "error": t.error,
                 }
             })
@@ -354,6 +372,8 @@ mod tests {
             first_result_s: None,
             infra_error: None,
             logs: None,
+            splats: None,
+            figures: Vec::new(),
             tests,
         }
     }

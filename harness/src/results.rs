@@ -189,6 +189,27 @@ pub fn boot_failure(
     }
 }
 
+/// The stress figures in a guest's results text, one line each as the
+/// program printed it from its marker on: the fuzz suite's
+/// `fuzz::random_calls: seed ...: N calls in S s ...; by call: ...; errors
+/// by errno: ...` (selftests/src/fuzz.rs) and the `udp_repair` kselftest's
+/// `concurrent_dump:N calls in S s ...` race (getsockopt series).
+pub fn figures(results_text: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for line in results_text.lines() {
+        let found = ["fuzz::random_calls: seed", "concurrent_dump:"]
+            .iter()
+            .find_map(|m| line.find(m).map(|i| line[i..].trim_end()))
+            .filter(|f| f.contains(" calls in "));
+        if let Some(f) = found {
+            if !out.iter().any(|o| o == f) {
+                out.push(f.to_string());
+            }
+        }
+    }
+    out
+}
+
 /// The report of a run from its record and its logs: `console_text` and
 /// `results_text` (the same text under vng), `dir` where the logs are.
 pub fn interpret(rec: &RunRecord, console_text: &str, results_text: &str, dir: &Path) -> Run {
@@ -201,6 +222,8 @@ pub fn interpret(rec: &RunRecord, console_text: &str, results_text: &str, dir: &
         first_result_s: rec.boot.first_result_s,
         infra_error: None,
         logs: Some(dir.display().to_string()),
+        splats: Some(console::splats(console_text).len()),
+        figures: figures(results_text),
         tests: Vec::new(),
     };
     let (outputs, done) = console::split_units(results_text);
@@ -547,4 +570,26 @@ pub fn parse_dir(dir: &Path) -> std::result::Result<Run, String> {
 pub fn parse_log(text: &str) -> std::result::Result<Run, String> {
     let rec = record_from_log(text)?;
     Ok(interpret(&rec, text, text, Path::new("-")))
+}
+
+#[cfg(test)]
+mod figure_tests {
+    use super::figures;
+
+    #[test]
+    fn the_stress_figures_are_taken_from_their_markers_once_each() {
+        let text = "\
+test fuzz::random_calls ... # fuzz::random_calls: seed 0x5eed0d9cafe00001: 150479 calls in 20.00 s (7524/s); by call: Open 8727; errors by errno: EPERM 13073
+# /x/tools/testing/selftests/net/udp_repair.c:1211:concurrent_dump:1001214 calls in 17.2 s (125032 read a datagram), 222569 sends; EPERM 753626, ENODATA 122556, EFAULT 0, EINVAL 0
+#  RUN           global.concurrent_dump ...
+ok 12 global.concurrent_dump
+test fuzz::random_calls ... # fuzz::random_calls: seed 0x5eed0d9cafe00001: 150479 calls in 20.00 s (7524/s); by call: Open 8727; errors by errno: EPERM 13073
+";
+        let f = figures(text);
+        assert_eq!(f.len(), 2, "{f:?}");
+        assert!(f[0]
+            .starts_with("fuzz::random_calls: seed 0x5eed0d9cafe00001: 150479 calls in 20.00 s"));
+        assert!(f[1].starts_with("concurrent_dump:1001214 calls in 17.2 s"));
+        assert!(figures("ok 1 global.concurrent_dump\n").is_empty());
+    }
 }
