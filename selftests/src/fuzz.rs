@@ -461,6 +461,7 @@ fn errno_name(e: i32) -> String {
         libc::EAFNOSUPPORT => "EAFNOSUPPORT",
         libc::ENOBUFS => "ENOBUFS",
         libc::EISCONN => "EISCONN",
+        libc::EBUSY => "EBUSY",
         _ => return format!("errno {e}"),
     };
     name.to_string()
