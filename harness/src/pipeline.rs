@@ -46,6 +46,10 @@ pub struct Options {
     pub cpus: u32,
     /// Who boots the guest.
     pub runner: Runner,
+    /// `test --fuzz-secs`: the fuzz suite's random calls run this long,
+    /// with no call bound, instead of their default (see
+    /// [`plan::plan`]).
+    pub fuzz_secs: Option<u32>,
 }
 
 /// Who boots the guest.
@@ -317,8 +321,10 @@ fn boot_and_parse(
 ) -> Result<()> {
     let run_dir = cache.run_dir(&k.tree.label)?;
     run.logs = Some(run_dir.display().to_string());
-    let planned = plan::plan(k, units, selftests);
-    let timeout = opts.timeout.unwrap_or_else(|| plan::default_timeout(units));
+    let planned = plan::plan(k, units, selftests, opts.fuzz_secs);
+    let timeout = opts
+        .timeout
+        .unwrap_or_else(|| plan::default_timeout(&planned.units));
     let (booted, spec) = boot_plan(opts, cache, k, &run_dir, &planned.contents, timeout)?;
     let rec = RunRecord {
         version: results::RUN_RECORD_VERSION,

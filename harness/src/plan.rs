@@ -23,14 +23,17 @@ pub struct Plan {
     pub units: Vec<PlannedUnit>,
 }
 
-/// Default guest deadline: a boot allowance plus every unit's own.
-pub fn default_timeout(units: &[&Unit]) -> Duration {
+/// Default guest deadline: a boot allowance plus every planned unit's own.
+pub fn default_timeout(units: &[PlannedUnit]) -> Duration {
     Duration::from_secs(90 + units.iter().map(|u| u64::from(u.timeout_s)).sum::<u64>())
 }
 
 /// Plans `units` on kernel `k`, with the guest binary at `selftests`
-/// (builds the kselftest programs the units need).
-pub fn plan(k: &Kernel, units: &[&Unit], selftests: &Path) -> Plan {
+/// (builds the kselftest programs the units need). With `fuzz_secs`, the
+/// fuzz suite's unit runs under `/bin/env UDP_REPAIR_FUZZ_SECS=S
+/// UDP_REPAIR_FUZZ_CALLS=<no bound>` (selftests/src/fuzz.rs) with a
+/// deadline of S plus its own.
+pub fn plan(k: &Kernel, units: &[&Unit], selftests: &Path, fuzz_secs: Option<u32>) -> Plan {
     let mut contents = Contents::default();
     contents
         .files
@@ -38,9 +41,19 @@ pub fn plan(k: &Kernel, units: &[&Unit], selftests: &Path) -> Plan {
     let mut planned = Vec::new();
     let ks_dir = k.built.dir.join("kselftest");
     for u in units {
+        let mut timeout_s = u.timeout_s;
         let prepared = match u.program {
             Program::Selftests { filter } => {
-                let mut argv = vec![SELFTESTS_GUEST_PATH.to_string(), filter.to_string()];
+                let mut argv = Vec::new();
+                if let (Some(s), "fuzz") = (fuzz_secs, u.suite) {
+                    argv.extend([
+                        "/bin/env".to_string(),
+                        format!("UDP_REPAIR_FUZZ_SECS={s}"),
+                        format!("UDP_REPAIR_FUZZ_CALLS={}", u64::MAX),
+                    ]);
+                    timeout_s = timeout_s.saturating_add(s);
+                }
+                argv.extend([SELFTESTS_GUEST_PATH.to_string(), filter.to_string()]);
                 argv.extend(u.args.iter().map(|s| s.to_string()));
                 Ok(argv)
             }
@@ -73,7 +86,7 @@ pub fn plan(k: &Kernel, units: &[&Unit], selftests: &Path) -> Plan {
                 let index = contents.plan.len();
                 contents.plan.push(PlanUnit {
                     argv: argv.clone(),
-                    timeout_s: u.timeout_s,
+                    timeout_s,
                     label: label(u),
                 });
                 (argv, Decided::Runs { index })
@@ -84,7 +97,7 @@ pub fn plan(k: &Kernel, units: &[&Unit], selftests: &Path) -> Plan {
             suite: u.suite.to_string(),
             name: u.name.to_string(),
             format: u.format,
-            timeout_s: u.timeout_s,
+            timeout_s,
             argv,
             decided,
         });

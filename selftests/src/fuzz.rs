@@ -18,8 +18,10 @@
 //! - `getsockopt` never reports more bytes than the buffer it was given.
 //!
 //! The run is deterministic for a seed (`UDP_REPAIR_FUZZ_SEED`), bounded
-//! by calls (`UDP_REPAIR_FUZZ_CALLS`, default 200 000) and time (20 s), and
-//! prints its figures: calls per operation, errors by errno, duration.
+//! by calls (`UDP_REPAIR_FUZZ_CALLS`, default 200 000) and time
+//! (`UDP_REPAIR_FUZZ_SECS`, default 20; `udp-repair test --fuzz-secs` sets
+//! both), and prints its figures: calls, those of the new options, calls
+//! per operation, errors by errno, duration.
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
@@ -476,7 +478,12 @@ fn random_calls() -> Result<(), Failed> {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(200_000);
-    let limit = Duration::from_secs(20);
+    let limit = Duration::from_secs(
+        std::env::var("UDP_REPAIR_FUZZ_SECS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(20),
+    );
     let mut key = [0u8; 32];
     key[..8].copy_from_slice(&seed.to_le_bytes());
     let peer = |v6: bool| loopback(v6, "bind a peer");
@@ -509,8 +516,21 @@ fn random_calls() -> Result<(), Failed> {
         .iter()
         .map(|(e, n)| format!("{} {n}", errno_name(*e)))
         .collect();
+    // The calls of the series' new options (UDP_REPAIR, its reads, the
+    // pending-lost mark).
+    let new_options: u64 = f
+        .calls
+        .iter()
+        .filter(|(op, _)| {
+            matches!(
+                op,
+                Op::Repair | Op::RepairGet | Op::Pending | Op::PendingData | Op::PendingLost
+            )
+        })
+        .map(|(_, n)| *n)
+        .sum();
     println!(
-        "# fuzz::random_calls: seed {seed:#x}: {made} calls in {:.2} s ({:.0}/s); by call: {}; errors by errno: {}",
+        "# fuzz::random_calls: seed {seed:#x}: {made} calls in {:.2} s ({:.0}/s), {new_options} of the new options; by call: {}; errors by errno: {}",
         elapsed.as_secs_f64(),
         made as f64 / elapsed.as_secs_f64().max(1e-9),
         by_op.join(", "),
