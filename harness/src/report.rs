@@ -50,7 +50,7 @@ pub struct Run {
     pub logs: Option<String>,
     /// Kernel splat lines on the console (KASAN, lockdep, hung task, soft
     /// lockup, RCU stall, BUG, WARNING: [`udp_repair_vm::console::splats`]);
-    /// `None` when the guest did not boot.
+    /// `None` when no guest ran (the build failed).
     pub splats: Option<usize>,
     /// The stress figures the guest's programs printed (calls made,
     /// errors by errno, duration): [`crate::results::figures`].

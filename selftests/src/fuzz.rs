@@ -469,21 +469,19 @@ fn errno_name(e: i32) -> String {
     name.to_string()
 }
 
+/// Environment variable `name` parsed, else `default` (unset or not a
+/// number).
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
 fn random_calls() -> Result<(), Failed> {
-    let seed: u64 = std::env::var("UDP_REPAIR_FUZZ_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(DEFAULT_SEED);
-    let calls: u64 = std::env::var("UDP_REPAIR_FUZZ_CALLS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(200_000);
-    let limit = Duration::from_secs(
-        std::env::var("UDP_REPAIR_FUZZ_SECS")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(20),
-    );
+    let seed: u64 = env_or("UDP_REPAIR_FUZZ_SEED", DEFAULT_SEED);
+    let calls: u64 = env_or("UDP_REPAIR_FUZZ_CALLS", 200_000);
+    let limit = Duration::from_secs(env_or("UDP_REPAIR_FUZZ_SECS", 20));
     let mut key = [0u8; 32];
     key[..8].copy_from_slice(&seed.to_le_bytes());
     let peer = |v6: bool| loopback(v6, "bind a peer");
