@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use proptest::prelude::Rng;
 use proptest::test_runner::{RngAlgorithm, TestRng};
 use udp_repair_engine::sys::{getsockopt_bytes_len, getsockopt_int, setsockopt_int};
-use udp_repair_engine::uapi::{getsockopt as gs, pendinglost as pl};
+use udp_repair_engine::uapi::{getsockopt as gs, pendinglost as pl, recvmsg as rr};
 
 use crate::ktap::{Context, Failed, Test};
 
@@ -65,6 +65,8 @@ enum Op {
     Drain,
 }
 
+/// The operations and their weights on a kernel with every option; see
+/// [`Kernel::weight`] for how the kernel under test changes them.
 const OPS: &[(Op, u32)] = &[
     (Op::Open, 3),
     (Op::Close, 1),
@@ -87,6 +89,85 @@ const OPS: &[(Op, u32)] = &[
 
 const SLOTS: usize = 4;
 
+/// How many times its base weight an option of the booted series gets,
+/// so that most of a run's time goes into the new kernel code: with it
+/// about a third of the calls are the series' options (the recvmsg
+/// series' repair-mode reads included).
+const OWN_BOOST: u32 = 3;
+
+/// Which of the series' options the booted kernel has, probed once at
+/// the start (each probe is one `getsockopt` on a fresh socket).
+#[derive(Debug, Clone, Copy)]
+struct Kernel {
+    /// `UDP_REPAIR` exists (every series).
+    repair: bool,
+    /// It is the recvmsg series' `UDP_REPAIR`: in repair mode a peek reads
+    /// the socket's own pending datagram, so repair-mode receives are new
+    /// kernel code.
+    recvmsg: bool,
+    /// `UDP_REPAIR_PENDING` and `UDP_REPAIR_PENDING_DATA` (getsockopt).
+    pending: bool,
+    /// `UDP_REPAIR_PENDING_LOST` (pending-lost).
+    lost: bool,
+}
+
+impl Kernel {
+    fn probe() -> Result<Self, Failed> {
+        let s = loopback(false, "bind a probe socket")?;
+        let fd = s.as_fd();
+        Ok(Self {
+            repair: getsockopt_int(fd, libc::SOL_UDP, UDP_REPAIR).is_ok(),
+            recvmsg: rr::probe().ctx("probe the recvmsg series' UDP_REPAIR")?
+                == rr::Support::Recvmsg,
+            pending: gs::detect(fd).ctx("probe UDP_REPAIR_PENDING")?,
+            lost: pl::marked(fd).ctx("probe UDP_REPAIR_PENDING_LOST")?.is_some(),
+        })
+    }
+
+    /// Whether `op` is a call of an option this kernel has (`None`: not an
+    /// option of any series).
+    fn has(self, op: Op) -> Option<bool> {
+        match op {
+            Op::Repair | Op::RepairGet => Some(self.repair),
+            Op::Pending | Op::PendingData => Some(self.pending),
+            Op::PendingLost => Some(self.lost),
+            _ => None,
+        }
+    }
+
+    /// `op`'s weight here: an option the kernel has is boosted by
+    /// [`OWN_BOOST`], one it lacks keeps weight 1 (its `ENOPROTOOPT` path
+    /// is still called), the rest keep `base`; receives count as the
+    /// recvmsg series' code on its kernels.
+    fn weight(self, op: Op, base: u32) -> u32 {
+        match self.has(op) {
+            Some(true) => base * OWN_BOOST,
+            Some(false) => 1,
+            None if op == Op::Recv && self.recvmsg => base * OWN_BOOST,
+            None => base,
+        }
+    }
+
+    /// The options this kernel has, for the figures.
+    fn names(self) -> String {
+        let mut v = Vec::new();
+        if self.repair {
+            v.push(if self.recvmsg { "UDP_REPAIR (recvmsg series)" } else { "UDP_REPAIR" });
+        }
+        if self.pending {
+            v.push("UDP_REPAIR_PENDING(_DATA)");
+        }
+        if self.lost {
+            v.push("UDP_REPAIR_PENDING_LOST");
+        }
+        if v.is_empty() {
+            "none".into()
+        } else {
+            v.join(", ")
+        }
+    }
+}
+
 /// Errnos that valid arguments never earn.
 const FORBIDDEN: &[i32] = &[libc::EFAULT, libc::EBADF, libc::ENOTSOCK, libc::EIO];
 
@@ -101,6 +182,12 @@ struct Slot {
 
 struct Fuzz {
     rng: TestRng,
+    /// [`OPS`] weighted for the booted kernel ([`Kernel::weight`]).
+    ops: Vec<(Op, u32)>,
+    /// Calls that reached an option of the booted kernel's series (a
+    /// receive in repair mode, on the recvmsg series, is one).
+    own: u64,
+    kernel: Kernel,
     slots: Vec<Option<Slot>>,
     /// Peers per family: [IPv4, IPv6].
     peers: [Vec<UdpSocket>; 2],
@@ -137,9 +224,10 @@ impl Fuzz {
     }
 
     fn op(&mut self) -> Op {
-        let total: u32 = OPS.iter().map(|(_, w)| w).sum();
+        let total: u32 = self.ops.iter().map(|(_, w)| w).sum();
         let mut r = self.pick(u64::from(total)) as u32;
-        for &(op, w) in OPS {
+        for i in 0..self.ops.len() {
+            let (op, w) = self.ops[i];
             if r < w {
                 return op;
             }
@@ -200,6 +288,11 @@ impl Fuzz {
         let Some(slot) = self.slots[i].take() else {
             return Ok(());
         };
+        if self.kernel.has(op) == Some(true)
+            || (op == Op::Recv && self.kernel.recvmsg && slot.repair)
+        {
+            self.own += 1;
+        }
         let slot = self.apply(i, op, slot)?;
         self.slots[i] = slot;
         Ok(())
@@ -485,8 +578,15 @@ fn random_calls() -> Result<(), Failed> {
     let mut key = [0u8; 32];
     key[..8].copy_from_slice(&seed.to_le_bytes());
     let peer = |v6: bool| loopback(v6, "bind a peer");
+    let kernel = Kernel::probe()?;
     let mut f = Fuzz {
         rng: TestRng::from_seed(RngAlgorithm::ChaCha, &key),
+        ops: OPS
+            .iter()
+            .map(|&(op, w)| (op, kernel.weight(op, w)))
+            .collect(),
+        own: 0,
+        kernel,
         slots: (0..SLOTS).map(|_| None).collect(),
         peers: [
             vec![peer(false)?, peer(false)?],
@@ -514,23 +614,12 @@ fn random_calls() -> Result<(), Failed> {
         .iter()
         .map(|(e, n)| format!("{} {n}", errno_name(*e)))
         .collect();
-    // The calls of the series' new options (UDP_REPAIR, its reads, the
-    // pending-lost mark).
-    let new_options: u64 = f
-        .calls
-        .iter()
-        .filter(|(op, _)| {
-            matches!(
-                op,
-                Op::Repair | Op::RepairGet | Op::Pending | Op::PendingData | Op::PendingLost
-            )
-        })
-        .map(|(_, n)| *n)
-        .sum();
     println!(
-        "# fuzz::random_calls: seed {seed:#x}: {made} calls in {:.2} s ({:.0}/s), {new_options} of the new options; by call: {}; errors by errno: {}",
+        "# fuzz::random_calls: seed {seed:#x}: {made} calls in {:.2} s ({:.0}/s), {} of the new options ({}); by call: {}; errors by errno: {}",
         elapsed.as_secs_f64(),
         made as f64 / elapsed.as_secs_f64().max(1e-9),
+        f.own,
+        f.kernel.names(),
         by_op.join(", "),
         if by_errno.is_empty() { "none".into() } else { by_errno.join(", ") },
     );
