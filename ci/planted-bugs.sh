@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Proof that each detector of a debug run finds a bug of its kind: plants
 # the three bugs of ci/planted/ as the last patch of the 6.12 getsockopt
-# series, runs the kselftests on a --config debug kernel (KASAN, lockdep,
-# hung-task and soft-lockup detectors), and checks that KASAN, lockdep
-# (sock_owned_by_me() in udp_repair_fill()) and the selftests' payload
-# check each report theirs. The planted patch is removed on exit, also on
-# failure. About 10 minutes (a debug kernel build); not run by CI.
+# series, runs the kselftests and the fuzz suite on a --config debug
+# kernel (KASAN, lockdep, hung-task and soft-lockup detectors), and checks
+# that KASAN, lockdep (sock_owned_by_me() in udp_repair_fill()) and the
+# payload checks (the kselftest's race and the fuzz suite's random calls)
+# each report theirs. The planted patch is removed on exit, also on
+# failure. About 12 minutes (a debug kernel build); not run by CI.
 # Usage: bash ci/planted-bugs.sh   (root, as the test command)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,7 +16,7 @@ trap 'rm -f "$dst"' EXIT
 cp "ci/planted/$planted" "$dst"
 out=$(mktemp)
 cargo run -q --release -p udp-repair -- test --variant getsockopt --config debug \
-    --suite kselftest >"$out" 2>&1 || true
+    --suite kselftest --suite fuzz >"$out" 2>&1 || true
 dir=$(sed -n 's/^getsockopt: logs in //p' "$out" | tail -1)
 if [ -z "$dir" ] || [ ! -f "$dir/console.log" ]; then
     echo "planted-bugs: no run directory in the output ($out)" >&2
@@ -35,4 +36,6 @@ check "KASAN (stack read past the IP options)" "$dir/console.log" \
 check "lockdep (struct filled without the socket lock)" "$dir/console.log" \
     'WARNING: .* udp_repair_fill'
 check "payload check (a byte of tailroom)" "$out" 'a dump no sender made'
+check "fuzz suite's payload check (the same byte)" "$out" \
+    'UDP_REPAIR_PENDING_DATA payload: byte'
 exit $fail

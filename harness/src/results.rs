@@ -191,16 +191,21 @@ pub fn boot_failure(
 
 /// The stress figures in a guest's results text, one line each as the
 /// program printed it from its marker on: the fuzz suite's
-/// `fuzz::random_calls: seed ...: N calls in S s ...; by call: ...; errors
-/// by errno: ...` (selftests/src/fuzz.rs) and the `udp_repair` kselftest's
+/// `fuzz::random_calls: seed ...: N calls by T thread(s) in S s ...; by
+/// call: ...; errors by errno: ...` and its `fuzz::concurrent_calls`
+/// alike (selftests/src/fuzz.rs), and the `udp_repair` kselftest's
 /// `concurrent_dump:N calls in S s ...` race (getsockopt series).
 pub fn figures(results_text: &str) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for line in results_text.lines() {
-        let found = ["fuzz::random_calls: seed", "concurrent_dump:"]
-            .iter()
-            .find_map(|m| line.find(m).map(|i| line[i..].trim_end()))
-            .filter(|f| f.contains(" calls in "));
+        let found = [
+            "fuzz::random_calls: seed",
+            "fuzz::concurrent_calls: seed",
+            "concurrent_dump:",
+        ]
+        .iter()
+        .find_map(|m| line.find(m).map(|i| line[i..].trim_end()))
+        .filter(|f| f.contains(" calls in ") || f.contains(" calls by "));
         if let Some(f) = found {
             if !out.iter().any(|o| o == f) {
                 out.push(f.to_string());
@@ -584,9 +589,13 @@ test fuzz::random_calls ... # fuzz::random_calls: seed 0x5eed0d9cafe00001: 15047
 #  RUN           global.concurrent_dump ...
 ok 12 global.concurrent_dump
 test fuzz::random_calls ... # fuzz::random_calls: seed 0x5eed0d9cafe00001: 150479 calls in 20.00 s (7524/s); by call: Open 8727; errors by errno: EPERM 13073
+test fuzz::concurrent_calls ... # fuzz::concurrent_calls: seed 0x5eed0d9cafe00001: 168970 calls by 4 thread(s) in 3.03 s (55800/s), 0 of the new options (none); by call: Open 11820; errors by errno: none
 ";
         let f = figures(text);
-        assert_eq!(f.len(), 2, "{f:?}");
+        assert_eq!(f.len(), 3, "{f:?}");
+        assert!(
+            f[2].starts_with("fuzz::concurrent_calls: seed 0x5eed0d9cafe00001: 168970 calls by 4")
+        );
         assert!(f[0]
             .starts_with("fuzz::random_calls: seed 0x5eed0d9cafe00001: 150479 calls in 20.00 s"));
         assert!(f[1].starts_with("concurrent_dump:1001214 calls in 17.2 s"));

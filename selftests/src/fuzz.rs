@@ -17,7 +17,11 @@
 //! - `UDP_REPAIR` reads back what was last set successfully;
 //! - `getsockopt` never reports more bytes than the buffer it was given.
 //!
-//! The run is deterministic for a seed (`UDP_REPAIR_FUZZ_SEED`), bounded
+//! `fuzz::concurrent_calls` makes the same calls from four threads at once
+//! on shared sockets (closes included) for `UDP_REPAIR_FUZZ_RACE_SECS`
+//! (default 10), with the checks that hold whatever the other threads do.
+//!
+//! The single-thread run is deterministic for a seed (`UDP_REPAIR_FUZZ_SEED`), bounded
 //! by calls (`UDP_REPAIR_FUZZ_CALLS`, default 200 000) and time
 //! (`UDP_REPAIR_FUZZ_SECS`, default 20; `udp-repair test --fuzz-secs` sets
 //! both), and prints its figures: calls, those of the new options, calls
@@ -26,6 +30,8 @@
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use proptest::prelude::Rng;
@@ -40,7 +46,10 @@ const UDP_REPAIR: i32 = 2;
 
 /// The tests of the suite.
 pub fn tests() -> Vec<Test> {
-    vec![Test::new("fuzz::random_calls", random_calls)]
+    vec![
+        Test::new("fuzz::random_calls", random_calls),
+        Test::new("fuzz::concurrent_calls", concurrent_calls),
+    ]
 }
 
 /// The operations, in the order of [`OP_NAMES`].
@@ -120,7 +129,9 @@ impl Kernel {
             recvmsg: rr::probe().ctx("probe the recvmsg series' UDP_REPAIR")?
                 == rr::Support::Recvmsg,
             pending: gs::detect(fd).ctx("probe UDP_REPAIR_PENDING")?,
-            lost: pl::marked(fd).ctx("probe UDP_REPAIR_PENDING_LOST")?.is_some(),
+            lost: pl::marked(fd)
+                .ctx("probe UDP_REPAIR_PENDING_LOST")?
+                .is_some(),
         })
     }
 
@@ -152,7 +163,11 @@ impl Kernel {
     fn names(self) -> String {
         let mut v = Vec::new();
         if self.repair {
-            v.push(if self.recvmsg { "UDP_REPAIR (recvmsg series)" } else { "UDP_REPAIR" });
+            v.push(if self.recvmsg {
+                "UDP_REPAIR (recvmsg series)"
+            } else {
+                "UDP_REPAIR"
+            });
         }
         if self.pending {
             v.push("UDP_REPAIR_PENDING(_DATA)");
@@ -175,10 +190,17 @@ struct Slot {
     sock: UdpSocket,
     v6: bool,
     /// The `UDP_REPAIR` value last set successfully.
-    repair: bool,
+    repair: AtomicBool,
     /// Sends so far (the low bits of the payload byte).
-    sends: u32,
+    sends: AtomicU32,
 }
+
+/// The sockets the calls go to: a slot is replaced (open) or emptied
+/// (close) under its write lock; a call clones the socket out under the
+/// read lock and makes its call without a lock, so that in
+/// [`concurrent_calls`] calls on one socket overlap (the last clone
+/// closes it).
+type Slots = Arc<Vec<RwLock<Option<Arc<Slot>>>>>;
 
 struct Fuzz {
     rng: TestRng,
@@ -188,7 +210,11 @@ struct Fuzz {
     /// receive in repair mode, on the recvmsg series, is one).
     own: u64,
     kernel: Kernel,
-    slots: Vec<Option<Slot>>,
+    slots: Slots,
+    /// The only thread calling: checks that assume no call in between
+    /// (what `UDP_REPAIR` reads back, the pending header matching the
+    /// data read before it) are made only then.
+    solo: bool,
     /// Peers per family: [IPv4, IPv6].
     peers: [Vec<UdpSocket>; 2],
     calls: BTreeMap<Op, u64>,
@@ -270,42 +296,42 @@ impl Fuzz {
         if self.log.len() >= 64 {
             self.log.drain(..32);
         }
-        if op == Op::Open {
-            let v6 = self.pick(2) == 1;
-            let sock = loopback(v6, "bind a fuzzed socket")?;
-            self.log.push(format!("{i}: open v6={v6}"));
-            self.slots[i] = Some(Slot {
-                sock,
-                v6,
-                repair: false,
-                sends: 0,
-            });
-            return Ok(());
+        match op {
+            Op::Open => {
+                let v6 = self.pick(2) == 1;
+                let sock = loopback(v6, "bind a fuzzed socket")?;
+                self.log.push(format!("{i}: open v6={v6}"));
+                *self.slots[i].write().map_err(poisoned)? = Some(Arc::new(Slot {
+                    sock,
+                    v6,
+                    repair: AtomicBool::new(false),
+                    sends: AtomicU32::new(0),
+                }));
+                return Ok(());
+            }
+            Op::Close => {
+                self.log.push(format!("{i}: close"));
+                *self.slots[i].write().map_err(poisoned)? = None;
+                return Ok(());
+            }
+            Op::Drain => return self.drain(),
+            _ => {}
         }
-        if op == Op::Drain {
-            return self.drain();
-        }
-        let Some(slot) = self.slots[i].take() else {
+        let Some(slot) = self.slots[i].read().map_err(poisoned)?.clone() else {
             return Ok(());
         };
         if self.kernel.has(op) == Some(true)
-            || (op == Op::Recv && self.kernel.recvmsg && slot.repair)
+            || (op == Op::Recv && self.kernel.recvmsg && slot.repair.load(Ordering::Relaxed))
         {
             self.own += 1;
         }
-        let slot = self.apply(i, op, slot)?;
-        self.slots[i] = slot;
-        Ok(())
+        self.apply(i, op, &slot)
     }
 
-    /// Applies `op` to socket `i`; `None` when it closed it.
-    fn apply(&mut self, i: usize, op: Op, mut s: Slot) -> Result<Option<Slot>, Failed> {
+    /// Applies `op` to socket `i`.
+    fn apply(&mut self, i: usize, op: Op, s: &Slot) -> Result<(), Failed> {
         let fd = s.sock.as_fd();
         match op {
-            Op::Close => {
-                self.log.push(format!("{i}: close"));
-                return Ok(None);
-            }
             Op::Connect => {
                 let to = self.peer(s.v6);
                 self.log.push(format!("{i}: connect {to}"));
@@ -325,8 +351,7 @@ impl Fuzz {
                 };
                 let more = self.pick(2) == 1;
                 let connected = self.pick(3) == 0;
-                let payload = vec![tag(i, s.sends); len];
-                s.sends += 1;
+                let payload = vec![tag(i, s.sends.fetch_add(1, Ordering::Relaxed)); len];
                 let mut flags = rustix::net::SendFlags::DONTWAIT;
                 if more {
                     flags |= rustix::net::SendFlags::MORE;
@@ -355,18 +380,18 @@ impl Fuzz {
                     if v != 0 && v != 1 {
                         return Err(self.fail(format!("UDP_REPAIR {v} was accepted")));
                     }
-                    s.repair = v == 1;
+                    s.repair.store(v == 1, Ordering::Relaxed);
                 }
             }
             Op::RepairGet => {
                 self.log.push(format!("{i}: get UDP_REPAIR"));
                 let r = getsockopt_int(fd, libc::SOL_UDP, UDP_REPAIR);
+                let last = i32::from(s.repair.load(Ordering::Relaxed));
                 if let Some(v) = self.result("get UDP_REPAIR", r)? {
-                    if v != i32::from(s.repair) {
-                        return Err(self.fail(format!(
-                            "UDP_REPAIR reads {v}, but {} was set last",
-                            i32::from(s.repair)
-                        )));
+                    if self.solo && v != last {
+                        return Err(
+                            self.fail(format!("UDP_REPAIR reads {v}, but {last} was set last"))
+                        );
                     }
                 }
             }
@@ -470,9 +495,9 @@ impl Fuzz {
                 let r = peer.send_to(&vec![PEER; len], to);
                 self.result("peer send", r)?;
             }
-            Op::Open | Op::Drain => unreachable!("handled by step()"),
+            Op::Open | Op::Close | Op::Drain => unreachable!("handled by step()"),
         }
-        Ok(Some(s))
+        Ok(())
     }
 
     /// A successful `UDP_REPAIR_PENDING_DATA` read: where the header says
@@ -484,6 +509,17 @@ impl Fuzz {
         fd: BorrowedFd<'_>,
         data: &[u8],
     ) -> Result<(), Failed> {
+        if !self.solo {
+            // Another thread may change the pending datagram between the
+            // data read and a header read, so the header cannot split
+            // `data`; but no call here sets IP options (IP_OPTIONS, an
+            // IP_RETOPTS cmsg), so the options part is empty and `data`
+            // is all payload.
+            if let Err(why) = all_from(i, data) {
+                return Err(self.fail(format!("UDP_REPAIR_PENDING_DATA payload: {why}")));
+            }
+            return Ok(());
+        }
         let mut head = vec![0u8; 4096];
         let (r, got) = getsockopt_bytes_len(fd, libc::SOL_UDP, gs::UDP_REPAIR_PENDING, &mut head);
         if r.is_err() {
@@ -539,6 +575,11 @@ fn loopback(v6: bool, what: &str) -> Result<UdpSocket, Failed> {
     Ok(s)
 }
 
+/// A slot lock another fuzz thread poisoned by panicking.
+fn poisoned<T>(_: std::sync::PoisonError<T>) -> Failed {
+    Failed::from("a fuzz thread panicked holding a socket slot")
+}
+
 /// The errno's name, for the figures.
 fn errno_name(e: i32) -> String {
     let name = match e {
@@ -572,54 +613,113 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 }
 
 fn random_calls() -> Result<(), Failed> {
+    run(
+        "fuzz::random_calls",
+        1,
+        env_or("UDP_REPAIR_FUZZ_CALLS", 200_000),
+        Duration::from_secs(env_or("UDP_REPAIR_FUZZ_SECS", 20)),
+    )
+}
+
+/// [`random_calls`]' operations from [`RACE_THREADS`] threads at once on
+/// the same sockets, for `UDP_REPAIR_FUZZ_RACE_SECS` seconds (default
+/// 10): dumps (the pending reads, repair on and off, repair-mode peeks,
+/// `SO_PEEK_OFF`) overlap sends with and without `MSG_MORE`, cork and
+/// uncork, connect and disconnect, receives, shutdowns, options and
+/// closes (a closed socket's last in-flight call ends before its release,
+/// as the kernel's file reference guarantees). The checks are those of
+/// the single thread that hold whatever the others do in between.
+fn concurrent_calls() -> Result<(), Failed> {
+    run(
+        "fuzz::concurrent_calls",
+        RACE_THREADS,
+        env_or("UDP_REPAIR_FUZZ_CALLS", u64::MAX),
+        Duration::from_secs(env_or("UDP_REPAIR_FUZZ_RACE_SECS", 10)),
+    )
+}
+
+/// Threads of [`concurrent_calls`] (the guest has two CPUs; more threads
+/// than CPUs also interleave calls at preemption points).
+const RACE_THREADS: usize = 4;
+
+/// `threads` fuzzers on one set of sockets, each with its own generator
+/// (the seed plus its index) and peers, until `calls` calls in all or
+/// `limit`; prints the figures under `name`.
+fn run(name: &str, threads: usize, calls: u64, limit: Duration) -> Result<(), Failed> {
     let seed: u64 = env_or("UDP_REPAIR_FUZZ_SEED", DEFAULT_SEED);
-    let calls: u64 = env_or("UDP_REPAIR_FUZZ_CALLS", 200_000);
-    let limit = Duration::from_secs(env_or("UDP_REPAIR_FUZZ_SECS", 20));
-    let mut key = [0u8; 32];
-    key[..8].copy_from_slice(&seed.to_le_bytes());
-    let peer = |v6: bool| loopback(v6, "bind a peer");
     let kernel = Kernel::probe()?;
-    let mut f = Fuzz {
-        rng: TestRng::from_seed(RngAlgorithm::ChaCha, &key),
-        ops: OPS
-            .iter()
-            .map(|&(op, w)| (op, kernel.weight(op, w)))
-            .collect(),
-        own: 0,
-        kernel,
-        slots: (0..SLOTS).map(|_| None).collect(),
-        peers: [
-            vec![peer(false)?, peer(false)?],
-            vec![peer(true)?, peer(true)?],
-        ],
-        calls: BTreeMap::new(),
-        errors: BTreeMap::new(),
-        log: Vec::new(),
-    };
+    let slots: Slots = Arc::new((0..SLOTS).map(|_| RwLock::new(None)).collect());
+    let per_thread = calls / threads as u64;
     let start = Instant::now();
-    let mut made = 0u64;
-    while made < calls && start.elapsed() < limit {
-        f.step()?;
-        made += 1;
-    }
-    f.drain()?;
+    let fuzzers: Vec<Result<Fuzz, Failed>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let slots = slots.clone();
+                scope.spawn(move || -> Result<Fuzz, Failed> {
+                    let mut key = [0u8; 32];
+                    key[..8].copy_from_slice(&seed.wrapping_add(t as u64).to_le_bytes());
+                    let peer = |v6: bool| loopback(v6, "bind a peer");
+                    let mut f = Fuzz {
+                        rng: TestRng::from_seed(RngAlgorithm::ChaCha, &key),
+                        ops: OPS
+                            .iter()
+                            .map(|&(op, w)| (op, kernel.weight(op, w)))
+                            .collect(),
+                        own: 0,
+                        kernel,
+                        slots,
+                        solo: threads == 1,
+                        peers: [
+                            vec![peer(false)?, peer(false)?],
+                            vec![peer(true)?, peer(true)?],
+                        ],
+                        calls: BTreeMap::new(),
+                        errors: BTreeMap::new(),
+                        log: Vec::new(),
+                    };
+                    let mut made = 0u64;
+                    while made < per_thread && start.elapsed() < limit {
+                        f.step()?;
+                        made += 1;
+                    }
+                    f.drain()?;
+                    Ok(f)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(Failed::from("a fuzz thread panicked")))
+            })
+            .collect()
+    });
     let elapsed = start.elapsed();
-    let by_op: Vec<String> = f
-        .calls
-        .iter()
-        .map(|(op, n)| format!("{op:?} {n}"))
-        .collect();
-    let by_errno: Vec<String> = f
-        .errors
+    let mut by_op: BTreeMap<Op, u64> = BTreeMap::new();
+    let mut by_errno: BTreeMap<i32, u64> = BTreeMap::new();
+    let mut own = 0;
+    for f in fuzzers {
+        let f = f?;
+        own += f.own;
+        for (op, n) in f.calls {
+            *by_op.entry(op).or_insert(0) += n;
+        }
+        for (e, n) in f.errors {
+            *by_errno.entry(e).or_insert(0) += n;
+        }
+    }
+    let made: u64 = by_op.values().sum();
+    let by_op: Vec<String> = by_op.iter().map(|(op, n)| format!("{op:?} {n}")).collect();
+    let by_errno: Vec<String> = by_errno
         .iter()
         .map(|(e, n)| format!("{} {n}", errno_name(*e)))
         .collect();
     println!(
-        "# fuzz::random_calls: seed {seed:#x}: {made} calls in {:.2} s ({:.0}/s), {} of the new options ({}); by call: {}; errors by errno: {}",
+        "# {name}: seed {seed:#x}: {made} calls by {threads} thread(s) in {:.2} s ({:.0}/s), {own} of the new options ({}); by call: {}; errors by errno: {}",
         elapsed.as_secs_f64(),
         made as f64 / elapsed.as_secs_f64().max(1e-9),
-        f.own,
-        f.kernel.names(),
+        kernel.names(),
         by_op.join(", "),
         if by_errno.is_empty() { "none".into() } else { by_errno.join(", ") },
     );
