@@ -10,10 +10,12 @@
 //! image encode + decode, close of the original, restore). Each figure is
 //! the best of N rounds (`--rounds`, default 5), taken on its own: the
 //! floor's best and the restore's best may come from different rounds.
-//! The image share is encode + decode (`decode_bytes`, as `restore` reads
-//! a file) over the downtime; `file ms` is what the CLI adds around it
-//! (the image written to a file in $TMPDIR, fsync'd, and read back), shown
-//! apart because it depends on the storage, not on this code.
+//! The image share is encode + decode over the downtime, as the CLI does
+//! them: `encode_vectored` (no payload copy) and `decode_bytes` of the
+//! bytes read back (payloads lent from them); `file ms` is what the CLI
+//! adds between them (the image written to a file in $TMPDIR with
+//! vectored writes, fsync'd, and read back), left out of the downtime and
+//! shown apart because it depends on the storage, not on this code.
 //! `--drain` dumps with `DumpOptions::drain_receive_queue` (the queue taken
 //! out, linear) instead of the peek walk (quadratic).
 //!
@@ -62,21 +64,21 @@ impl Figures {
     }
 }
 
-/// Writes `img` to a file in $TMPDIR, fsyncs it and reads it back, as the
-/// CLI's dump and restore do: the time taken.
-fn file_round_trip(img: &[u8]) -> Duration {
-    use std::io::Write;
+/// Writes `img` to a file in $TMPDIR (vectored, from the checkpoint's
+/// payloads), fsyncs it and reads it back, as the CLI's dump and restore
+/// do: the time taken and the bytes read.
+fn file_round_trip(img: &udp_repair_proto::Encoded<'_>) -> (Duration, Vec<u8>) {
     let path = std::env::temp_dir().join(format!("bench-restore-{}.img", std::process::id()));
     let t = Instant::now();
     let mut f = std::fs::File::create(&path).unwrap();
-    f.write_all(img).unwrap();
+    img.write_to(&mut f).unwrap();
     f.sync_all().unwrap();
     drop(f);
     let back = std::fs::read(&path).unwrap();
     let d = t.elapsed();
     assert_eq!(back.len(), img.len());
     let _ = std::fs::remove_file(&path);
-    d
+    (d, back)
 }
 
 /// Times the floor for `cp`'s datagrams into a fresh socket at `port`.
@@ -218,13 +220,18 @@ fn one(size: usize, rcvbuf: i32, strategy: Strategy, port: u16, drain: bool) -> 
     .unwrap();
     let n = fill(&a, size);
     let t0 = Instant::now();
-    let cp = dump::dump_with(a.as_fd(), &dump_opts(drain)).unwrap();
+    let mut cp = dump::dump_with(a.as_fd(), &dump_opts(drain)).unwrap();
     let t1 = Instant::now();
+    // As the CLI does: encoded without a payload copy, written, read back
+    // and decoded with the payloads lent from the bytes read.
     let ti = Instant::now();
-    let img = udp_repair_proto::encode(&cp).unwrap();
-    let len = img.len();
-    let cp = udp_repair_proto::decode_bytes(img.into()).unwrap();
-    let image = ti.elapsed();
+    let img = udp_repair_proto::encode_vectored(&mut cp).unwrap();
+    let encode = ti.elapsed();
+    let (file, back) = file_round_trip(&img);
+    drop(img);
+    let td = Instant::now();
+    let cp = udp_repair_proto::decode_bytes(back.into()).unwrap();
+    let image = encode + td.elapsed();
     drop(a);
     let t2 = Instant::now();
     // Its own image, with a receive buffer forced beyond rmem_max.
@@ -246,10 +253,10 @@ fn one(size: usize, rcvbuf: i32, strategy: Strategy, port: u16, drain: bool) -> 
         datagrams: n,
         dump: t1 - t0,
         restore: t3 - t2,
-        downtime: t3 - t0,
+        downtime: t3 - t0 - file,
         floor: floor(&cp, port),
         image,
-        file: file_round_trip(&vec![0x5a; len]),
+        file,
     }
 }
 

@@ -293,8 +293,9 @@ fn dump_pid(
         proc_net: format!("/proc/{pid}/net").into(),
         ..opts
     };
-    let cp = dump::dump_with(sock.as_fd(), &opts).map_err(|e| with_flag(&e))?;
-    let kept = udp_repair_proto::encode(&cp)
+    let mut cp = dump::dump_with(sock.as_fd(), &opts).map_err(|e| with_flag(&e))?;
+    // Written from the checkpoint's own payloads, not from a copy of them.
+    let kept = udp_repair_proto::encode_vectored(&mut cp)
         .map_err(|e| e.to_string())
         .and_then(|img| file.commit(&img));
     match kept {
@@ -364,11 +365,10 @@ impl ImageFile {
         })
     }
 
-    fn commit(&mut self, img: &[u8]) -> Result<(), String> {
-        use std::io::Write;
+    fn commit(&mut self, img: &udp_repair_proto::Encoded<'_>) -> Result<(), String> {
         let mut f = self.file.take().ok_or("image already written")?;
-        let r = f
-            .write_all(img)
+        let r = img
+            .write_to(&mut f)
             .and_then(|()| f.sync_all())
             .and_then(|()| std::fs::rename(&self.tmp, &self.out));
         r.map_err(|e| format!("writing {}: {e}", self.out.display()))

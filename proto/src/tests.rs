@@ -102,6 +102,55 @@ fn round_trip() {
     }
 }
 
+/// A writer that accepts at most `chunk` bytes per call, across slices.
+struct Trickle {
+    out: Vec<u8>,
+    chunk: usize,
+}
+
+impl std::io::Write for Trickle {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        let n = b.len().min(self.chunk);
+        self.out.extend_from_slice(&b[..n]);
+        Ok(n)
+    }
+    fn write_vectored(&mut self, bufs: &[std::io::IoSlice<'_>]) -> std::io::Result<usize> {
+        let mut n = 0;
+        for b in bufs {
+            let k = b.len().min(self.chunk - n);
+            self.out.extend_from_slice(&b[..k]);
+            n += k;
+            if n == self.chunk {
+                break;
+            }
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn the_vectored_image_is_the_image_at_varint_boundaries() {
+    for len in [0usize, 1, 127, 128, 16_383, 16_384, 65_507] {
+        let mut cp = sample(3);
+        for d in &mut cp.receive_queue.as_mut().unwrap().datagrams {
+            d.payload = vec![0xa5; len].into();
+        }
+        let q = cp.receive_queue.as_mut().unwrap();
+        q.bytes = 3 * len as u64;
+        let img = encode(&cp).unwrap();
+        let mut c = cp.clone();
+        assert_eq!(
+            encode_vectored(&mut c).unwrap().to_vec(),
+            img,
+            "payloads of {len} bytes"
+        );
+        assert_eq!(decode(&img).unwrap(), cp);
+    }
+}
+
 #[test]
 fn every_truncation_is_refused_with_a_reason() {
     let img = encode(&sample(3)).unwrap();
@@ -378,6 +427,21 @@ proptest! {
     fn round_trips(cp in arb_checkpoint()) {
         let img = encode(&cp).unwrap();
         prop_assert_eq!(decode(&img).unwrap(), cp);
+    }
+
+    #[test]
+    fn the_vectored_image_is_the_image(cp in arb_checkpoint(), chunk in 1usize..300) {
+        let img = encode(&cp).unwrap();
+        let mut c = cp.clone();
+        let v = encode_vectored(&mut c).unwrap();
+        prop_assert_eq!(v.len(), img.len());
+        prop_assert_eq!(&v.to_vec(), &img);
+        // Through a writer that takes at most `chunk` bytes a call.
+        let mut w = Trickle { out: Vec::new(), chunk };
+        v.write_to(&mut w).unwrap();
+        prop_assert_eq!(&w.out, &img);
+        drop(v);
+        prop_assert_eq!(c, cp);
     }
 
     #[test]
