@@ -276,44 +276,19 @@ fn shell(cp: &Checkpoint) -> Checkpoint {
 
 /// Serialises a checkpoint into an image of [`FORMAT_VERSION`]. Refuses
 /// (with the reason) a checkpoint that [`validate`] rejects, so every
-/// written image loads. Each payload is copied once, into the image.
+/// written image loads. Each payload is copied once, into the image:
+/// [`encode_vectored`]'s bytes in one buffer.
 pub fn encode(cp: &Checkpoint) -> Result<Vec<u8>, ImageError> {
-    validate(cp)?;
-    let datagrams: &[v1::RecvDatagram] = cp
-        .receive_queue
-        .as_ref()
-        .map(|q| q.datagrams.as_slice())
-        .unwrap_or(&[]);
-    let head = shell(cp);
-    let approx = head.encoded_len()
-        + datagrams
-            .iter()
-            .map(|d| d.payload.len() + 64)
-            .sum::<usize>();
-    let mut out = Vec::with_capacity(HEADER_LEN + approx + TRAILER_LEN);
-    out.extend_from_slice(&MAGIC);
-    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-    out.extend_from_slice(&0u32.to_le_bytes());
-    out.extend_from_slice(&0u64.to_le_bytes()); // body length, patched below
-    put_record(&mut out, RECORD_CHECKPOINT, &head);
-    for d in datagrams {
-        put_record(&mut out, RECORD_DATAGRAM, d);
-    }
-    let body = (out.len() - HEADER_LEN) as u64;
-    if body > MAX_BODY {
-        return Err(ImageError::BodyTooLarge(body));
-    }
-    out[16..24].copy_from_slice(&body.to_le_bytes());
-    let sum = crc32c::crc32c(&out);
-    out.extend_from_slice(&sum.to_le_bytes());
-    Ok(out)
+    let mut cp = cp.clone();
+    let image = encode_vectored(&mut cp)?.to_vec();
+    Ok(image)
 }
 
-/// An image as [`encode`] writes it, without copying the payloads: the
-/// framing and the records' metadata in one buffer, each payload borrowed
-/// from the checkpoint in its place. Its bytes ([`Encoded::slices`], in
-/// order) are exactly `encode(cp)`'s, checksum included; a queue of 4 MiB
-/// costs no 4 MiB copy before the write ([`Encoded::write_to`]).
+/// An image without copying the payloads: the framing and the records'
+/// metadata in one buffer, each payload borrowed from the checkpoint in
+/// its place. Its bytes ([`Encoded::slices`], in order) are the image,
+/// checksum included ([`encode`] returns them in one buffer); a queue of
+/// 4 MiB costs no 4 MiB copy before the write ([`Encoded::write_to`]).
 #[derive(Debug)]
 pub struct Encoded<'a> {
     /// Header, records without their payload bytes, trailer.
@@ -377,13 +352,13 @@ impl Encoded<'_> {
     }
 }
 
-/// [`encode`] without the payload copies: see [`Encoded`]. Each
+/// The image of `cp` without the payload copies: see [`Encoded`]. Each
 /// datagram's payload is taken out of `cp` while the rest of its record
 /// is encoded and put back (a `Bytes` move, no copy), so `cp` is as it was
 /// when this returns, whatever it returns.
 ///
 /// # Errors
-/// Those of [`encode`].
+/// A checkpoint that [`validate`] rejects, or a body over [`MAX_BODY`].
 pub fn encode_vectored(cp: &mut Checkpoint) -> Result<Encoded<'_>, ImageError> {
     validate(cp)?;
     let head = shell(cp);
@@ -396,17 +371,14 @@ pub fn encode_vectored(cp: &mut Checkpoint) -> Result<Encoded<'_>, ImageError> {
     put_record(&mut meta, RECORD_CHECKPOINT, &head);
     // The offset in `meta` after which each payload goes, in queue order.
     let mut offsets = Vec::with_capacity(count);
-    let mut body = (meta.len() - HEADER_LEN) as u64;
     for d in cp
         .receive_queue
         .as_mut()
         .map(|q| q.datagrams.as_mut_slice())
         .unwrap_or(&mut [])
     {
-        let len = d.encoded_len();
-        body += 5 + len as u64;
         meta.push(RECORD_DATAGRAM);
-        meta.extend_from_slice(&(len as u32).to_le_bytes());
+        meta.extend_from_slice(&(d.encoded_len() as u32).to_le_bytes());
         // prost writes fields in tag order, `payload` (tag 1) first, and
         // leaves it out when empty: its key and length here, its bytes
         // from the checkpoint, then the other fields as prost writes them.
@@ -419,10 +391,6 @@ pub fn encode_vectored(cp: &mut Checkpoint) -> Result<Encoded<'_>, ImageError> {
         d.encode(&mut meta).expect("Vec<u8> grows as needed");
         d.payload = payload;
     }
-    if body > MAX_BODY {
-        return Err(ImageError::BodyTooLarge(body));
-    }
-    meta[16..24].copy_from_slice(&body.to_le_bytes());
     let datagrams: &[v1::RecvDatagram] = cp
         .receive_queue
         .as_ref()
@@ -433,6 +401,12 @@ pub fn encode_vectored(cp: &mut Checkpoint) -> Result<Encoded<'_>, ImageError> {
         .zip(datagrams.iter().filter(|d| !d.payload.is_empty()))
         .map(|(off, d)| (off, &d.payload[..]))
         .collect();
+    let payload_bytes: usize = payloads.iter().map(|(_, p)| p.len()).sum();
+    let body = (meta.len() - HEADER_LEN + payload_bytes) as u64;
+    if body > MAX_BODY {
+        return Err(ImageError::BodyTooLarge(body));
+    }
+    meta[16..24].copy_from_slice(&body.to_le_bytes());
     let mut sum = 0u32;
     let mut at = 0;
     for &(off, p) in &payloads {
