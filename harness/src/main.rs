@@ -82,10 +82,10 @@ enum Cmd {
         json: Option<PathBuf>,
         /// Run the fuzz suite's random calls for SECS seconds, with no
         /// call bound, instead of their default (200 000 calls or 20 s):
-        /// under `--config debug` about 7 000 calls a second, of which
-        /// 23% (pending-lost, recvmsg) to 38% (getsockopt) reach the
+        /// under `--config debug` about 6 000 calls a second, of which
+        /// 24% (pending-lost, recvmsg) to 38% (getsockopt) reach the
         /// booted series' options (the figures print their count;
-        /// `--fuzz-secs 600` for about 10^6 of them); the unit's deadline
+        /// `--fuzz-secs 750` for about 10^6 of them); the unit's deadline
         /// grows as much.
         #[arg(long, value_name = "SECS")]
         fuzz_secs: Option<u32>,
