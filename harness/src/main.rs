@@ -83,7 +83,7 @@ enum Cmd {
         /// Run the fuzz suite's random calls for SECS seconds, with no
         /// call bound, instead of their default (200 000 calls or 20 s):
         /// under `--config debug` about 6 000 calls a second, of which
-        /// 24% (pending-lost, recvmsg) to 38% (getsockopt) reach the
+        /// 23% (pending-lost), 24% (recvmsg) or 38% (getsockopt) reach the
         /// booted series' options (the figures print their count;
         /// `--fuzz-secs 750` for about 10^6 of them); the unit's deadline
         /// grows as much.
