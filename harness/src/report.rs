@@ -25,6 +25,23 @@ pub struct Record {
     pub message: String,
 }
 
+/// At most 15 lines of a failure's message: a long one keeps its first 4
+/// (a Rust test's reason comes first) and its last 10 (a kselftest
+/// assertion comes last), and says how many it left out.
+fn excerpt(message: &str) -> Vec<String> {
+    let lines: Vec<&str> = message.lines().collect();
+    if lines.len() <= 15 {
+        return lines.iter().map(|l| l.to_string()).collect();
+    }
+    let mut out: Vec<String> = lines[..4].iter().map(|l| l.to_string()).collect();
+    out.push(format!(
+        "... {} lines left out (the run's results.log has them all)",
+        lines.len() - 14
+    ));
+    out.extend(lines[lines.len() - 10..].iter().map(|l| l.to_string()));
+    out
+}
+
 fn ser_status<S: serde::Serializer>(s: &Status, ser: S) -> Result<S::Ok, S::Error> {
     ser.serialize_str(s.as_str())
 }
@@ -155,7 +172,7 @@ pub fn human(runs: &[Run]) -> String {
                 t.name,
                 t.status.as_str()
             );
-            for l in t.message.lines().take(15) {
+            for l in excerpt(&t.message) {
                 let _ = writeln!(out, "      {l}");
             }
         }
@@ -349,6 +366,20 @@ pub fn json(runs: &[Run]) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_long_message_keeps_its_first_and_last_lines() {
+        let short = "a\nb";
+        assert_eq!(excerpt(short), ["a", "b"]);
+        let long: Vec<String> = (0..22).map(|i| format!("line {i}")).collect();
+        let e = excerpt(&long.join("\n"));
+        assert_eq!(e.len(), 15);
+        assert_eq!(e[0], "line 0");
+        assert_eq!(e[3], "line 3");
+        assert!(e[4].starts_with("... 8 lines left out"), "{}", e[4]);
+        assert_eq!(e[5], "line 12");
+        assert_eq!(e[14], "line 21");
+    }
 
     fn rec(variant: &str, name: &str, status: Status) -> Record {
         Record {

@@ -49,7 +49,7 @@ pub struct Document {
 
 /// How many diagnostic lines before a failure [`parse`] keeps as its
 /// message (the last ones: an assertion's report ends a kselftest case).
-pub const MAX_DIAGNOSTICS: usize = 20;
+pub const MAX_DIAGNOSTICS: usize = 40;
 
 fn indent(out: &mut String, depth: usize) {
     for _ in 0..depth {
