@@ -86,7 +86,8 @@ enum Cmd {
         /// 23% (pending-lost), 24% (recvmsg) or 38% (getsockopt) reach the
         /// booted series' options (the figures print their count;
         /// `--fuzz-secs 750` for about 10^6 of them); the unit's deadline
-        /// grows as much.
+        /// grows as much. The `none` variant keeps the default: its kernel
+        /// has none of the options.
         #[arg(long, value_name = "SECS")]
         fuzz_secs: Option<u32>,
         #[command(flatten)]

@@ -32,7 +32,8 @@ pub fn default_timeout(units: &[PlannedUnit]) -> Duration {
 /// (builds the kselftest programs the units need). With `fuzz_secs`, the
 /// fuzz suite's unit runs under `/bin/env UDP_REPAIR_FUZZ_SECS=S
 /// UDP_REPAIR_FUZZ_CALLS=<no bound>` (selftests/src/fuzz.rs) with a
-/// deadline of S plus its own.
+/// deadline of S plus its own; not on the `none` variant, whose kernel has
+/// none of the options (its fuzz unit keeps the default bound).
 pub fn plan(k: &Kernel, units: &[&Unit], selftests: &Path, fuzz_secs: Option<u32>) -> Plan {
     let mut contents = Contents::default();
     contents
@@ -45,7 +46,10 @@ pub fn plan(k: &Kernel, units: &[&Unit], selftests: &Path, fuzz_secs: Option<u32
         let prepared = match u.program {
             Program::Selftests { filter } => {
                 let mut argv = Vec::new();
-                if let (Some(s), "fuzz") = (fuzz_secs, u.suite) {
+                // The unpatched kernel has none of the options: its fuzz
+                // unit keeps its default bound, not the long run's.
+                let patched = k.tree.label != "none";
+                if let (Some(s), "fuzz", true) = (fuzz_secs, u.suite, patched) {
                     argv.extend([
                         "/bin/env".to_string(),
                         format!("UDP_REPAIR_FUZZ_SECS={s}"),
@@ -115,4 +119,56 @@ pub fn label(u: &Unit) -> Vec<String> {
         format!("name={}", u.name),
         format!("format={}", u.format.label()),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::suites::UNITS;
+    use std::path::PathBuf;
+    use udp_repair_vm::build::Built;
+    use udp_repair_vm::tree::Tree;
+
+    fn kernel(label: &str) -> Kernel {
+        Kernel {
+            tree: Tree {
+                src: PathBuf::from("/nonexistent/src"),
+                owned: true,
+                label: label.into(),
+            },
+            built: Built {
+                dir: PathBuf::from("/nonexistent/build"),
+                bzimage: PathBuf::from("/nonexistent/bzImage"),
+                headers: PathBuf::from("/nonexistent/usr/include"),
+                release: "0.0.0".into(),
+                elapsed: Duration::ZERO,
+                steps: 0,
+            },
+        }
+    }
+
+    /// The fuzz unit's argv and deadline under `--fuzz-secs 750`.
+    fn fuzz_unit(label: &str) -> (Vec<String>, u32, u32) {
+        let units: Vec<&Unit> = UNITS.iter().filter(|u| u.suite == "fuzz").collect();
+        assert!(!units.is_empty(), "no fuzz suite");
+        let p = plan(&kernel(label), &units, Path::new("/t"), Some(750));
+        let u = &p.units[0];
+        (u.argv.clone(), u.timeout_s, units[0].timeout_s)
+    }
+
+    #[test]
+    fn fuzz_secs_lengthen_a_patched_kernels_fuzz_unit() {
+        let (argv, timeout, own) = fuzz_unit("getsockopt");
+        assert_eq!(argv[0], "/bin/env");
+        assert!(argv.contains(&"UDP_REPAIR_FUZZ_SECS=750".to_string()));
+        assert_eq!(timeout, own + 750);
+    }
+
+    #[test]
+    fn fuzz_secs_leave_the_unpatched_kernels_default() {
+        let (argv, timeout, own) = fuzz_unit("none");
+        assert_eq!(argv[0], SELFTESTS_GUEST_PATH);
+        assert!(!argv.iter().any(|a| a.starts_with("UDP_REPAIR_FUZZ")));
+        assert_eq!(timeout, own);
+    }
 }
