@@ -222,7 +222,12 @@ impl Destinations {
 
     /// Whether a datagram to `dst` sent bound to device `dev` is delivered
     /// here: the route through `dev` to it is local (a socket bound to
-    /// `dev` and connected to it gets `dst` itself as its source).
+    /// `dev` and connected to it gets `dst` itself as its source), or `dev`
+    /// is the loopback (index 1 in every namespace: what it sends never
+    /// leaves the machine) and `dst` a local address. A local route with a
+    /// preferred source other than its destination (`127.0.0.0/8 src
+    /// 127.0.0.1`: fib_lookup(), ip_route_output_key_hash_rcu()) gives
+    /// 127.0.0.53 the source 127.0.0.1.
     fn local_via(&mut self, dst: SocketAddr, dev: &str) -> bool {
         // The common case, a queue of datagrams to one address over one
         // device, without a key allocated per datagram.
@@ -236,7 +241,7 @@ impl Destinations {
             self.last_via = Some((key.0, key.1, *v));
             return *v;
         }
-        let probe = || -> io::Result<bool> {
+        let mut probe = || -> io::Result<bool> {
             let s = udp_socket(dst.is_ipv6(), 17)?;
             sys::setsockopt_bytes(
                 s.as_fd(),
@@ -249,7 +254,11 @@ impl Destinations {
             rustix::net::connect(&s, &to)?;
             let me = SocketAddr::try_from(rustix::net::getsockname(&s)?)
                 .map_err(|_| io::Error::other("getsockname"))?;
-            Ok(me.ip() == dst.ip())
+            if me.ip() == dst.ip() {
+                return Ok(true);
+            }
+            let loopback = rustix::net::netdevice::name_to_index(&s, dev)? == 1;
+            Ok(loopback && self.local.is_local(dst))
         };
         let ok = probe().unwrap_or(false);
         self.last_via = Some((key.0, key.1.clone(), ok));
@@ -379,6 +388,9 @@ struct Prepared<'a> {
     dst: std::ops::Range<usize>,
     v6: bool,
     dev: &'a str,
+    /// Its source and destination, for a send that cannot go raw.
+    src: SocketAddr,
+    to: SocketAddr,
 }
 
 fn inject_raw(
@@ -482,6 +494,8 @@ fn inject_raw(
                     dst: n..names.len(),
                     v6,
                     dev,
+                    src,
+                    to: dst,
                 },
             ));
             next += 1;
@@ -515,6 +529,33 @@ fn inject_raw(
                 Ok(0) => return Err((batch[sent].0, io::Error::other("sendmmsg sent nothing"))),
                 Ok(n) => sent += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // Larger than the route's MTU (over loopback's 65 536, an
+                // IPv6 datagram of more than 65 488 bytes): a raw socket
+                // does not fragment (raw_send_hdrinc(), rawv6_send_hdrinc()),
+                // so it goes alone, in order, from a socket bound to its
+                // source, which does, and the receiver reassembles it.
+                Err(e) if e.raw_os_error() == Some(libc::EMSGSIZE) => {
+                    let (i, p) = &batch[sent];
+                    match transparent_one(&datagrams[*i], p.src, p.to, p.dev, protocol) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == io::ErrorKind::AddrInUse => lost.push(Lost {
+                            index: *i,
+                            error: io::Error::new(
+                                e.kind(),
+                                format!(
+                                    "a datagram of {} bytes, too large for a raw socket \
+                                     (EMSGSIZE), is re-created from a socket bound to its source \
+                                     {}, and {e}: stop what holds that port here, or accept the \
+                                     loss (--accept-rx-loss)",
+                                    datagrams[*i].payload.len(),
+                                    p.src
+                                ),
+                            ),
+                        }),
+                        Err(e) => return Err((*i, e)),
+                    }
+                    sent += 1;
+                }
                 Err(e) => return Err((batch[sent].0, e)),
             }
         }

@@ -579,6 +579,17 @@ fn verify_queue(
         let Some(last) = expected.last().filter(|d| !d.payload.is_empty()) else {
             return Ok(());
         };
+        // A zero-length datagram right before the last sits at the same
+        // offset, and the peek would return (and mark) it instead: the
+        // barrier and the drop counter are the whole check then, as for
+        // a short queue with zero-length datagrams.
+        if expected
+            .len()
+            .checked_sub(2)
+            .is_some_and(|i| expected[i].payload.is_empty())
+        {
+            return Ok(());
+        }
         let before: usize = expected[..expected.len() - 1]
             .iter()
             .map(|d| d.payload.len())

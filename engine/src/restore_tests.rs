@@ -1605,3 +1605,86 @@ fn a_failed_drain_of_a_connected_socket_names_what_it_cannot_put_back() {
         assert_eq!(back, vec![b"after".to_vec()]);
     })
 }
+
+/// A queue longer than the full check's limit whose last datagram follows
+/// a zero-length one at the same byte offset: the single peek of the long
+/// check would find the empty one, and refused the restore.
+#[test]
+fn long_queue_with_an_empty_datagram_before_the_last_restores() {
+    ns(|| {
+        let a = udp("127.0.0.1:5006");
+        let b = udp("127.0.0.1:0");
+        for i in 0..70u8 {
+            b.send_to(&[i], "127.0.0.1:5006").unwrap();
+        }
+        wait_queued(a.as_fd(), true);
+        let mut cp = dump::dump(a.as_fd()).unwrap();
+        assert_eq!(payloads(&cp).len(), 70);
+        let q = cp.receive_queue.as_mut().unwrap();
+        q.datagrams[68].payload = Default::default();
+        q.bytes -= 1;
+        drop(a);
+        let fd = trusted(&cp).unwrap_or_else(|e| panic!("restore: {e}"));
+        let got: Vec<Vec<u8>> = recv_all(fd.as_fd()).into_iter().map(|(p, _)| p).collect();
+        assert_eq!(got, payloads(&cp));
+    });
+}
+
+/// An IPv6 datagram too large for one packet over loopback (40 + 8 +
+/// 65 527 bytes against an MTU of 65 536) reached the socket in fragments;
+/// a raw socket cannot send it (EMSGSIZE), and the restore failed on it.
+#[test]
+fn ipv6_datagram_larger_than_loopbacks_mtu_round_trips() {
+    ns(|| {
+        let a = udp("[::1]:5007");
+        let b = udp("[::1]:0");
+        let big = vec![7u8; 65_527];
+        b.send_to(&[1], "[::1]:5007").unwrap();
+        b.send_to(&big, "[::1]:5007").unwrap();
+        b.send_to(&[2], "[::1]:5007").unwrap();
+        wait_queued(a.as_fd(), true);
+        let cp = dump::dump(a.as_fd()).unwrap();
+        assert_eq!(payloads(&cp), vec![vec![1], big.clone(), vec![2]]);
+        // The large one is sent from a socket bound to its source port:
+        // the sender has gone, as a migrated socket's peers are elsewhere.
+        let from = b.local_addr().unwrap();
+        drop((a, b));
+        let fd = trusted(&cp).unwrap_or_else(|e| panic!("restore: {e}"));
+        let got = recv_all(fd.as_fd());
+        assert_eq!(
+            got,
+            vec![(vec![1], from), (big, from), (vec![2], from)],
+            "payloads and sources in order"
+        );
+    });
+}
+
+/// Addresses of 127.0.0.0/8 other than 127.0.0.1, bound or as the
+/// destination a wildcard socket recorded: the route's preferred source is
+/// 127.0.0.1, and the restore took them for addresses off the machine.
+#[test]
+fn loopback_addresses_other_than_127_0_0_1_round_trip() {
+    ns(|| {
+        let b = udp("127.0.0.1:0");
+        let from = b.local_addr().unwrap();
+        for (bind, to) in [
+            ("127.0.0.53:5008", "127.0.0.53:5008"),
+            ("0.0.0.0:5009", "127.0.0.5:5009"),
+        ] {
+            let a = udp(bind);
+            set(a.as_fd(), libc::SOL_IP, libc::IP_PKTINFO, 1);
+            b.send_to(b"one", to).unwrap();
+            b.send_to(b"two", to).unwrap();
+            wait_queued(a.as_fd(), true);
+            let cp = dump::dump(a.as_fd()).unwrap();
+            drop(a);
+            let fd = trusted(&cp).unwrap_or_else(|e| panic!("restore of {bind}: {e}"));
+            let got = recv_all(fd.as_fd());
+            assert_eq!(
+                got,
+                vec![(b"one".to_vec(), from), (b"two".to_vec(), from)],
+                "{bind}"
+            );
+        }
+    });
+}
