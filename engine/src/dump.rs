@@ -650,6 +650,35 @@ pub fn put_back_receive_queue(fd: BorrowedFd<'_>, cp: &v1::Checkpoint) -> String
     put_back_drained(fd, &bound, peer, &cp.bound_device, udplite, &q.datagrams)
 }
 
+/// Undoes a [`DumpOptions::take_error`] dump that succeeded but whose image
+/// could not be kept: sets `cp.pending_error` on the original socket `fd`
+/// again (by an ICMP error through a raw socket, `CAP_NET_RAW`:
+/// [`crate::sockerr::recreate`]) and says what happened, in words, as a
+/// clause that starts with `"; "`; empty when the image holds no error.
+/// Call it after [`put_back_receive_queue`]: the application's next
+/// `recvmsg` returns the error before any datagram.
+pub fn put_back_pending_error(fd: BorrowedFd<'_>, cp: &v1::Checkpoint) -> String {
+    let err = cp.pending_error;
+    if err == 0 {
+        return String::new();
+    }
+    let Some(peer) = cp.peer.as_ref().map(wire::from_proto) else {
+        return format!(
+            "; the pending socket error {err} the dump had taken could not be set on the socket \
+             again (the image has no peer): it is lost from the original socket"
+        );
+    };
+    match crate::sockerr::recreate(fd, peer, err) {
+        Ok(()) => format!(
+            "; the pending socket error {err} the dump had taken was set on the socket again"
+        ),
+        Err(e) => format!(
+            "; the pending socket error {err} the dump had taken could not be set on the socket \
+             again ({e}): it is lost from the original socket"
+        ),
+    }
+}
+
 /// Puts the datagrams a draining dump took back into the original socket
 /// (bound at `bound`, through `device`), by raw injection as a restore does
 /// (`inject::inject()`), and says what changed: the sentence the failed
@@ -674,9 +703,51 @@ fn put_back_drained(
         None => true,
     });
     let sent: Vec<v1::RecvDatagram> = back.iter().map(|&i| drained[i].clone()).collect();
-    let mut what = match crate::inject::inject(&sent, *bound, device, protocol, crate::inject::Strategy::Raw) {
+    // The queue held them under an SO_RCVBUF that may since have been
+    // lowered: raised for the put-back if they might not fit (each
+    // counted at twice its payload plus 1 KiB, above an skb's truesize),
+    // then set back. The drop counter says whether any did not fit.
+    let before = meminfo(fd).ok();
+    let rcvbuf = sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUF).ok();
+    let need = before.map_or(0, |(rmem, _)| rmem as usize)
+        + sent
+            .iter()
+            .map(|d| 2 * (d.payload.len() + 1024))
+            .sum::<usize>();
+    let raised = rcvbuf.filter(|&r| (r.max(0) as usize) < need).filter(|_| {
+        let half = i32::try_from(need / 2).unwrap_or(i32::MAX / 2);
+        sys::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, half).is_ok()
+    });
+    let injected = crate::inject::inject(
+        &sent,
+        *bound,
+        device,
+        protocol,
+        crate::inject::Strategy::Raw,
+    );
+    if injected.is_ok() {
+        let _ = crate::inject::barrier(v6, std::time::Duration::from_secs(2));
+    }
+    let mut buffer = String::new();
+    if let Some(r) = raised {
+        // SO_RCVBUF(FORCE) stores twice its argument (sock_setsockopt()).
+        buffer = match sys::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, r / 2) {
+            Ok(()) => format!(
+                "; SO_RCVBUF was raised for the put-back and set back to {r} bytes (now marked \
+                 as set by the application, SOCK_RCVBUF_LOCK)"
+            ),
+            Err(e) => format!(
+                "; SO_RCVBUF was raised for the put-back and could not be set back to {r} bytes \
+                 ({e})"
+            ),
+        };
+    }
+    let dropped = match (before, meminfo(fd).ok()) {
+        (Some((_, d0)), Some((_, d1))) => d1.wrapping_sub(d0),
+        _ => 0,
+    };
+    let mut what = match injected {
         Ok(lost) => {
-            let _ = crate::inject::barrier(v6, std::time::Duration::from_secs(2));
             let mut what = format!(
                 "the dump had taken {n} datagram(s) out of the receive queue and put {} back by raw \
                  injection (each now has the receive timestamp of its re-injection and comes after any \
@@ -687,7 +758,14 @@ fn put_back_drained(
                 let ids: Vec<String> = lost.iter().map(|l| back[l.index].to_string()).collect();
                 what.push_str(&format!("; datagram(s) {} could not be put back and are lost", ids.join(", ")));
             }
-            what.push_str(&verify_put_back(fd, &sent));
+            if dropped != 0 {
+                what.push_str(&format!(
+                    "; NOT verified: the socket dropped {dropped} datagram(s) during the put-back \
+                     (its receive buffer, or its filter): they are lost"
+                ));
+            } else {
+                what.push_str(&verify_put_back(fd, &sent));
+            }
             what
         }
         Err((i, e)) => format!(
@@ -696,6 +774,7 @@ fn put_back_drained(
             back.get(i).copied().unwrap_or(i)
         ),
     };
+    what.push_str(&buffer);
     if !refused.is_empty() {
         let ids: Vec<String> = refused.iter().map(|i| i.to_string()).collect();
         what.push_str(&format!(
@@ -934,9 +1013,12 @@ fn dump_receive_queue(
     let rcvbuf = sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUF)
         .unwrap_or(1 << 20)
         .max(1) as usize;
+    // The queue may hold more than SO_RCVBUF (lowered after it filled):
+    // its own count bounds it too.
+    let rmem = meminfo(fd).map_or(0, |(rmem, _)| rmem as usize);
     // Every queued skb costs at least a few hundred bytes of truesize:
     // this bound only stops a walk that traffic keeps feeding.
-    let max = rcvbuf / 256 + 1024;
+    let max = rcvbuf.max(rmem) / 256 + 1024;
     // Before a drain empties it: what the queue holds as the kernel counts.
     let before_drain = if opts.drain_receive_queue {
         meminfo(fd).ok()

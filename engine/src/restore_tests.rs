@@ -1688,3 +1688,34 @@ fn loopback_addresses_other_than_127_0_0_1_round_trip() {
         }
     });
 }
+
+/// A queue larger than the SO_RCVBUF the application set after it filled:
+/// the draining dump must not take it for traffic that keeps coming, and
+/// putting it back (after an image that could not be kept) must not lose
+/// it to the lowered buffer, nor call a lossy put-back verified.
+#[test]
+fn put_back_of_a_queue_larger_than_its_lowered_receive_buffer() {
+    ns(|| {
+        let a = udp("127.0.0.1:5010");
+        let b = udp("127.0.0.1:0");
+        set(a.as_fd(), libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, 4 << 20);
+        let n = 3000u32;
+        for i in 0..n {
+            b.send_to(&i.to_be_bytes(), "127.0.0.1:5010").unwrap();
+        }
+        wait_queued(a.as_fd(), true);
+        set(a.as_fd(), libc::SOL_SOCKET, libc::SO_RCVBUF, 2048);
+        let rcvbuf = sys::getsockopt_int(a.as_fd(), libc::SOL_SOCKET, libc::SO_RCVBUF).unwrap();
+        let cp = dump_original(a.as_fd(), true, DumpOptions::default());
+        assert_eq!(payloads(&cp).len(), n as usize);
+        let what = dump::put_back_receive_queue(a.as_fd(), &cp);
+        assert!(!what.contains("NOT") && !what.contains("lost"), "{what}");
+        assert_eq!(
+            sys::getsockopt_int(a.as_fd(), libc::SOL_SOCKET, libc::SO_RCVBUF).unwrap(),
+            rcvbuf,
+            "SO_RCVBUF set back: {what}"
+        );
+        let got: Vec<Vec<u8>> = recv_all(a.as_fd()).into_iter().map(|(p, _)| p).collect();
+        assert_eq!(got, payloads(&cp), "{what}");
+    });
+}

@@ -691,7 +691,8 @@ pub fn get_msfilter(fd: BorrowedFd<'_>, level: i32, gf: &mut [u8]) -> io::Result
 /// Holds SIGINT, SIGTERM, SIGHUP and SIGQUIT pending in the calling thread
 /// until the returned guard is dropped, when they are delivered (the
 /// previous mask is put back). For a span in which the process must not
-/// die half-way (a draining dump between taking the queue and keeping it).
+/// die half-way (a dump between its first change to the socket and the
+/// image kept, or the socket as it was).
 /// Other threads keep their masks: call it from a process's only thread.
 pub fn hold_termination_signals() -> io::Result<SignalsHeld> {
     // SAFETY: an all-zero sigset_t is a valid value, which sigemptyset
@@ -732,6 +733,19 @@ impl Drop for SignalsHeld {
         // held).
         unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.old, std::ptr::null_mut()) };
     }
+}
+
+/// Sets SIGXFSZ to be ignored in the whole process (for good), so that a
+/// write past `RLIMIT_FSIZE` fails with `EFBIG` instead of the signal's
+/// default action ending the process (`write(2)`, `setrlimit(2)`).
+pub fn ignore_sigxfsz() -> io::Result<()> {
+    // SAFETY: SIG_IGN is a valid disposition for SIGXFSZ; no handler code
+    // runs, so nothing needs to be async-signal-safe.
+    let old = unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
+    if old == libc::SIG_ERR {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// `setsockopt(SO_ATTACH_FILTER)` of a classic BPF program given as the

@@ -265,20 +265,19 @@ fn dump_pid(
     out: &Path,
 ) -> Result<v1::Checkpoint, String> {
     let drain = opts.drain_receive_queue;
-    // Between taking the queue out and keeping it in the image (or putting
-    // it back), a signal must not end the process: SIGINT, SIGTERM, SIGHUP
-    // and SIGQUIT wait until then (SIGKILL cannot be held). Held before
-    // the image file exists, so that an unkept one is removed before they
-    // are delivered.
-    let _held = if drain {
-        Some(
-            udp_repair_engine::sys::hold_termination_signals().map_err(|e| {
-                format!("holding termination signals during the draining dump: {e}")
-            })?,
-        )
-    } else {
-        None
-    };
+    // From the first change to the socket (a peek walk moves SO_PEEK_OFF
+    // and turns on the per-datagram options; a draining dump takes the
+    // queue out; --take-error reads the error) until the socket is as it
+    // was or the image is kept, a signal must not end the process:
+    // SIGINT, SIGTERM, SIGHUP and SIGQUIT wait until then (SIGKILL cannot
+    // be held). Held before the image file exists, so that an unkept one
+    // is removed before they are delivered. A write past RLIMIT_FSIZE
+    // must fail with EFBIG, and the queue and the error go back, instead
+    // of SIGXFSZ ending the process.
+    let _held = udp_repair_engine::sys::hold_termination_signals()
+        .map_err(|e| format!("holding termination signals during the dump: {e}"))?;
+    udp_repair_engine::sys::ignore_sigxfsz()
+        .map_err(|e| format!("ignoring SIGXFSZ during the dump: {e}"))?;
     // The image file first: a dump that cannot be written must not have
     // touched the socket (--take-error takes its pending error).
     let mut file = ImageFile::create(out)?;
@@ -293,19 +292,23 @@ fn dump_pid(
         proc_net: format!("/proc/{pid}/net").into(),
         ..opts
     };
-    let mut cp = dump::dump_with(sock.as_fd(), &opts).map_err(|e| with_flag(&e))?;
+    let mut cp = dump::dump_with(sock.as_fd(), &opts).map_err(|e| with_flag(&e, drain))?;
     // Written from the checkpoint's own payloads, not from a copy of them.
     let kept = udp_repair_proto::encode_vectored(&mut cp)
         .map_err(|e| e.to_string())
         .and_then(|img| file.commit(&img));
     match kept {
         Ok(()) => Ok(cp),
-        // The queue is in the image only: put it back before failing.
-        Err(e) if drain => Err(format!(
-            "{e}; {}",
-            dump::put_back_receive_queue(sock.as_fd(), &cp)
-        )),
-        Err(e) => Err(e),
+        // What is in the image only goes back before failing: the queue
+        // of a draining dump, then a pending error the dump took.
+        Err(mut e) => {
+            if drain {
+                e.push_str("; ");
+                e.push_str(&dump::put_back_receive_queue(sock.as_fd(), &cp));
+            }
+            e.push_str(&dump::put_back_pending_error(sock.as_fd(), &cp));
+            Err(e)
+        }
     }
 }
 
@@ -337,6 +340,14 @@ impl ImageFile {
                 ));
             }
         }
+        // "dir/name/" names a directory to be: the rename onto it would
+        // fail, after the socket was touched.
+        if out.as_os_str().as_encoded_bytes().ends_with(b"/") {
+            return Err(format!(
+                "{}: ends with '/': name a file, not a directory",
+                out.display()
+            ));
+        }
         let dir = match out.parent() {
             Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
             _ => PathBuf::from("."),
@@ -350,7 +361,10 @@ impl ImageFile {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos())
             .unwrap_or(0);
-        let tmp = dir.join(format!(".{name}.{}.{nonce:x}.tmp", std::process::id()));
+        // At most 64 characters of the name, so that the temporary name
+        // fits NAME_MAX (255 bytes) whenever the output's name does.
+        let short: String = name.chars().take(64).collect();
+        let tmp = dir.join(format!(".{short}.{}.{nonce:x}.tmp", std::process::id()));
         let file = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -384,8 +398,8 @@ impl Drop for ImageFile {
 }
 
 /// A dump error, with the flag of this command that accepts what it
-/// refused, where one does.
-fn with_flag(e: &udp_repair_engine::Error) -> String {
+/// refused, where one does (`drain`: the dump had `--drain` already).
+fn with_flag(e: &udp_repair_engine::Error, drain: bool) -> String {
     if e.kind != udp_repair_engine::Kind::Refused {
         return e.to_string();
     }
@@ -395,6 +409,7 @@ fn with_flag(e: &udp_repair_engine::Error) -> String {
         "shutdown state" => "--without-shutdown-state",
         "pending socket error" => "--take-error",
         "send queue" => "--drop-pending (or --accept-partial-cork, where it says so)",
+        "receive queue" if drain && e.to_string().contains("zero-length") => "--accept-peek-marks",
         "receive queue" if e.to_string().contains("zero-length") => {
             "--accept-peek-marks, or --drain for a socket being migrated"
         }

@@ -124,3 +124,73 @@ fn dump_refuses_a_non_file_output_and_unvouched_queues_by_default() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A dump whose image cannot be written (here past RLIMIT_FSIZE, which
+/// without SIGXFSZ ignored ended the process with the queue drained) puts
+/// back what only the image held: the drained queue, and the pending error
+/// that --take-error read (SO_ERROR cleared it). No file is left.
+/// An output name that ends with '/' is refused before anything.
+#[test]
+fn a_failed_image_write_puts_the_queue_and_the_pending_error_back() {
+    use std::os::fd::AsRawFd;
+    let closed = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+    b.connect(a.local_addr().unwrap()).unwrap();
+    b.send(b"queued").unwrap();
+    // a's peer is b, which sent before the connect's ICMP error arrived.
+    a.connect(b.local_addr().unwrap()).unwrap();
+    let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+    c.connect(("127.0.0.1", port)).unwrap();
+    c.send(b"to nobody").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    let dir = std::env::temp_dir().join(format!("udp-repair-cli-fsize-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // A name that ends with '/' is refused before the socket is touched
+    // (the rename onto it would fail after --take-error took the error,
+    // which the next dump must then still find).
+    let out = Command::new(env!("CARGO_BIN_EXE_udp-repair"))
+        .args(["dump", "--pid", &std::process::id().to_string()])
+        .args(["--fd", &c.as_raw_fd().to_string(), "-o"])
+        .arg(dir.join("new.img/"))
+        .arg("--take-error")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("ends with '/'"), "{err}");
+    for (sock, drain) in [(&c, false), (&a, true)] {
+        let img = dir.join("x.img");
+        let out = Command::new("prlimit")
+            .arg("--fsize=64")
+            .arg(env!("CARGO_BIN_EXE_udp-repair"))
+            .args(["dump", "--pid", &std::process::id().to_string()])
+            .args(["--fd", &sock.as_raw_fd().to_string(), "-o"])
+            .arg(&img)
+            .args(["--take-error", "--accept-peek-marks"])
+            .args(if drain { &["--drain"][..] } else { &[][..] })
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "drain {drain}: {err}");
+        assert!(err.contains("File too large"), "drain {drain}: {err}");
+        assert_eq!(
+            std::fs::read_dir(&dir).unwrap().count(),
+            0,
+            "a file left: {err}"
+        );
+        if drain {
+            assert!(err.contains("put 1 back"), "{err}");
+            let mut buf = [0u8; 16];
+            let n = a.recv(&mut buf).unwrap();
+            assert_eq!(&buf[..n], b"queued", "{err}");
+        } else {
+            assert!(err.contains("was set on the socket again"), "{err}");
+            let e = c.take_error().unwrap().map(|e| e.raw_os_error());
+            assert_eq!(e, Some(Some(libc::ECONNREFUSED)), "{err}");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
