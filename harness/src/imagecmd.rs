@@ -182,7 +182,26 @@ pub fn run(cmd: ImageCmd) -> ExitCode {
                 refuse_metadata_loss: strict,
                 ..Default::default()
             };
-            match dump_pid(pid, fd, opts, &output) {
+            // From the first change to the socket (a peek walk moves
+            // SO_PEEK_OFF and turns on the per-datagram options; a draining
+            // dump takes the queue out; --take-error reads the error) until
+            // the socket is as it was or the image is kept, a signal must
+            // not end the process: SIGINT, SIGTERM, SIGHUP and SIGQUIT wait
+            // until the dump has said what it did, and then take effect
+            // (SIGKILL cannot be held). A write past RLIMIT_FSIZE must
+            // fail with EFBIG, and the queue and the error go back,
+            // instead of SIGXFSZ ending the process.
+            let held = match udp_repair_engine::sys::hold_termination_signals()
+                .and_then(|h| udp_repair_engine::sys::ignore_sigxfsz().map(|()| h))
+            {
+                Ok(h) => h,
+                Err(e) => {
+                    eprintln!("udp-repair dump: holding signals during the dump: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let done = dump_pid(pid, fd, opts, &output);
+            let code = match done {
                 Ok(cp) => {
                     let q = cp.receive_queue.clone().unwrap_or_default();
                     eprintln!(
@@ -203,7 +222,9 @@ pub fn run(cmd: ImageCmd) -> ExitCode {
                     eprintln!("udp-repair dump: {e}");
                     ExitCode::FAILURE
                 }
-            }
+            };
+            drop(held);
+            code
         }
         ImageCmd::Show {
             image,
@@ -258,6 +279,9 @@ fn describe_sq(sq: Option<&v1::SendQueue>) -> String {
     }
 }
 
+/// Dumps fd `fd` of process `pid` into the image file `out`. Call it with
+/// the termination signals held (the signals are delivered after the
+/// caller reports the outcome, and an unkept image file has been removed).
 fn dump_pid(
     pid: i32,
     fd: i32,
@@ -265,19 +289,6 @@ fn dump_pid(
     out: &Path,
 ) -> Result<v1::Checkpoint, String> {
     let drain = opts.drain_receive_queue;
-    // From the first change to the socket (a peek walk moves SO_PEEK_OFF
-    // and turns on the per-datagram options; a draining dump takes the
-    // queue out; --take-error reads the error) until the socket is as it
-    // was or the image is kept, a signal must not end the process:
-    // SIGINT, SIGTERM, SIGHUP and SIGQUIT wait until then (SIGKILL cannot
-    // be held). Held before the image file exists, so that an unkept one
-    // is removed before they are delivered. A write past RLIMIT_FSIZE
-    // must fail with EFBIG, and the queue and the error go back, instead
-    // of SIGXFSZ ending the process.
-    let _held = udp_repair_engine::sys::hold_termination_signals()
-        .map_err(|e| format!("holding termination signals during the dump: {e}"))?;
-    udp_repair_engine::sys::ignore_sigxfsz()
-        .map_err(|e| format!("ignoring SIGXFSZ during the dump: {e}"))?;
     // The image file first: a dump that cannot be written must not have
     // touched the socket (--take-error takes its pending error).
     let mut file = ImageFile::create(out)?;
