@@ -455,6 +455,55 @@ pub fn dump_with(fd: BorrowedFd<'_>, opts: &DumpOptions) -> Result<v1::Checkpoin
             .push(format!("shutdown state: {why}; a SHUT_WR, if any, is lost"));
     }
 
+    // Refusals the options decide are made before the dump reads the
+    // queue or takes the error: a draining dump that refused after taking
+    // the queue out would put it back changed (each datagram's receive
+    // timestamp, its order against datagrams arrived meanwhile).
+    let queued = meminfo(fd).is_ok_and(|(rmem, _)| rmem > 0);
+    if opts.refuse_metadata_loss {
+        // The timestamp key counter (sk_tskey): no interface reads it, and
+        // turning SOF_TIMESTAMPING_OPT_ID on in the restored socket starts
+        // it at 0 (sock_set_timestamping(), net/core/sock.c).
+        if options::saved_int(&cp.options, libc::SOL_SOCKET, libc::SO_TIMESTAMPING)
+            .is_some_and(|v| v & crate::probe::SOF_TIMESTAMPING_OPT_ID != 0)
+        {
+            return Err(refuse(
+                "socket options",
+                format!("the restored socket would lose {OPT_ID_LOSS}"),
+            ));
+        }
+        if queued {
+            if let Some(what) = options::metadata_not_carried(&cp.options).first() {
+                return Err(refuse(
+                    "receive queue",
+                    format!("the restored datagrams would lose {what}"),
+                ));
+            }
+        }
+    }
+    // A draining dump that fails puts the queue back by sending it to the
+    // socket's address, where the SO_REUSEPORT group's hash would spread
+    // it among the members (udp_reuseport_add_sock(), reuseport_select_sock()).
+    let reuseport = options::saved_int(&cp.options, libc::SOL_SOCKET, libc::SO_REUSEPORT)
+        .is_some_and(|v| v != 0);
+    if opts.drain_receive_queue && queued && reuseport {
+        let others = step(
+            "the SO_REUSEPORT group's members",
+            reuseport_members(fd, &bound, udplite, &opts.proc_net),
+        )?;
+        if others > 0 {
+            return Err(refuse(
+                "SO_REUSEPORT group",
+                format!(
+                    "the socket is in an SO_REUSEPORT group on {bound} with {others} other \
+                     socket(s): a draining dump that failed would put the queue back spread among \
+                     them, so it does not drain; dump without --drain (the peek walk leaves the \
+                     queue in place)"
+                ),
+            ));
+        }
+    }
+
     // A pending error comes out of the first recvmsg, MSG_PEEK or not:
     // before any peek, see it without reading it.
     pending_error(fd, opts, &mut cp)?;
@@ -578,21 +627,12 @@ pub fn dump_with(fd: BorrowedFd<'_>, opts: &DumpOptions) -> Result<v1::Checkpoin
                 note_loss(&mut cp, what.to_string())?;
             }
         }
-        // The timestamp key counter (sk_tskey): no interface reads it, and
-        // turning SOF_TIMESTAMPING_OPT_ID on in the restored socket starts
-        // it at 0 (sock_set_timestamping(), net/core/sock.c).
+        // The timestamp key counter: refused above under
+        // refuse_metadata_loss.
         if options::saved_int(&cp.options, libc::SOL_SOCKET, libc::SO_TIMESTAMPING)
             .is_some_and(|v| v & crate::probe::SOF_TIMESTAMPING_OPT_ID != 0)
         {
-            let what = "the timestamp key counter (SOF_TIMESTAMPING_OPT_ID): no interface \
-                        reads it; the restored socket's keys start again at 0";
-            if opts.refuse_metadata_loss {
-                return Err(refuse(
-                    "socket options",
-                    format!("the restored socket would lose {what}"),
-                ));
-            }
-            cp.dropped_state.push(what.to_string());
+            cp.dropped_state.push(OPT_ID_LOSS.to_string());
         }
         cp.receive_queue = Some(rq);
         cp.send_queue = Some(sq);
@@ -631,6 +671,59 @@ pub fn dump_with(fd: BorrowedFd<'_>, opts: &DumpOptions) -> Result<v1::Checkpoin
         }
         (r, _, _) => r,
     }
+}
+
+/// The loss of the timestamp key counter, in words.
+const OPT_ID_LOSS: &str = "the timestamp key counter (SOF_TIMESTAMPING_OPT_ID): no interface \
+                           reads it; the restored socket's keys start again at 0";
+
+/// How many sockets other than `fd` are bound to `bound` (address and
+/// port) in the socket's network namespace: the other members of its
+/// SO_REUSEPORT group, as `proc_net`'s `udp`/`udp6` (`udplite`,
+/// `udplite6`) list them (udp4_format_sock(), udp6_sock_seq_show()), `fd`
+/// told apart by its inode. A table that is not there (no UDP-Lite) lists
+/// none.
+fn reuseport_members(
+    fd: BorrowedFd<'_>,
+    bound: &SocketAddr,
+    udplite: bool,
+    proc_net: &std::path::Path,
+) -> io::Result<usize> {
+    let ino = rustix::fs::fstat(fd)?.st_ino;
+    let (table, local) = match bound {
+        SocketAddr::V4(a) => (
+            "udp",
+            format!(
+                "{:08X}:{:04X}",
+                u32::from_ne_bytes(a.ip().octets()),
+                a.port()
+            ),
+        ),
+        SocketAddr::V6(a) => {
+            let o = a.ip().octets();
+            let words: String = o
+                .chunks(4)
+                .map(|w| format!("{:08X}", u32::from_ne_bytes([w[0], w[1], w[2], w[3]])))
+                .collect();
+            ("udp6", format!("{words}:{:04X}", a.port()))
+        }
+    };
+    let table = if udplite {
+        table.replace("udp", "udplite")
+    } else {
+        table.to_string()
+    };
+    let text = match std::fs::read_to_string(proc_net.join(table)) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    Ok(text
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|f| f.len() > 9 && f[1] == local && f[9].parse::<u64>().ok() != Some(ino as u64))
+        .count())
 }
 
 /// Undoes a draining dump ([`DumpOptions::drain_receive_queue`]) that
@@ -702,7 +795,28 @@ fn put_back_drained(
         Some(p) => src(&drained[i]) == Some(wire::canonical(p)),
         None => true,
     });
-    let sent: Vec<v1::RecvDatagram> = back.iter().map(|&i| drained[i].clone()).collect();
+    let mut sent: Vec<v1::RecvDatagram> = back.iter().map(|&i| drained[i].clone()).collect();
+    // Prepared as a restore prepares an image's: the interface each
+    // arrived on, by name and index, as a link-local address's scope (a
+    // datagram from fe80::2 on a veth goes back through that veth).
+    let _ = name_interfaces(fd, &mut sent);
+    let remapped = crate::restore::remap_interfaces(&sent).map(std::borrow::Cow::into_owned);
+    let sent = remapped.unwrap_or(sent);
+    // What comes back changed: a datagram to an address that is not one of
+    // this host's (broadcast, multicast, TPROXY) is sent to the loopback
+    // address and arrives on the loopback (inject::Destinations::pick()).
+    let mut changed = Vec::new();
+    let mut local = crate::inject::Locality::default();
+    for (k, d) in sent.iter().enumerate() {
+        let Some(dst) = d.destination.as_ref() else {
+            continue;
+        };
+        let a = wire::canonical(wire::from_proto(dst));
+        if !bound.ip().is_unspecified() || local.is_local(a) {
+            continue;
+        }
+        changed.push((back[k], format!("{} (to {})", back[k], a.ip())));
+    }
     // The queue held them under an SO_RCVBUF that may since have been
     // lowered: raised for the put-back if they might not fit (each
     // counted at twice its payload plus 1 KiB, above an skb's truesize),
@@ -754,9 +868,23 @@ fn put_back_drained(
                  datagram that arrived meanwhile)",
                 sent.len() - lost.len()
             );
-            if !lost.is_empty() {
-                let ids: Vec<String> = lost.iter().map(|l| back[l.index].to_string()).collect();
-                what.push_str(&format!("; datagram(s) {} could not be put back and are lost", ids.join(", ")));
+            for l in &lost {
+                what.push_str(&format!(
+                    "; datagram {} could not be put back and is lost: {}",
+                    back[l.index], l.error
+                ));
+            }
+            let lost_at: std::collections::HashSet<usize> =
+                lost.iter().map(|l| back[l.index]).collect();
+            changed.retain(|(i, _)| !lost_at.contains(i));
+            if !changed.is_empty() {
+                let changed: Vec<&str> = changed.iter().map(|(_, c)| c.as_str()).collect();
+                what.push_str(&format!(
+                    "; datagram(s) {} went back to the loopback address, arriving on the loopback \
+                     interface (their destination is not a unicast address of this host): \
+                     IP_PKTINFO now says so",
+                    changed.join(", ")
+                ));
             }
             if dropped != 0 {
                 what.push_str(&format!(
@@ -764,7 +892,15 @@ fn put_back_drained(
                      (its receive buffer, or its filter): they are lost"
                 ));
             } else {
-                what.push_str(&verify_put_back(fd, &sent));
+                let lost_k: std::collections::HashSet<usize> =
+                    lost.iter().map(|l| l.index).collect();
+                let kept: Vec<&v1::RecvDatagram> = sent
+                    .iter()
+                    .enumerate()
+                    .filter(|(k, _)| !lost_k.contains(k))
+                    .map(|(_, d)| d)
+                    .collect();
+                what.push_str(&verify_put_back(fd, &kept));
             }
             what
         }
@@ -790,7 +926,7 @@ fn put_back_drained(
 /// queue is walked (lengths and sources, `MSG_TRUNC`) and `sent` must be
 /// its tail in order; beyond, the walk would take seconds (quadratic) and
 /// the put-back is reported unverified.
-fn verify_put_back(fd: BorrowedFd<'_>, sent: &[v1::RecvDatagram]) -> String {
+fn verify_put_back(fd: BorrowedFd<'_>, sent: &[&v1::RecvDatagram]) -> String {
     const WALK_MAX: usize = 4096;
     if sent.len() > WALK_MAX {
         return format!("; not verified (more than {WALK_MAX} datagrams)");

@@ -530,13 +530,22 @@ fn inject_raw(
                 Ok(n) => sent += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 // Larger than the route's MTU (over loopback's 65 536, an
-                // IPv6 datagram of more than 65 488 bytes): a raw socket
-                // does not fragment (raw_send_hdrinc(), rawv6_send_hdrinc()),
-                // so it goes alone, in order, from a socket bound to its
-                // source, which does, and the receiver reassembles it.
+                // IPv6 datagram of more than 65 488 bytes): an IP_HDRINCL
+                // socket does not fragment (raw_send_hdrinc(),
+                // rawv6_send_hdrinc()), so it goes alone, in order, from a
+                // raw socket that builds the IPv6 header itself and
+                // fragments ([`raw6_one`]: no port is bound, so a source
+                // port held here, by the live sender or the restored
+                // socket itself, is no obstacle), and the receiver
+                // reassembles it.
                 Err(e) if e.raw_os_error() == Some(libc::EMSGSIZE) => {
                     let (i, p) = &batch[sent];
-                    match transparent_one(&datagrams[*i], p.src, p.to, p.dev, protocol) {
+                    let once = if p.v6 {
+                        raw6_one(&datagrams[*i], p.src, p.to, p.dev, protocol)
+                    } else {
+                        transparent_one(&datagrams[*i], p.src, p.to, p.dev, protocol)
+                    };
+                    match once {
                         Ok(()) => {}
                         Err(e) if e.kind() == io::ErrorKind::AddrInUse => lost.push(Lost {
                             index: *i,
@@ -561,6 +570,85 @@ fn inject_raw(
         }
     }
     Ok(lost)
+}
+
+/// Sends one IPv6 datagram `d` from `src` to `dst` (through `device` if
+/// not empty) on an `IPPROTO_UDP` (`protocol` 17, or UDP-Lite 136) raw
+/// socket without IP_HDRINCL: the payload is the UDP header and `d`'s
+/// payload, the kernel writes the IPv6 header (the source from the
+/// IPV6_PKTINFO cmsg, allowed off this host by IPV6_TRANSPARENT and
+/// IPV6_FREEBIND; hop limit and traffic class as cmsgs), computes the UDP
+/// checksum at offset 6 (IPV6_CHECKSUM: rawv6_push_pending_frames(), which
+/// also turns a zero UDP checksum into 0xffff) and fragments what exceeds
+/// the route's MTU (ip6_append_data()). For datagrams an IP_HDRINCL socket
+/// refuses with EMSGSIZE: 65 489 to 65 527 bytes of payload.
+fn raw6_one(
+    d: &v1::RecvDatagram,
+    src: SocketAddr,
+    dst: SocketAddr,
+    device: &str,
+    protocol: u8,
+) -> io::Result<()> {
+    use rustix::net::{socket_with, AddressFamily, Protocol, RawProtocol, SocketFlags, SocketType};
+    let (IpAddr::V6(from), SocketAddr::V6(to)) = (src.ip(), dst) else {
+        return Err(io::Error::other("raw6_one: not an IPv6 datagram"));
+    };
+    let raw = RawProtocol::new(u32::from(protocol)).ok_or(io::ErrorKind::InvalidInput)?;
+    let s = socket_with(
+        AddressFamily::INET6,
+        SocketType::RAW,
+        SocketFlags::CLOEXEC,
+        Some(Protocol::from_raw(raw)),
+    )?;
+    let fd = s.as_fd();
+    sys::setsockopt_int(fd, libc::SOL_IPV6, libc::IPV6_TRANSPARENT, 1)?;
+    sys::setsockopt_int(fd, libc::SOL_IPV6, libc::IPV6_FREEBIND, 1)?;
+    sys::setsockopt_int(fd, libc::SOL_IPV6, libc::IPV6_CHECKSUM, 6)?;
+    let _ = sys::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, 1 << 20);
+    if !device.is_empty() {
+        sys::setsockopt_bytes(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_BINDTODEVICE,
+            device.as_bytes(),
+        )?;
+    }
+    let ulen = u16::try_from(8 + d.payload.len())
+        .map_err(|_| io::Error::other(format!("a UDP datagram of {} bytes", d.payload.len())))?;
+    // UDP-Lite's coverage 0: the whole datagram (RFC 3828), which the
+    // checksum the kernel computes covers.
+    let len_field = if protocol == libc::IPPROTO_UDPLITE as u8 {
+        0
+    } else {
+        ulen
+    };
+    let mut packet = Vec::with_capacity(usize::from(ulen));
+    packet.extend_from_slice(&src.port().to_be_bytes());
+    packet.extend_from_slice(&dst.port().to_be_bytes());
+    packet.extend_from_slice(&len_field.to_be_bytes());
+    packet.extend_from_slice(&[0, 0]);
+    packet.extend_from_slice(&d.payload);
+    let mut c = wire::CmsgBuilder::default();
+    let mut pi = [0u8; 20];
+    pi[..16].copy_from_slice(&from.octets());
+    c.push(libc::SOL_IPV6, libc::IPV6_PKTINFO, &pi);
+    c.push_int(
+        libc::SOL_IPV6,
+        libc::IPV6_HOPLIMIT,
+        d.ttl.unwrap_or(64) as i32,
+    );
+    c.push_int(libc::SOL_IPV6, libc::IPV6_TCLASS, d.tos.unwrap_or(0) as i32);
+    // A raw socket's destination port must be 0 (or its protocol):
+    // rawv6_sendmsg().
+    let name = SocketAddr::V6(std::net::SocketAddrV6::new(*to.ip(), 0, 0, to.scope_id()));
+    let n = sys::sendmsg_bytes(fd, &packet, &wire::sockaddr_bytes(&name), c.bytes(), 0)?;
+    if n != packet.len() {
+        return Err(io::Error::other(format!(
+            "sent {n} of {} bytes",
+            packet.len()
+        )));
+    }
+    Ok(())
 }
 
 fn transparent_one(

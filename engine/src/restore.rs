@@ -468,7 +468,7 @@ pub fn restore_with(
 /// this host does not have is refused by name, before anything is created.
 /// Borrowed, without a copy, when no datagram needs a change (the usual
 /// queue: everything arrived on the loopback).
-fn remap_interfaces(
+pub(crate) fn remap_interfaces(
     datagrams: &[v1::RecvDatagram],
 ) -> Result<std::borrow::Cow<'_, [v1::RecvDatagram]>, Error> {
     let link_local = |a: &v1::SockAddr| wire::is_link_local(wire::from_proto(a).ip());

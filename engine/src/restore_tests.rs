@@ -1537,27 +1537,31 @@ fn a_draining_dump_reads_what_a_peeking_one_does_and_empties_the_queue() {
     })
 }
 
+/// A refusal found only after the drain (here: zero-length datagrams,
+/// whose peek marks a kernel without the peek fix cannot tell): the queue
+/// goes back, and the error says how.
 #[test]
 fn a_draining_dump_that_fails_puts_the_queue_back_and_says_so() {
+    if peek::peek_walk_restarts() == Some(true) {
+        eprintln!("not run: this kernel restarts peek walks, and vouches for a drained queue");
+        return;
+    }
     ns(|| {
         let a = udp("127.0.0.1:5000");
         let fd = a.as_fd();
-        // Receive timestamps cannot be carried: refused under
-        // refuse_metadata_loss, after the queue was read.
-        set(fd, libc::SOL_SOCKET, options::SO_TIMESTAMP_OLD, 1);
         let b = udp("127.0.0.2:6000");
         for p in [&b"one"[..], b"", b"three"] {
             b.send_to(p, "127.0.0.1:5000").unwrap();
         }
         wait_queued(fd, true);
-        let strict = DumpOptions {
+        let vouched = DumpOptions {
             drain_receive_queue: true,
-            refuse_metadata_loss: true,
+            require_vouched: true,
             ..Default::default()
         };
-        let e = dump::dump_with(fd, &strict).unwrap_err();
+        let e = dump::dump_with(fd, &vouched).unwrap_err();
         let why = e.to_string();
-        assert!(why.contains("timestamp"), "{why}");
+        assert!(why.contains("zero-length"), "{why}");
         assert!(
             why.contains("taken 3 datagram(s) out of the receive queue and put 3 back")
                 && why.contains("verified: the queue now holds 3 datagram(s), these 3 last"),
@@ -1576,16 +1580,56 @@ fn a_draining_dump_that_fails_puts_the_queue_back_and_says_so() {
 
 #[test]
 fn a_failed_drain_of_a_connected_socket_names_what_it_cannot_put_back() {
+    if peek::peek_walk_restarts() == Some(true) {
+        eprintln!("not run: this kernel restarts peek walks, and vouches for a drained queue");
+        return;
+    }
     ns(|| {
         let a = udp("127.0.0.1:5000");
         let fd = a.as_fd();
-        set(fd, libc::SOL_SOCKET, options::SO_TIMESTAMP_OLD, 1);
         let b = udp("127.0.0.2:6000");
         let c = udp("127.0.0.3:7000");
         b.send_to(b"before", "127.0.0.1:5000").unwrap();
         wait_queued(fd, true);
         a.connect("127.0.0.3:7000").unwrap();
+        c.send_to(b"", "127.0.0.1:5000").unwrap();
         c.send_to(b"after", "127.0.0.1:5000").unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let vouched = DumpOptions {
+            drain_receive_queue: true,
+            require_vouched: true,
+            ..Default::default()
+        };
+        let why = dump::dump_with(fd, &vouched).unwrap_err().to_string();
+        assert!(
+            why.contains("datagram(s) 0 came from sources other than the connected peer"),
+            "{why}"
+        );
+        assert!(
+            why.contains("verified: the queue now holds 2 datagram(s)"),
+            "{why}"
+        );
+        let back: Vec<Vec<u8>> = recv_all(fd).into_iter().map(|d| d.0).collect();
+        assert_eq!(back, vec![vec![], b"after".to_vec()]);
+    })
+}
+
+/// Refusals the options decide come before the drain: a strict dump of a
+/// socket with receive timestamps on leaves its queue in place, the
+/// datagram a connected socket could not take back (queued before its
+/// connect()) included, and says nothing was taken.
+#[test]
+fn a_strict_drain_refused_by_the_options_takes_nothing_out() {
+    ns(|| {
+        let a = udp("127.0.0.1:5011");
+        let fd = a.as_fd();
+        set(fd, libc::SOL_SOCKET, options::SO_TIMESTAMP_OLD, 1);
+        let b = udp("127.0.0.2:6000");
+        let c = udp("127.0.0.3:7000");
+        b.send_to(b"before", "127.0.0.1:5011").unwrap();
+        wait_queued(fd, true);
+        a.connect("127.0.0.3:7000").unwrap();
+        c.send_to(b"after", "127.0.0.1:5011").unwrap();
         std::thread::sleep(std::time::Duration::from_millis(20));
         let strict = DumpOptions {
             drain_receive_queue: true,
@@ -1593,16 +1637,53 @@ fn a_failed_drain_of_a_connected_socket_names_what_it_cannot_put_back() {
             ..Default::default()
         };
         let why = dump::dump_with(fd, &strict).unwrap_err().to_string();
-        assert!(
-            why.contains("datagram(s) 0 came from sources other than the connected peer"),
-            "{why}"
-        );
-        assert!(
-            why.contains("verified: the queue now holds 1 datagram(s)"),
-            "{why}"
-        );
+        assert!(why.contains("receive timestamps"), "{why}");
+        assert!(!why.contains("put"), "nothing was taken out: {why}");
         let back: Vec<Vec<u8>> = recv_all(fd).into_iter().map(|d| d.0).collect();
-        assert_eq!(back, vec![b"after".to_vec()]);
+        assert_eq!(back, vec![b"before".to_vec(), b"after".to_vec()]);
+    })
+}
+
+/// A member of an SO_REUSEPORT group with others is not drained: a failed
+/// dump's put-back would spread its queue among them.
+#[test]
+fn a_drain_of_a_reuseport_member_with_others_is_refused_before_it_drains() {
+    ns(|| {
+        let mk = || {
+            let s = crate::inject::udp_socket(false, 17).unwrap();
+            set(s.as_fd(), libc::SOL_SOCKET, libc::SO_REUSEPORT, 1);
+            rustix::net::bind(&s, &"127.0.0.1:5012".parse::<SocketAddr>().unwrap()).unwrap();
+            s
+        };
+        let a = mk();
+        let b = udp("127.0.0.2:6000");
+        for p in [&b"one"[..], b"two"] {
+            b.send_to(p, "127.0.0.1:5012").unwrap();
+        }
+        wait_queued(a.as_fd(), true);
+        let drain = DumpOptions {
+            drain_receive_queue: true,
+            ..Default::default()
+        };
+        // Alone in its group: drained.
+        let cp = dump::dump_with(a.as_fd(), &drain).unwrap();
+        assert_eq!(payloads(&cp), vec![b"one".to_vec(), b"two".to_vec()]);
+        let worker = mk();
+        b.send_to(b"three", "127.0.0.1:5012").unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        // One source, one hash: the group gave it to one member.
+        let (holder, other) = if peek::meminfo(a.as_fd()).unwrap().0 > 0 {
+            (a.as_fd(), worker.as_fd())
+        } else {
+            (worker.as_fd(), a.as_fd())
+        };
+        let why = dump::dump_with(holder, &drain).unwrap_err().to_string();
+        assert!(
+            why.contains("SO_REUSEPORT group") && why.contains("1 other"),
+            "{why}"
+        );
+        assert_eq!(recv_all(holder).len(), 1, "the queue stays in place");
+        assert!(recv_all(other).is_empty());
     })
 }
 
@@ -1645,10 +1726,12 @@ fn ipv6_datagram_larger_than_loopbacks_mtu_round_trips() {
         wait_queued(a.as_fd(), true);
         let cp = dump::dump(a.as_fd()).unwrap();
         assert_eq!(payloads(&cp), vec![vec![1], big.clone(), vec![2]]);
-        // The large one is sent from a socket bound to its source port:
-        // the sender has gone, as a migrated socket's peers are elsewhere.
+        // The large one is sent from a raw socket that fragments, with no
+        // port bound: the sender, still here (a failed dump's put-back, or
+        // a socket that sent itself datagrams), holding its source port,
+        // is no obstacle.
         let from = b.local_addr().unwrap();
-        drop((a, b));
+        drop(a);
         let fd = trusted(&cp).unwrap_or_else(|e| panic!("restore: {e}"));
         let got = recv_all(fd.as_fd());
         assert_eq!(
@@ -1656,6 +1739,7 @@ fn ipv6_datagram_larger_than_loopbacks_mtu_round_trips() {
             vec![(vec![1], from), (big, from), (vec![2], from)],
             "payloads and sources in order"
         );
+        drop(b);
     });
 }
 

@@ -688,26 +688,27 @@ pub fn get_msfilter(fd: BorrowedFd<'_>, level: i32, gf: &mut [u8]) -> io::Result
     Ok(len as usize)
 }
 
-/// Holds SIGINT, SIGTERM, SIGHUP and SIGQUIT pending in the calling thread
-/// until the returned guard is dropped, when they are delivered (the
-/// previous mask is put back). For a span in which the process must not
-/// die half-way (a dump between its first change to the socket and the
-/// image kept, or the socket as it was).
+/// Holds every signal that can be held (all but SIGKILL and SIGSTOP,
+/// which `sigprocmask(2)` cannot block) pending in the calling thread until
+/// the returned guard is dropped, when they are delivered (the previous
+/// mask is put back). For a span in which the process must not die
+/// half-way (a dump between its first change to the socket and the image
+/// kept, or the socket as it was): any signal whose default action ends
+/// the process (SIGUSR1, SIGALRM from `timeout -s ALRM`, the real-time
+/// signals, SIGINT, SIGTERM...) waits. A fault (SIGSEGV, SIGBUS) raised by
+/// the thread itself is still delivered at once (force_sig_fault()).
 /// Other threads keep their masks: call it from a process's only thread.
-pub fn hold_termination_signals() -> io::Result<SignalsHeld> {
-    // SAFETY: an all-zero sigset_t is a valid value, which sigemptyset
-    // initialises; sigaddset writes inside `set`.
+pub fn hold_signals() -> io::Result<SignalsHeld> {
+    // SAFETY: an all-zero sigset_t is a valid value, which sigfillset
+    // initialises (every signal in the set).
     let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
     // SAFETY: `set` is a live sigset_t on this stack frame.
-    unsafe { libc::sigemptyset(&mut set) };
-    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT] {
-        // SAFETY: as above; `sig` is a valid signal number.
-        unsafe { libc::sigaddset(&mut set, sig) };
-    }
+    unsafe { libc::sigfillset(&mut set) };
     // SAFETY: an all-zero sigset_t is a valid value for the old mask.
     let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
     // SAFETY: both pointers refer to live sigset_t values on this frame;
-    // pthread_sigmask changes only this thread's mask.
+    // pthread_sigmask changes only this thread's mask (glibc leaves its
+    // own two internal signals out of it).
     let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old) };
     if rc != 0 {
         return Err(io::Error::from_raw_os_error(rc));
@@ -715,7 +716,7 @@ pub fn hold_termination_signals() -> io::Result<SignalsHeld> {
     Ok(SignalsHeld { old })
 }
 
-/// The guard of [`hold_termination_signals`].
+/// The guard of [`hold_signals`].
 pub struct SignalsHeld {
     old: libc::sigset_t,
 }
@@ -782,6 +783,46 @@ mod tests {
     use super::*;
     use std::net::UdpSocket;
     use std::os::fd::AsFd;
+
+    /// SIGUSR1 and a real-time signal (whose default action ends the
+    /// process) wait while held, as SIGTERM does; they are taken here with
+    /// sigtimedwait() before the guard goes, so this test thread survives.
+    #[test]
+    fn every_terminating_signal_is_held() {
+        let held = hold_signals().unwrap();
+        let rt = libc::SIGRTMIN() + 3;
+        for sig in [libc::SIGUSR1, libc::SIGALRM, libc::SIGTERM, rt] {
+            // SAFETY: raise() sends `sig` to this thread only, where it is
+            // blocked: it stays pending, no handler runs.
+            assert_eq!(unsafe { libc::raise(sig) }, 0);
+        }
+        // SAFETY: an all-zero sigset_t is a valid value for sigpending to
+        // fill; the pointer is to this frame.
+        let mut pending: libc::sigset_t = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        assert_eq!(unsafe { libc::sigpending(&mut pending) }, 0);
+        for sig in [libc::SIGUSR1, libc::SIGALRM, libc::SIGTERM, rt] {
+            // SAFETY: `pending` is a live, initialised sigset_t.
+            let member = unsafe { libc::sigismember(&pending, sig) };
+            assert_eq!(member, 1, "signal {sig} held");
+            // SAFETY: an all-zero sigset_t is valid for sigemptyset.
+            let mut one: libc::sigset_t = unsafe { std::mem::zeroed() };
+            // SAFETY: `one` is a live sigset_t on this frame; sigtimedwait
+            // takes the pending `sig` out of this thread's set (a zero
+            // timeout: it is pending, so it returns at once).
+            let got = unsafe {
+                libc::sigemptyset(&mut one);
+                libc::sigaddset(&mut one, sig);
+                let t = libc::timespec {
+                    tv_sec: 0,
+                    tv_nsec: 0,
+                };
+                libc::sigtimedwait(&one, std::ptr::null_mut(), &t)
+            };
+            assert_eq!(got, sig);
+        }
+        drop(held);
+    }
 
     #[test]
     fn int_option_round_trips() {

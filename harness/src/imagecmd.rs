@@ -9,6 +9,16 @@ use udp_repair_engine::inject::Strategy;
 use udp_repair_engine::{dump, options, restore, wire};
 use udp_repair_proto::v1;
 
+/// `eprintln!` that cannot panic: a write to a closed stderr (EPIPE, as
+/// Rust ignores SIGPIPE) is dropped, so that it does not turn a dump's
+/// outcome, an image kept or a queue put back, into a panic's exit 101.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 /// The image subcommands, flattened into the top-level command.
 #[derive(Subcommand, Debug)]
 pub enum ImageCmd {
@@ -81,7 +91,11 @@ pub enum ImageCmd {
         /// dump or the image write fails after the queue was taken, the
         /// datagrams are put back by raw injection and the error says what
         /// changed (new receive timestamps, after any datagram that arrived
-        /// meanwhile).
+        /// meanwhile). What the options decide is refused before the queue
+        /// is taken (--strict's losses, a member of an SO_REUSEPORT group
+        /// with other sockets); what only the datagrams tell (zero-length
+        /// ones without --accept-peek-marks) is refused after, with the
+        /// queue put back.
         #[arg(long)]
         drain: bool,
     },
@@ -186,17 +200,18 @@ pub fn run(cmd: ImageCmd) -> ExitCode {
             // SO_PEEK_OFF and turns on the per-datagram options; a draining
             // dump takes the queue out; --take-error reads the error) until
             // the socket is as it was or the image is kept, a signal must
-            // not end the process: SIGINT, SIGTERM, SIGHUP and SIGQUIT wait
-            // until the dump has said what it did, and then take effect
-            // (SIGKILL cannot be held). A write past RLIMIT_FSIZE must
+            // not end the process: every signal that can be held (SIGINT,
+            // SIGTERM, SIGUSR1, SIGALRM, ...) waits until the dump has said
+            // what it did, and then takes effect (SIGKILL and SIGSTOP
+            // cannot be held). A write past RLIMIT_FSIZE must
             // fail with EFBIG, and the queue and the error go back,
             // instead of SIGXFSZ ending the process.
-            let held = match udp_repair_engine::sys::hold_termination_signals()
+            let held = match udp_repair_engine::sys::hold_signals()
                 .and_then(|h| udp_repair_engine::sys::ignore_sigxfsz().map(|()| h))
             {
                 Ok(h) => h,
                 Err(e) => {
-                    eprintln!("udp-repair dump: holding signals during the dump: {e}");
+                    say!("udp-repair dump: holding signals during the dump: {e}");
                     return ExitCode::FAILURE;
                 }
             };
@@ -204,22 +219,22 @@ pub fn run(cmd: ImageCmd) -> ExitCode {
             let code = match done {
                 Ok(cp) => {
                     let q = cp.receive_queue.clone().unwrap_or_default();
-                    eprintln!(
+                    say!(
                         "dumped fd {fd} of pid {pid}: {} datagram(s), {} byte(s) queued; send queue: {}",
                         q.count,
                         q.bytes,
                         describe_sq(cp.send_queue.as_ref())
                     );
                     if !q.zero_length_vouched {
-                        eprintln!("warning: {}", q.zero_length_note);
+                        say!("warning: {}", q.zero_length_note);
                     }
                     for d in &cp.dropped_state {
-                        eprintln!("warning: dropped {d}");
+                        say!("warning: dropped {d}");
                     }
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
-                    eprintln!("udp-repair dump: {e}");
+                    say!("udp-repair dump: {e}");
                     ExitCode::FAILURE
                 }
             };
@@ -232,18 +247,24 @@ pub fn run(cmd: ImageCmd) -> ExitCode {
             payloads,
         } => match load(&image) {
             Ok(cp) => {
-                if json {
-                    println!(
-                        "{}",
-                        serde_json::to_string_pretty(&to_json(&cp, payloads)).unwrap_or_default()
-                    );
+                let text = if json {
+                    serde_json::to_string_pretty(&to_json(&cp, payloads)).unwrap_or_default() + "\n"
                 } else {
-                    print!("{}", show_text(&cp, payloads));
+                    show_text(&cp, payloads)
+                };
+                // A reader that stops early (`| head`) is not an error of
+                // show's, and no reason to panic.
+                use std::io::Write as _;
+                match std::io::stdout().write_all(text.as_bytes()) {
+                    Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                        say!("udp-repair show: writing to stdout: {e}");
+                        ExitCode::FAILURE
+                    }
+                    _ => ExitCode::SUCCESS,
                 }
-                ExitCode::SUCCESS
             }
             Err(e) => {
-                eprintln!("udp-repair show: {e}");
+                say!("udp-repair show: {e}");
                 ExitCode::FAILURE
             }
         },
@@ -255,7 +276,7 @@ pub fn run(cmd: ImageCmd) -> ExitCode {
             cmd,
         } => {
             let e = restore_exec(&image, strategy.into(), accept_rx_loss, trust_image, &cmd);
-            eprintln!("udp-repair restore: {e}");
+            say!("udp-repair restore: {e}");
             ExitCode::FAILURE
         }
     }
@@ -513,10 +534,10 @@ fn restore_exec(
         Err(e) => return e.to_string(),
     };
     for (i, why) in &report.lost {
-        eprintln!("warning: receive queue datagram {i} lost: {why}");
+        say!("warning: receive queue datagram {i} lost: {why}");
     }
     if report.pending_marked_lost {
-        eprintln!(
+        say!(
             "note: the image's dropped pending datagram is marked on the new socket \
              (UDP_REPAIR_PENDING_LOST): the application's next append to it fails with ECANCELED"
         );

@@ -194,3 +194,77 @@ fn a_failed_image_write_puts_the_queue_and_the_pending_error_back() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A signal whose default action ends the process (SIGUSR1 here; SIGALRM
+/// from `timeout -s ALRM`, the real-time ones) waits while a draining dump
+/// has the queue out, and takes effect after the dump kept the image and
+/// said so: before, it ended the dump half-way and the queue was lost. A
+/// closed stderr does not turn a dump's outcome into a panic (exit 101).
+#[test]
+fn a_signal_during_a_drain_waits_for_the_image_and_a_closed_stderr_is_no_panic() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::ExitStatusExt;
+    const N: usize = 60_000;
+    let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp_repair_engine::sys::setsockopt_int(
+        a.as_fd(),
+        libc::SOL_SOCKET,
+        libc::SO_RCVBUFFORCE,
+        1 << 28,
+    )
+    .unwrap();
+    let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for i in 0..N {
+        b.send_to(&(i as u32).to_be_bytes(), a.local_addr().unwrap())
+            .unwrap();
+    }
+    let rmem = || udp_repair_engine::peek::meminfo(a.as_fd()).unwrap().0;
+    let full = rmem();
+    let dir = std::env::temp_dir().join(format!("udp-repair-cli-sig-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let img = dir.join("sig.img");
+    let child = Command::new(env!("CARGO_BIN_EXE_udp-repair"))
+        .args(["dump", "--pid", &std::process::id().to_string()])
+        .args(["--fd", &a.as_raw_fd().to_string(), "-o"])
+        .arg(&img)
+        .arg("--drain")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The drain has begun (the signals are held before the dump starts):
+    // the queue shrinks.
+    let t = std::time::Instant::now();
+    while rmem() == full && t.elapsed() < std::time::Duration::from_secs(20) {
+        std::thread::sleep(std::time::Duration::from_micros(200));
+    }
+    let drained_at = rmem();
+    // The child is not waited for yet: its pid is not reused.
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::USR1).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        drained_at < full,
+        "the drain did not start within 20 s: {err}"
+    );
+    assert_eq!(out.status.signal(), Some(libc::SIGUSR1), "{err}");
+    assert!(err.contains(&format!("{N} datagram(s)")), "{err}");
+    let cp = udp_repair_proto::decode(&std::fs::read(&img).unwrap()).unwrap();
+    assert_eq!(cp.receive_queue.unwrap().datagrams.len(), N);
+    assert_eq!(rmem(), 0, "the queue is in the image, not in the socket");
+
+    // stderr a pipe whose reader has gone: the dump still exits 0.
+    b.send_to(b"one", a.local_addr().unwrap()).unwrap();
+    let (r, w) = rustix::pipe::pipe().unwrap();
+    drop(r);
+    let out = Command::new(env!("CARGO_BIN_EXE_udp-repair"))
+        .args(["dump", "--pid", &std::process::id().to_string()])
+        .args(["--fd", &a.as_raw_fd().to_string(), "-o"])
+        .arg(&img)
+        .arg("--drain")
+        .stderr(std::process::Stdio::from(w))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
