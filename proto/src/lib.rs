@@ -736,6 +736,15 @@ pub fn validate(cp: &Checkpoint) -> Result<(), ImageError> {
             }
             if let Some(dst) = &d.destination {
                 check_addr(&format!("datagram {i} destination"), dst)?;
+                // An IPv4 socket's IP_PKTINFO destination is an IPv4
+                // address; an IPv6 socket's is either (IP_PKTINFO for a
+                // v4-mapped datagram, IPV6_PKTINFO).
+                if want_len == 4 && dst.ip.len() != 4 {
+                    return inv(format!(
+                        "datagram {i}: destination of {} bytes on a {family:?} socket",
+                        dst.ip.len()
+                    ));
+                }
             }
             if d.ttl.is_some_and(|t| t > 255) || d.tos.is_some_and(|t| t > 255) {
                 return inv(format!("datagram {i}: TTL/TOS out of range"));

@@ -271,6 +271,14 @@ fn resealed_semantic_errors_are_refused() {
     assert_eq!(decode(&encode(&cp).unwrap()).unwrap(), cp);
     cp.pending_error = -1;
     assert!(encode(&cp).is_err());
+    // An IPv6 destination recorded for a datagram of an IPv4 socket.
+    let mut cp = sample(1);
+    cp.receive_queue.as_mut().unwrap().datagrams[0].destination = Some(addr(
+        &[0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+        5000,
+    ));
+    let e = encode(&cp).unwrap_err();
+    assert!(e.to_string().contains("destination of 16 bytes"), "{e}");
     // A record cut inside, resealed: the parser names the record.
     let img = encode(&sample(2)).unwrap();
     let mut body = img[..img.len() - TRAILER_LEN - 3].to_vec();
