@@ -482,23 +482,59 @@ pub fn dump_with(fd: BorrowedFd<'_>, opts: &DumpOptions) -> Result<v1::Checkpoin
         }
     }
     // A draining dump that fails puts the queue back by sending it to the
-    // socket's address, where the SO_REUSEPORT group's hash would spread
-    // it among the members (udp_reuseport_add_sock(), reuseport_select_sock()).
-    let reuseport = options::saved_int(&cp.options, libc::SOL_SOCKET, libc::SO_REUSEPORT)
-        .is_some_and(|v| v != 0);
-    if opts.drain_receive_queue && queued && reuseport {
-        let others = step(
-            "the SO_REUSEPORT group's members",
-            reuseport_members(fd, &bound, udplite, &opts.proc_net),
+    // socket's port, in the socket's network namespace. Where the socket
+    // shares its port (SO_REUSEADDR, SO_REUSEPORT: without either its bind
+    // excluded every socket whose address overlaps, udp_lib_lport_inuse())
+    // the put-back could reach another socket (an SO_REUSEPORT group's
+    // hash, a more specific address); where it is bound to an address that
+    // is not a unicast one of this host (a multicast group, a broadcast
+    // address) nothing can put the datagrams back, nor restore them. Both
+    // are refused before the drain.
+    if opts.drain_receive_queue && queued {
+        let shares = [libc::SO_REUSEADDR, libc::SO_REUSEPORT]
+            .iter()
+            .any(|&o| options::saved_int(&cp.options, libc::SOL_SOCKET, o).is_some_and(|v| v != 0));
+        let own = step("fstat", rustix::fs::fstat(fd).map_err(Into::into))?.st_ino as u64;
+        let b = wire::canonical(bound);
+        let (others, local) = step(
+            "the sockets sharing its port",
+            crate::netns::in_netns_of(fd, || {
+                let others = if shares {
+                    crate::netns::others_on_port(bound.port(), udplite, own)?
+                } else {
+                    Vec::new()
+                };
+                Ok((
+                    others,
+                    b.ip().is_unspecified() || crate::inject::is_local(b),
+                ))
+            }),
         )?;
-        if others > 0 {
+        if !others.is_empty() {
+            let list: Vec<String> = others.iter().map(ToString::to_string).collect();
             return Err(refuse(
-                "SO_REUSEPORT group",
+                "sockets sharing its port",
                 format!(
-                    "the socket is in an SO_REUSEPORT group on {bound} with {others} other \
-                     socket(s): a draining dump that failed would put the queue back spread among \
-                     them, so it does not drain; dump without --drain (the peek walk leaves the \
-                     queue in place)"
+                    "port {} is also bound by {} other socket(s) in its network namespace ({}): \
+                     a draining dump that failed would put the queue back to the port, where one \
+                     of them could take it (an SO_REUSEPORT group's hash, a more specific \
+                     address), so it does not drain; dump without --drain (the peek walk leaves \
+                     the queue in place)",
+                    bound.port(),
+                    others.len(),
+                    list.join(", ")
+                ),
+            ));
+        }
+        if !local {
+            return Err(refuse(
+                "bound address",
+                format!(
+                    "the socket is bound to {}, which is not a unicast address of this host (a \
+                     multicast group, a broadcast address): its datagrams cannot be re-created \
+                     (the restore refuses them), nor put back if the dump fails, so it does not \
+                     drain; dump without --drain",
+                    b.ip()
                 ),
             ));
         }
@@ -677,55 +713,6 @@ pub fn dump_with(fd: BorrowedFd<'_>, opts: &DumpOptions) -> Result<v1::Checkpoin
 const OPT_ID_LOSS: &str = "the timestamp key counter (SOF_TIMESTAMPING_OPT_ID): no interface \
                            reads it; the restored socket's keys start again at 0";
 
-/// How many sockets other than `fd` are bound to `bound` (address and
-/// port) in the socket's network namespace: the other members of its
-/// SO_REUSEPORT group, as `proc_net`'s `udp`/`udp6` (`udplite`,
-/// `udplite6`) list them (udp4_format_sock(), udp6_sock_seq_show()), `fd`
-/// told apart by its inode. A table that is not there (no UDP-Lite) lists
-/// none.
-fn reuseport_members(
-    fd: BorrowedFd<'_>,
-    bound: &SocketAddr,
-    udplite: bool,
-    proc_net: &std::path::Path,
-) -> io::Result<usize> {
-    let ino = rustix::fs::fstat(fd)?.st_ino;
-    let (table, local) = match bound {
-        SocketAddr::V4(a) => (
-            "udp",
-            format!(
-                "{:08X}:{:04X}",
-                u32::from_ne_bytes(a.ip().octets()),
-                a.port()
-            ),
-        ),
-        SocketAddr::V6(a) => {
-            let o = a.ip().octets();
-            let words: String = o
-                .chunks(4)
-                .map(|w| format!("{:08X}", u32::from_ne_bytes([w[0], w[1], w[2], w[3]])))
-                .collect();
-            ("udp6", format!("{words}:{:04X}", a.port()))
-        }
-    };
-    let table = if udplite {
-        table.replace("udp", "udplite")
-    } else {
-        table.to_string()
-    };
-    let text = match std::fs::read_to_string(proc_net.join(table)) {
-        Ok(t) => t,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
-        Err(e) => return Err(e),
-    };
-    Ok(text
-        .lines()
-        .skip(1)
-        .map(|l| l.split_whitespace().collect::<Vec<_>>())
-        .filter(|f| f.len() > 9 && f[1] == local && f[9].parse::<u64>().ok() != Some(ino as u64))
-        .count())
-}
-
 /// Undoes a draining dump ([`DumpOptions::drain_receive_queue`]) that
 /// succeeded but whose image could not be kept (a failed write, say): puts
 /// `cp`'s receive queue back into the original socket `fd` by raw
@@ -777,6 +764,31 @@ pub fn put_back_pending_error(fd: BorrowedFd<'_>, cp: &v1::Checkpoint) -> String
 /// (`inject::inject()`), and says what changed: the sentence the failed
 /// dump's error ends with.
 fn put_back_drained(
+    fd: BorrowedFd<'_>,
+    bound: &SocketAddr,
+    peer: Option<SocketAddr>,
+    device: &str,
+    udplite: bool,
+    drained: &[v1::RecvDatagram],
+) -> String {
+    // In the socket's network namespace: sent from the caller's, the
+    // datagrams would reach whatever socket holds that port there.
+    crate::netns::in_netns_of(fd, || {
+        Ok(put_back_here(fd, bound, peer, device, udplite, drained))
+    })
+    .unwrap_or_else(|e| {
+        format!(
+            "and the {} datagram(s) the dump had taken out of the receive queue could not be put \
+             back: entering the socket's network namespace failed ({e}); they are lost from the \
+             original socket",
+            drained.len()
+        )
+    })
+}
+
+/// [`put_back_drained`] in the calling thread's network namespace, which
+/// is the socket's.
+fn put_back_here(
     fd: BorrowedFd<'_>,
     bound: &SocketAddr,
     peer: Option<SocketAddr>,

@@ -192,6 +192,31 @@ pub fn restore_with(
             ));
         }
     }
+    // An IPV6_V6ONLY socket receives no IPv4 datagram: an image that says
+    // it did is inconsistent, and the IPv4 datagram re-created would reach
+    // whatever IPv4 socket holds the port here.
+    let v6only =
+        options::saved_int(&cp.options, libc::SOL_IPV6, libc::IPV6_V6ONLY).is_some_and(|v| v != 0);
+    if let (true, Some(q)) = (v6 && v6only, cp.receive_queue.as_ref()) {
+        if let Some(i) = q.datagrams.iter().position(|d| {
+            d.source
+                .as_ref()
+                .is_some_and(|s| s.ip.len() == 4 || is_mapped(&s.ip))
+        }) {
+            return Err(Error::with_kind(
+                Op::Restore,
+                "validating the checkpoint",
+                Kind::InvalidImage,
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "receive queue datagram {i} has an IPv4 source, and the socket is \
+                         IPV6_V6ONLY, which receives no IPv4 datagram"
+                    ),
+                ),
+            ));
+        }
+    }
     // A reuseport group on this address: re-created datagrams would be
     // spread among its members (udp_reuseport_add_sock(), the group's
     // hash), not queued on the new socket. Refused, trusted or not.
@@ -306,6 +331,42 @@ pub fn restore_with(
         rustix::net::getsockname(fd).map_err(Into::into),
     )?;
     let bound_now = SocketAddr::try_from(bound_now).unwrap_or(bound);
+
+    // A socket that shares its port (SO_REUSEADDR, SO_REUSEPORT: without
+    // either, its bind excluded every socket whose address overlaps,
+    // udp_lib_lport_inuse()) may see the datagrams sent to the port taken
+    // by another socket there (a more specific address, a group's hash):
+    // refused before any is sent, so that none reaches another
+    // application.
+    let shares = [libc::SO_REUSEADDR, libc::SO_REUSEPORT]
+        .iter()
+        .any(|&o| options::saved_int(&cp.options, libc::SOL_SOCKET, o).is_some_and(|v| v != 0));
+    if shares && !rq.datagrams.is_empty() {
+        let own = step("fstat", rustix::fs::fstat(fd).map_err(Into::into))?.st_ino as u64;
+        let others = step(
+            "the sockets sharing its port",
+            crate::netns::others_on_port(bound_now.port(), udplite, own),
+        )?;
+        if !others.is_empty() {
+            let list: Vec<String> = others.iter().map(ToString::to_string).collect();
+            return Err(Error::with_kind(
+                Op::Restore,
+                "re-creating the receive queue",
+                Kind::Refused,
+                io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    format!(
+                        "port {} is also bound by {} other socket(s) here ({}): a re-created \
+                         datagram sent to the port could reach one of them instead of the \
+                         restored socket; stop them first, or restore into a free port",
+                        bound_now.port(),
+                        others.len(),
+                        list.join(", ")
+                    ),
+                ),
+            ));
+        }
+    }
 
     // 3. Receive queue.
     let t = Instant::now();

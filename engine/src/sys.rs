@@ -727,6 +727,33 @@ impl std::fmt::Debug for SignalsHeld {
     }
 }
 
+impl SignalsHeld {
+    /// The signals that arrived while held and wait (`sigpending(2)`), by
+    /// number (1..=64), lowest first.
+    pub fn pending(&self) -> Vec<i32> {
+        // SAFETY: an all-zero sigset_t is a valid value for sigpending to
+        // fill.
+        let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `set` is a live sigset_t on this frame.
+        if unsafe { libc::sigpending(&mut set) } != 0 {
+            return Vec::new();
+        }
+        (1..=64)
+            // SAFETY: `set` is initialised; sigismember only reads it and
+            // answers -1 for a number that is no signal.
+            .filter(|&sig| unsafe { libc::sigismember(&set, sig) } == 1)
+            .collect()
+    }
+
+    /// Keeps the signals held until the process exits, so that none that
+    /// waits is ever delivered: for a caller that has reported an outcome
+    /// and exits with it (a dump whose image is kept must not then die by
+    /// a signal that came too late to stop it).
+    pub fn hold_until_exit(self) {
+        std::mem::forget(self);
+    }
+}
+
 impl Drop for SignalsHeld {
     fn drop(&mut self) {
         // SAFETY: `self.old` is the mask pthread_sigmask returned; setting

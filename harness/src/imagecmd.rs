@@ -91,11 +91,14 @@ pub enum ImageCmd {
         /// dump or the image write fails after the queue was taken, the
         /// datagrams are put back by raw injection and the error says what
         /// changed (new receive timestamps, after any datagram that arrived
-        /// meanwhile). What the options decide is refused before the queue
-        /// is taken (--strict's losses, a member of an SO_REUSEPORT group
-        /// with other sockets); what only the datagrams tell (zero-length
-        /// ones without --accept-peek-marks) is refused after, with the
-        /// queue put back.
+        /// meanwhile). What the socket's state decides is refused before
+        /// the queue is taken: --strict's losses that its options imply, a
+        /// port shared (SO_REUSEADDR, SO_REUSEPORT) with other sockets, an
+        /// address that is not a unicast one of this host. What only the
+        /// datagrams tell is refused after, with the queue put back:
+        /// zero-length ones without --accept-peek-marks, and under --strict
+        /// one to a broadcast or multicast address or from an interface
+        /// gone since.
         #[arg(long)]
         drain: bool,
     },
@@ -201,9 +204,13 @@ pub fn run(cmd: ImageCmd) -> ExitCode {
             // dump takes the queue out; --take-error reads the error) until
             // the socket is as it was or the image is kept, a signal must
             // not end the process: every signal that can be held (SIGINT,
-            // SIGTERM, SIGUSR1, SIGALRM, ...) waits until the dump has said
-            // what it did, and then takes effect (SIGKILL and SIGSTOP
-            // cannot be held). A write past RLIMIT_FSIZE must
+            // SIGTERM, SIGUSR1, SIGALRM, ...) waits (SIGKILL and SIGSTOP
+            // cannot be held). Once the dump has said what it did, the
+            // process exits with that outcome, and a signal that waited is
+            // named and never delivered: a dump killed after its image was
+            // kept (its queue drained) would read as a failed one, and the
+            // application be resumed without its queue. A write past
+            // RLIMIT_FSIZE must
             // fail with EFBIG, and the queue and the error go back,
             // instead of SIGXFSZ ending the process.
             let held = match udp_repair_engine::sys::hold_signals()
@@ -216,6 +223,7 @@ pub fn run(cmd: ImageCmd) -> ExitCode {
                 }
             };
             let done = dump_pid(pid, fd, opts, &output);
+            let done_ok = done.is_ok();
             let code = match done {
                 Ok(cp) => {
                     let q = cp.receive_queue.clone().unwrap_or_default();
@@ -238,7 +246,23 @@ pub fn run(cmd: ImageCmd) -> ExitCode {
                     ExitCode::FAILURE
                 }
             };
-            drop(held);
+            // SIGXFSZ is ignored: a write past RLIMIT_FSIZE failed with
+            // EFBIG instead, which the outcome says.
+            let waited: Vec<i32> = held
+                .pending()
+                .into_iter()
+                .filter(|&s| s != libc::SIGXFSZ)
+                .collect();
+            if !waited.is_empty() {
+                let names: Vec<String> = waited.iter().map(|&s| signal_name(s)).collect();
+                say!(
+                    "udp-repair dump: {} arrived during the dump and waited; the outcome above \
+                     stands (exit {}), and the signal is not delivered",
+                    names.join(", "),
+                    if done_ok { 0 } else { 1 }
+                );
+            }
+            held.hold_until_exit();
             code
         }
         ImageCmd::Show {
@@ -280,6 +304,44 @@ pub fn run(cmd: ImageCmd) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// A signal's name (`SIGTERM`), or its number for one without a
+/// conventional name (the real-time signals: `SIGRTMIN+3`).
+fn signal_name(sig: i32) -> String {
+    let named = [
+        (libc::SIGHUP, "SIGHUP"),
+        (libc::SIGINT, "SIGINT"),
+        (libc::SIGQUIT, "SIGQUIT"),
+        (libc::SIGTRAP, "SIGTRAP"),
+        (libc::SIGUSR1, "SIGUSR1"),
+        (libc::SIGUSR2, "SIGUSR2"),
+        (libc::SIGPIPE, "SIGPIPE"),
+        (libc::SIGALRM, "SIGALRM"),
+        (libc::SIGTERM, "SIGTERM"),
+        (libc::SIGCHLD, "SIGCHLD"),
+        (libc::SIGCONT, "SIGCONT"),
+        (libc::SIGTSTP, "SIGTSTP"),
+        (libc::SIGTTIN, "SIGTTIN"),
+        (libc::SIGTTOU, "SIGTTOU"),
+        (libc::SIGURG, "SIGURG"),
+        (libc::SIGXCPU, "SIGXCPU"),
+        (libc::SIGXFSZ, "SIGXFSZ"),
+        (libc::SIGVTALRM, "SIGVTALRM"),
+        (libc::SIGPROF, "SIGPROF"),
+        (libc::SIGWINCH, "SIGWINCH"),
+        (libc::SIGIO, "SIGIO"),
+        (libc::SIGPWR, "SIGPWR"),
+        (libc::SIGSYS, "SIGSYS"),
+    ];
+    if let Some((_, n)) = named.iter().find(|(s, _)| *s == sig) {
+        return (*n).to_string();
+    }
+    let rtmin = libc::SIGRTMIN();
+    if sig >= rtmin {
+        return format!("SIGRTMIN+{}", sig - rtmin);
+    }
+    format!("signal {sig}")
 }
 
 fn describe_sq(sq: Option<&v1::SendQueue>) -> String {

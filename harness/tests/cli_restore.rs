@@ -197,13 +197,13 @@ fn a_failed_image_write_puts_the_queue_and_the_pending_error_back() {
 
 /// A signal whose default action ends the process (SIGUSR1 here; SIGALRM
 /// from `timeout -s ALRM`, the real-time ones) waits while a draining dump
-/// has the queue out, and takes effect after the dump kept the image and
-/// said so: before, it ended the dump half-way and the queue was lost. A
+/// has the queue out, and is not delivered after the dump kept the image
+/// and said so: before, it ended the dump half-way and the queue was lost
+/// (and a dump killed after its image was kept would read as failed). A
 /// closed stderr does not turn a dump's outcome into a panic (exit 101).
 #[test]
 fn a_signal_during_a_drain_waits_for_the_image_and_a_closed_stderr_is_no_panic() {
     use std::os::fd::AsRawFd;
-    use std::os::unix::process::ExitStatusExt;
     const N: usize = 60_000;
     let a = UdpSocket::bind("127.0.0.1:0").unwrap();
     udp_repair_engine::sys::setsockopt_int(
@@ -247,8 +247,11 @@ fn a_signal_during_a_drain_waits_for_the_image_and_a_closed_stderr_is_no_panic()
         drained_at < full,
         "the drain did not start within 20 s: {err}"
     );
-    assert_eq!(out.status.signal(), Some(libc::SIGUSR1), "{err}");
+    // The outcome stands: the image is kept and the queue drained, so the
+    // dump exits 0 and names the signal that came too late to stop it.
+    assert_eq!(out.status.code(), Some(0), "{err}");
     assert!(err.contains(&format!("{N} datagram(s)")), "{err}");
+    assert!(err.contains("SIGUSR1 arrived during the dump"), "{err}");
     let cp = udp_repair_proto::decode(&std::fs::read(&img).unwrap()).unwrap();
     assert_eq!(cp.receive_queue.unwrap().datagrams.len(), N);
     assert_eq!(rmem(), 0, "the queue is in the image, not in the socket");

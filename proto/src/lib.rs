@@ -745,6 +745,19 @@ pub fn validate(cp: &Checkpoint) -> Result<(), ImageError> {
                         dst.ip.len()
                     ));
                 }
+                // One datagram is IPv4 or IPv6 end to end: an IPv4 (or
+                // v4-mapped) source with an IPv4 destination, an IPv6 one
+                // with an IPv6 destination.
+                let v4_dst = dst.ip.len() == 4
+                    || (dst.ip.len() == 16
+                        && dst.ip[..12] == [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff]);
+                if v4_source != v4_dst {
+                    return inv(format!(
+                        "datagram {i}: an IPv{} source with an IPv{} destination",
+                        if v4_source { 4 } else { 6 },
+                        if v4_dst { 4 } else { 6 }
+                    ));
+                }
             }
             if d.ttl.is_some_and(|t| t > 255) || d.tos.is_some_and(|t| t > 255) {
                 return inv(format!("datagram {i}: TTL/TOS out of range"));
