@@ -13,7 +13,7 @@
 
 use crate::sys;
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::BorrowedFd;
 
 /// `SOCK_DIAG_BY_FAMILY` (linux/sock_diag.h).
 const SOCK_DIAG_BY_FAMILY: u16 = 20;
@@ -56,25 +56,9 @@ pub enum Shutdown {
 /// them the caller's own namespace is asked); the netlink socket's errors.
 pub fn shutdown_bits(fd: BorrowedFd<'_>, v6: bool, udplite: bool) -> io::Result<Shutdown> {
     let cookie = sock_cookie(fd)?;
-    let ns = match sys::socket_netns(fd) {
-        Ok(ns) => ns,
-        // Without the privilege to name the socket's namespace, the
-        // caller's own is the one to ask (a socket of another namespace is
-        // then not found: Ok(None)).
-        Err(e) if e.raw_os_error() == Some(libc::EPERM) => return query(cookie, v6, udplite),
-        Err(e) => return Err(e),
-    };
-    std::thread::scope(|s| {
-        s.spawn(|| -> io::Result<Shutdown> {
-            rustix::thread::move_into_link_name_space(
-                ns.as_fd(),
-                Some(rustix::thread::LinkNameSpaceType::Network),
-            )?;
-            query(cookie, v6, udplite)
-        })
-        .join()
-        .map_err(|_| io::Error::other("the sock_diag thread panicked"))?
-    })
+    // Asked in the socket's namespace (without the privilege to name it,
+    // the caller's own: a socket of another namespace is then not found).
+    crate::netns::in_netns_of(fd, || query(cookie, v6, udplite))
 }
 
 /// `SO_COOKIE`: the socket's 64-bit cookie.

@@ -629,6 +629,16 @@ fn raw6_one(
     packet.extend_from_slice(&[0, 0]);
     packet.extend_from_slice(&d.payload);
     let mut c = wire::CmsgBuilder::default();
+    v6_cmsgs(&mut c, from, d);
+    // A raw socket's destination port must be 0 (or its protocol):
+    // rawv6_sendmsg().
+    let name = SocketAddr::V6(std::net::SocketAddrV6::new(*to.ip(), 0, 0, to.scope_id()));
+    send_whole(fd, &packet, &name, &c)
+}
+
+/// The cmsgs an IPv6 datagram `d` from `from` is sent with: its source
+/// (IPV6_PKTINFO, interface 0), hop limit and traffic class.
+fn v6_cmsgs(c: &mut wire::CmsgBuilder, from: Ipv6Addr, d: &v1::RecvDatagram) {
     let mut pi = [0u8; 20];
     pi[..16].copy_from_slice(&from.octets());
     c.push(libc::SOL_IPV6, libc::IPV6_PKTINFO, &pi);
@@ -638,14 +648,21 @@ fn raw6_one(
         d.ttl.unwrap_or(64) as i32,
     );
     c.push_int(libc::SOL_IPV6, libc::IPV6_TCLASS, d.tos.unwrap_or(0) as i32);
-    // A raw socket's destination port must be 0 (or its protocol):
-    // rawv6_sendmsg().
-    let name = SocketAddr::V6(std::net::SocketAddrV6::new(*to.ip(), 0, 0, to.scope_id()));
-    let n = sys::sendmsg_bytes(fd, &packet, &wire::sockaddr_bytes(&name), c.bytes(), 0)?;
-    if n != packet.len() {
+}
+
+/// `sendmsg` of `payload` to `to` with cmsgs `c`, which must send it
+/// whole (a datagram socket sends all or nothing).
+fn send_whole(
+    fd: std::os::fd::BorrowedFd<'_>,
+    payload: &[u8],
+    to: &SocketAddr,
+    c: &wire::CmsgBuilder,
+) -> io::Result<()> {
+    let n = sys::sendmsg_bytes(fd, payload, &wire::sockaddr_bytes(to), c.bytes(), 0)?;
+    if n != payload.len() {
         return Err(io::Error::other(format!(
             "sent {n} of {} bytes",
-            packet.len()
+            payload.len()
         )));
     }
     Ok(())
@@ -688,17 +705,11 @@ fn transparent_one(
     })?;
     let mut c = wire::CmsgBuilder::default();
     if v6 {
-        let mut pi = [0u8; 20];
-        if let IpAddr::V6(a) = src.ip() {
-            pi[..16].copy_from_slice(&a.octets());
-        }
-        c.push(libc::SOL_IPV6, libc::IPV6_PKTINFO, &pi);
-        c.push_int(
-            libc::SOL_IPV6,
-            libc::IPV6_HOPLIMIT,
-            d.ttl.unwrap_or(64) as i32,
-        );
-        c.push_int(libc::SOL_IPV6, libc::IPV6_TCLASS, d.tos.unwrap_or(0) as i32);
+        let from = match src.ip() {
+            IpAddr::V6(a) => a,
+            IpAddr::V4(_) => Ipv6Addr::UNSPECIFIED,
+        };
+        v6_cmsgs(&mut c, from, d);
     } else {
         let mut pi = [0u8; 12];
         if let IpAddr::V4(a) = src.ip() {
@@ -716,14 +727,7 @@ fn transparent_one(
             .map_err(|_| io::Error::other(format!("UDP_GRO segment size {g} over 65535")))?;
         c.push(libc::SOL_UDP, libc::UDP_SEGMENT, &g.to_ne_bytes());
     }
-    let n = sys::sendmsg_bytes(fd, &d.payload, &wire::sockaddr_bytes(&dst), c.bytes(), 0)?;
-    if n != d.payload.len() {
-        return Err(io::Error::other(format!(
-            "sent {n} of {} bytes",
-            d.payload.len()
-        )));
-    }
-    Ok(())
+    send_whole(fd, &d.payload, &dst, &c)
 }
 
 fn inject_transparent(

@@ -43,9 +43,12 @@ pub fn in_netns_of<T: Send>(
         Err(e) if e.raw_os_error() == Some(libc::EPERM) => return f(),
         Err(e) => return Err(e),
     };
+    // The caller's own (the usual case) without a thread; where /proc is
+    // not mounted, the thread enters it all the same.
     let theirs = rustix::fs::fstat(&ns)?;
-    let ours = rustix::fs::stat("/proc/thread-self/ns/net")?;
-    if (theirs.st_dev, theirs.st_ino) == (ours.st_dev, ours.st_ino) {
+    if rustix::fs::stat("/proc/thread-self/ns/net")
+        .is_ok_and(|ours| (theirs.st_dev, theirs.st_ino) == (ours.st_dev, ours.st_ino))
+    {
         return f();
     }
     std::thread::scope(|s| {
