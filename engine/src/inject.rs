@@ -324,14 +324,7 @@ fn raw_socket(v6: bool, device: &str) -> io::Result<OwnedFd> {
         rustix::net::RawProtocol::new(libc::IPPROTO_RAW as u32).expect("nonzero"),
     );
     let s = socket_with(fam, SocketType::RAW, SocketFlags::CLOEXEC, Some(proto))?;
-    if !device.is_empty() {
-        sys::setsockopt_bytes(
-            s.as_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_BINDTODEVICE,
-            device.as_bytes(),
-        )?;
-    }
+    bind_to_device(s.as_fd(), device)?;
     // Enough send buffer for a batch of 64 KiB datagrams.
     let _ = sys::setsockopt_int(s.as_fd(), libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, 8 << 20);
     Ok(s)
@@ -572,6 +565,19 @@ fn inject_raw(
     Ok(lost)
 }
 
+/// `SO_BINDTODEVICE` to `device`, unless it is empty (no device).
+fn bind_to_device(fd: std::os::fd::BorrowedFd<'_>, device: &str) -> io::Result<()> {
+    if device.is_empty() {
+        return Ok(());
+    }
+    sys::setsockopt_bytes(
+        fd,
+        libc::SOL_SOCKET,
+        libc::SO_BINDTODEVICE,
+        device.as_bytes(),
+    )
+}
+
 /// Sends one IPv6 datagram `d` from `src` to `dst` (through `device` if
 /// not empty) on an `IPPROTO_UDP` (`protocol` 17, or UDP-Lite 136) raw
 /// socket without IP_HDRINCL: the payload is the UDP header and `d`'s
@@ -605,14 +611,7 @@ fn raw6_one(
     sys::setsockopt_int(fd, libc::SOL_IPV6, libc::IPV6_FREEBIND, 1)?;
     sys::setsockopt_int(fd, libc::SOL_IPV6, libc::IPV6_CHECKSUM, 6)?;
     let _ = sys::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, 1 << 20);
-    if !device.is_empty() {
-        sys::setsockopt_bytes(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_BINDTODEVICE,
-            device.as_bytes(),
-        )?;
-    }
+    bind_to_device(fd, device)?;
     let ulen = u16::try_from(8 + d.payload.len())
         .map_err(|_| io::Error::other(format!("a UDP datagram of {} bytes", d.payload.len())))?;
     // UDP-Lite's coverage 0: the whole datagram (RFC 3828), which the
@@ -686,14 +685,7 @@ fn transparent_one(
         sys::setsockopt_int(fd, libc::SOL_IP, libc::IP_FREEBIND, 1)?;
     }
     sys::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
-    if !device.is_empty() {
-        sys::setsockopt_bytes(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_BINDTODEVICE,
-            device.as_bytes(),
-        )?;
-    }
+    bind_to_device(fd, device)?;
     rustix::net::bind(fd, &src).map_err(|e| {
         io::Error::new(
             io::Error::from(e).kind(),
