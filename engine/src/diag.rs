@@ -56,9 +56,13 @@ pub enum Shutdown {
 /// them the caller's own namespace is asked); the netlink socket's errors.
 pub fn shutdown_bits(fd: BorrowedFd<'_>, v6: bool, udplite: bool) -> io::Result<Shutdown> {
     let cookie = sock_cookie(fd)?;
-    // Asked in the socket's namespace (without the privilege to name it,
-    // the caller's own: a socket of another namespace is then not found).
-    crate::netns::in_netns_of(fd, || query(cookie, v6, udplite))
+    // Asked in the socket's namespace; without the privilege to name it,
+    // in the caller's own (a socket of another namespace is then not
+    // found).
+    match sys::socket_netns(fd) {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => query(cookie, v6, udplite),
+        _ => crate::netns::in_netns_of(fd, || query(cookie, v6, udplite)),
+    }
 }
 
 /// `SO_COOKIE`: the socket's 64-bit cookie.

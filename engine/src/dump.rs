@@ -135,8 +135,11 @@ pub struct DumpOptions {
     /// How long SIOCOUTQ may stay non-zero (datagrams in flight) before the
     /// dump concludes that data is pending, on kernels without a reader.
     pub outq_settle: Duration,
-    /// Directory with the socket's namespace's `igmp`/`igmp6` (default
-    /// `/proc/thread-self/net`, the calling thread's namespace; `/proc/PID/net` for another process's socket).
+    /// Directory with the `igmp`/`igmp6` of the socket's namespace, read
+    /// only when the dump cannot enter that namespace (no `CAP_NET_ADMIN`
+    /// over it; else it reads `/proc/thread-self/net` there): default
+    /// `/proc/thread-self/net`, the calling thread's; `/proc/PID/net` for
+    /// another process's socket.
     pub proc_net: std::path::PathBuf,
 }
 
@@ -405,9 +408,19 @@ pub fn dump_with(fd: BorrowedFd<'_>, opts: &DumpOptions) -> Result<v1::Checkpoin
         }
         Err(e) => return Err(Error::new(Op::Dump, "SO_GET_FILTER", e)),
     }
+    // Listed where the socket is: its namespace's /proc/thread-self/net,
+    // entered (its owner may have moved to another namespace since it
+    // joined); without the privilege to name it, `opts.proc_net`.
     let groups = step(
         "multicast memberships",
-        multicast_memberships(fd, v6, &opts.proc_net),
+        match sys::socket_netns(fd) {
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+                multicast_memberships(fd, v6, &opts.proc_net)
+            }
+            _ => crate::netns::in_netns_of(fd, || {
+                multicast_memberships(fd, v6, std::path::Path::new("/proc/thread-self/net"))
+            }),
+        },
     )?;
     if !groups.is_empty() {
         if !opts.drop_multicast {
@@ -438,8 +451,10 @@ pub fn dump_with(fd: BorrowedFd<'_>, opts: &DumpOptions) -> Result<v1::Checkpoin
              other interface reports whether the socket was shut down for writing (SHUT_WR)",
         ),
         crate::diag::Shutdown::NotFound => Some(
-            "sock_diag does not list the socket (an unbound socket is in no table), and no \
-             other interface reports whether it was shut down for writing (SHUT_WR)",
+            "sock_diag does not list the socket (an unbound socket is in no table, and one of a \
+             network namespace the dump cannot enter, without CAP_NET_ADMIN over it, is not \
+             found), and no other interface reports whether it was shut down for writing \
+             (SHUT_WR)",
         ),
     };
     if let Some(why) = unread {
@@ -482,44 +497,62 @@ pub fn dump_with(fd: BorrowedFd<'_>, opts: &DumpOptions) -> Result<v1::Checkpoin
         }
     }
     // A draining dump that fails puts the queue back by sending it to the
-    // socket's port, in the socket's network namespace. Where the socket
-    // shares its port (SO_REUSEADDR, SO_REUSEPORT: without either its bind
-    // excluded every socket whose address overlaps, udp_lib_lport_inuse())
-    // the put-back could reach another socket (an SO_REUSEPORT group's
-    // hash, a more specific address); where it is bound to an address that
+    // socket's port over the loopback of the socket's network namespace.
+    // Refused before the drain: a namespace that cannot be named (the
+    // put-back would go to the caller's), a loopback that is down (nothing
+    // arrives), another socket there that could take what is sent to the
+    // port (an SO_REUSEPORT group's hash, a more specific address, a
+    // wildcard: looked for whatever the options say now, as SO_REUSEADDR
+    // may be cleared after the bind that needed it), and an address that
     // is not a unicast one of this host (a multicast group, a broadcast
-    // address) nothing can put the datagrams back, nor restore them. Both
-    // are refused before the drain.
+    // address), whose datagrams nothing can re-create.
     if opts.drain_receive_queue && queued {
-        let shares = [libc::SO_REUSEADDR, libc::SO_REUSEPORT]
-            .iter()
-            .any(|&o| options::saved_int(&cp.options, libc::SOL_SOCKET, o).is_some_and(|v| v != 0));
         let own = step("fstat", rustix::fs::fstat(fd).map_err(Into::into))?.st_ino as u64;
+        let v6only = options::saved_int(&cp.options, libc::SOL_IPV6, libc::IPV6_V6ONLY)
+            .is_some_and(|v| v != 0);
         let b = wire::canonical(bound);
-        let (others, local) = step(
-            "the sockets sharing its port",
+        let (others, lo_up, local) = step(
+            "where a put-back would go",
             crate::netns::in_netns_of(fd, || {
-                let others = if shares {
+                let others: Vec<SocketAddr> =
                     crate::netns::others_on_port(bound.port(), udplite, own)?
-                } else {
-                    Vec::new()
-                };
+                        .into_iter()
+                        .filter(|&o| crate::netns::could_take(bound, v6only, o))
+                        .collect();
+                let probe = crate::inject::udp_socket(false, 17)?;
+                let lo_up = sys::interface_is_up(probe.as_fd(), "lo")?;
                 Ok((
                     others,
+                    lo_up,
                     b.ip().is_unspecified() || crate::inject::is_local(b),
                 ))
+            })
+            .map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("{e}: a put-back after a failed drain could not be aimed, so it does not drain"),
+                )
             }),
         )?;
+        if !lo_up {
+            return Err(refuse(
+                "bound address",
+                "the loopback (lo) of the socket's network namespace is down: a put-back after \
+                 a failed drain could not deliver the queue, so it does not drain; dump without \
+                 --drain"
+                    .to_string(),
+            ));
+        }
         if !others.is_empty() {
             let list: Vec<String> = others.iter().map(ToString::to_string).collect();
             return Err(refuse(
                 "sockets sharing its port",
                 format!(
-                    "port {} is also bound by {} other socket(s) in its network namespace ({}): \
-                     a draining dump that failed would put the queue back to the port, where one \
-                     of them could take it (an SO_REUSEPORT group's hash, a more specific \
-                     address), so it does not drain; dump without --drain (the peek walk leaves \
-                     the queue in place)",
+                    "port {} is also bound by {} other socket(s) in its network namespace that \
+                     could take datagrams sent to it ({}): a draining dump that failed would put \
+                     the queue back to the port, where one of them could take it (an SO_REUSEPORT \
+                     group's hash, a more specific address, a wildcard), so it does not drain; \
+                     dump without --drain (the peek walk leaves the queue in place)",
                     bound.port(),
                     others.len(),
                     list.join(", ")
@@ -624,6 +657,23 @@ pub fn dump_with(fd: BorrowedFd<'_>, opts: &DumpOptions) -> Result<v1::Checkpoin
             Ok(())
         };
         let mut local = crate::inject::Locality::default();
+        // Bound to an address that is not a unicast one of this host (a
+        // multicast group, a broadcast address): no datagram of its queue
+        // can be re-created (inject() sends none off the host).
+        let b = wire::canonical(bound);
+        let unreachable =
+            !rq.datagrams.is_empty() && !b.ip().is_unspecified() && !local.is_local(b);
+        if unreachable {
+            let what = format!(
+                "the receive queue ({} datagram(s)): the socket is bound to {}, which is not a \
+                 unicast address of this host (a multicast group, a broadcast address), so its \
+                 datagrams cannot be re-created (the restore refuses them, --accept-rx-loss \
+                 drops them)",
+                rq.datagrams.len(),
+                b.ip()
+            );
+            note_loss(&mut cp, what)?;
+        }
         for (i, d) in rq.datagrams.iter().enumerate() {
             let index = arrival_index(d);
             if index > 1 && d.ifname.is_empty() {
@@ -633,7 +683,7 @@ pub fn dump_with(fd: BorrowedFd<'_>, opts: &DumpOptions) -> Result<v1::Checkpoin
                 );
                 note_loss(&mut cp, what)?;
             }
-            let Some(dst) = d.destination.as_ref() else {
+            let Some(dst) = d.destination.as_ref().filter(|_| !unreachable) else {
                 continue;
             };
             let mut a = wire::from_proto(dst);

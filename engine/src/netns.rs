@@ -28,21 +28,25 @@ pub fn in_new_netns<T: Send>(f: impl FnOnce() -> T + Send) -> io::Result<T> {
 /// and binds must happen (a tool may dump a socket of another namespace):
 /// on the calling thread when that is the caller's own namespace, else on
 /// a new thread moved into it (`SIOCGSKNS`, `setns(CLONE_NEWNET)`), which
-/// inherits the caller's signal mask. Without the privilege to name the
-/// socket's namespace (`EPERM`: `CAP_NET_ADMIN` over it) `f` runs in the
-/// caller's.
+/// inherits the caller's signal mask.
 ///
 /// # Errors
-/// `f`'s, or the namespace's: `SIOCGSKNS`, `stat`, `setns`.
+/// `f`'s, or the namespace's: `SIOCGSKNS` (`EPERM` without
+/// `CAP_NET_ADMIN` over the socket's namespace: which namespace it is
+/// cannot be known then, and `f` does not run), `setns`.
 pub fn in_netns_of<T: Send>(
     fd: BorrowedFd<'_>,
     f: impl FnOnce() -> io::Result<T> + Send,
 ) -> io::Result<T> {
-    let ns = match sys::socket_netns(fd) {
-        Ok(ns) => ns,
-        Err(e) if e.raw_os_error() == Some(libc::EPERM) => return f(),
-        Err(e) => return Err(e),
-    };
+    let ns = sys::socket_netns(fd).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!(
+                "naming the socket's network namespace (SIOCGSKNS: {e}; needs CAP_NET_ADMIN over \
+                 it)"
+            ),
+        )
+    })?;
     // The caller's own (the usual case) without a thread; where /proc is
     // not mounted, the thread enters it all the same.
     let theirs = rustix::fs::fstat(&ns)?;
@@ -109,6 +113,34 @@ pub fn others_on_port(port: u16, udplite: bool, own: u64) -> io::Result<Vec<std:
     Ok(out)
 }
 
+/// Whether a socket bound to `other` (as [`others_on_port`] lists it, on
+/// the same port) could be handed a datagram that a re-creation or a
+/// put-back sends to the socket bound to `bound`: one to `bound`'s
+/// address, or to any local address when `bound` is a wildcard; IPv4
+/// ones too when `bound` is v4-mapped, or `[::]` without IPV6_V6ONLY
+/// (`v6only`). It could when its address is that destination or a
+/// wildcard of the datagram's family (`[::]`, whose IPV6_V6ONLY
+/// /proc does not show, counts for IPv4 too), as the lookup scores them
+/// (compute_score(), udp4_lib_lookup2()). A device binding, which /proc
+/// does not show either, is not looked at: such a socket counts.
+pub fn could_take(bound: std::net::SocketAddr, v6only: bool, other: std::net::SocketAddr) -> bool {
+    use std::net::IpAddr;
+    let unmap = |a: IpAddr| match a {
+        IpAddr::V6(v) => v.to_ipv4_mapped().map_or(IpAddr::V6(v), IpAddr::V4),
+        v4 => v4,
+    };
+    let b = unmap(bound.ip());
+    let o = unmap(other.ip());
+    let takes_v4 = bound.is_ipv4() || b.is_ipv4() || (bound.ip().is_unspecified() && !v6only);
+    let takes_v6 = bound.is_ipv6() && !b.is_ipv4();
+    let to = |o_ok: bool| o_ok && (other.ip().is_unspecified() || b.is_unspecified() || o == b);
+    // An IPv4 datagram: an IPv4 socket, a v4-mapped one, or [::].
+    let o_v4 = other.is_ipv4() || o.is_ipv4() || other.ip().is_unspecified();
+    // An IPv6 one: an IPv6 socket that is not v4-mapped.
+    let o_v6 = other.is_ipv6() && !o.is_ipv4();
+    (takes_v4 && to(o_v4)) || (takes_v6 && to(o_v6))
+}
+
 /// An address as /proc/net/udp{,6} prints it: the in-memory 32-bit words
 /// in hex (network order bytes read as native words).
 fn parse_proc_addr(hex: &str) -> Option<std::net::IpAddr> {
@@ -149,6 +181,34 @@ mod tests {
             .collect();
         assert_eq!(parse_proc_addr(&v6), Some("::1".parse().unwrap()));
         assert_eq!(parse_proc_addr("12"), None);
+    }
+
+    #[test]
+    fn which_sockets_could_take_a_re_created_datagram() {
+        let a = |s: &str| s.parse::<std::net::SocketAddr>().unwrap();
+        // (bound, v6only, other, could take)
+        for (b, only, o, want) in [
+            ("0.0.0.0:1", false, "127.0.0.1:1", true),
+            ("127.0.0.1:1", false, "127.0.0.2:1", false),
+            ("127.0.0.1:1", false, "0.0.0.0:1", true),
+            ("127.0.0.1:1", false, "[::]:1", true),
+            ("127.0.0.1:1", false, "[::1]:1", false),
+            ("127.0.0.1:1", false, "[::ffff:127.0.0.1]:1", true),
+            ("[::]:1", false, "127.0.0.1:1", true),
+            ("[::]:1", true, "0.0.0.0:1", false),
+            ("[::]:1", true, "[::1]:1", true),
+            ("[::1]:1", false, "127.0.0.1:1", false),
+            ("[::1]:1", false, "[::]:1", true),
+            ("[::1]:1", false, "[::2]:1", false),
+            ("[::ffff:127.0.0.1]:1", false, "0.0.0.0:1", true),
+            ("[::ffff:127.0.0.1]:1", false, "[::1]:1", false),
+        ] {
+            assert_eq!(
+                could_take(a(b), only, a(o)),
+                want,
+                "{b} (v6only {only}) and {o}"
+            );
+        }
     }
 
     #[test]

@@ -343,10 +343,13 @@ pub fn restore_with(
         .any(|&o| options::saved_int(&cp.options, libc::SOL_SOCKET, o).is_some_and(|v| v != 0));
     if shares && !rq.datagrams.is_empty() {
         let own = step("fstat", rustix::fs::fstat(fd).map_err(Into::into))?.st_ino as u64;
-        let others = step(
+        let others: Vec<SocketAddr> = step(
             "the sockets sharing its port",
             crate::netns::others_on_port(bound_now.port(), udplite, own),
-        )?;
+        )?
+        .into_iter()
+        .filter(|&o| crate::netns::could_take(bound_now, v6 && v6only, o))
+        .collect();
         if !others.is_empty() {
             let list: Vec<String> = others.iter().map(ToString::to_string).collect();
             return Err(Error::with_kind(
@@ -356,9 +359,10 @@ pub fn restore_with(
                 io::Error::new(
                     io::ErrorKind::AddrInUse,
                     format!(
-                        "port {} is also bound by {} other socket(s) here ({}): a re-created \
-                         datagram sent to the port could reach one of them instead of the \
-                         restored socket; stop them first, or restore into a free port",
+                        "port {} is also bound by {} other socket(s) here that could take \
+                         datagrams sent to it ({}): a re-created datagram could reach one of \
+                         them instead of the restored socket; stop them first, or restore into \
+                         a free port",
                         bound_now.port(),
                         others.len(),
                         list.join(", ")
@@ -371,20 +375,43 @@ pub fn restore_with(
     // 3. Receive queue.
     let t = Instant::now();
     if !rq.datagrams.is_empty() {
-        let lost = inject::inject(
-            &datagrams,
-            bound_now,
-            &cp.bound_device,
-            protocol,
-            opts.strategy,
-        )
-        .map_err(|(i, error)| {
-            Error::new(
-                Op::Restore,
-                format!("re-creating receive queue datagram {i}"),
-                error,
+        // Bound to an address that is not a unicast one of this host (a
+        // multicast group, a broadcast address): every datagram would
+        // leave the machine, so none can be re-created (refused below, or
+        // dropped by name under accept_rx_loss).
+        let b = wire::canonical(bound_now);
+        let lost = if !b.ip().is_unspecified() && !inject::is_local(b) {
+            (0..datagrams.len())
+                .map(|index| inject::Lost {
+                    index,
+                    error: io::Error::new(
+                        io::ErrorKind::Unsupported,
+                        format!(
+                            "the socket is bound to {}, which is not a local unicast address \
+                             here (a multicast group, a broadcast address, or a non-local \
+                             address bound with IP_FREEBIND or IP_TRANSPARENT): a re-created \
+                             datagram would leave the machine",
+                            b.ip()
+                        ),
+                    ),
+                })
+                .collect()
+        } else {
+            inject::inject(
+                &datagrams,
+                bound_now,
+                &cp.bound_device,
+                protocol,
+                opts.strategy,
             )
-        })?;
+            .map_err(|(i, error)| {
+                Error::new(
+                    Op::Restore,
+                    format!("re-creating receive queue datagram {i}"),
+                    error,
+                )
+            })?
+        };
         if let Some(l) = lost.first() {
             if !opts.accept_rx_loss {
                 return Err(Error::with_kind(

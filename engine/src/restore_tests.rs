@@ -1867,6 +1867,9 @@ fn a_port_shared_with_another_socket_is_neither_drained_nor_restored_into() {
             ..Default::default()
         };
         let other = reuseaddr("127.0.0.1:5016");
+        // SO_REUSEADDR cleared after the bind that needed it: the other
+        // socket is there all the same.
+        set(a.as_fd(), libc::SOL_SOCKET, libc::SO_REUSEADDR, 0);
         let why = dump::dump_with(a.as_fd(), &drain).unwrap_err().to_string();
         assert!(
             why.contains("also bound by 1 other socket") && why.contains("127.0.0.1:5016"),
@@ -1877,9 +1880,15 @@ fn a_port_shared_with_another_socket_is_neither_drained_nor_restored_into() {
         // (a datagram to 127.0.0.2, which only the wildcard socket takes).
         b.send_to(b"one", "127.0.0.2:5016").unwrap();
         wait_queued(a.as_fd(), true);
-        let cp = dump::dump(a.as_fd()).unwrap();
+        let mut cp = dump::dump(a.as_fd()).unwrap();
         assert_eq!(payloads(&cp), vec![b"one".to_vec()]);
         drop(a);
+        // The image's SO_REUSEADDR, set again for the restore's bind.
+        for o in &mut cp.options {
+            if (o.level, o.name) == (libc::SOL_SOCKET, libc::SO_REUSEADDR) {
+                o.value = Some(v1::sock_opt::Value::Int(1));
+            }
+        }
         let e = trusted(&cp).unwrap_err().to_string();
         assert!(e.contains("also bound by 1 other socket"), "{e}");
         assert!(
@@ -1936,6 +1945,56 @@ fn a_socket_bound_to_a_broadcast_address_is_not_drained() {
         wait_queued(a.as_fd(), true);
         let why = dump::dump_with(a.as_fd(), &drain).unwrap_err().to_string();
         assert!(why.contains("not a unicast address of this host"), "{why}");
+        // The peek walk's image says its queue cannot be re-created; the
+        // restore refuses it, or drops it by name under accept_rx_loss.
+        let cp = dump::dump(a.as_fd()).unwrap();
+        assert!(
+            cp.dropped_state
+                .iter()
+                .any(|d| d.contains("cannot be re-created")),
+            "{:?}",
+            cp.dropped_state
+        );
+        assert_eq!(recv_all(a.as_fd()).len(), 1, "the queue stays in place");
+        drop(a);
+        let e = trusted(&cp).unwrap_err().to_string();
+        assert!(e.contains("not a local unicast address"), "{e}");
+        let (fd, report) = restore::restore_with(
+            &cp,
+            &RestoreOptions {
+                accept_rx_loss: true,
+                ..trusted_opts()
+            },
+        )
+        .unwrap();
+        assert_eq!(report.lost.len(), 1);
+        assert!(recv_all(fd.as_fd()).is_empty());
+    })
+}
+
+/// A namespace whose loopback is down: a failed drain's put-back could
+/// deliver nothing, so the drain is refused first.
+#[test]
+fn a_drain_is_refused_where_the_loopback_is_down() {
+    ns(|| {
+        let a = udp("127.0.0.1:5019");
+        let b = udp("127.0.0.1:0");
+        b.send_to(b"one", "127.0.0.1:5019").unwrap();
+        wait_queued(a.as_fd(), true);
+        let down = std::process::Command::new("ip")
+            .args(["link", "set", "lo", "down"])
+            .status()
+            .unwrap();
+        assert!(down.success());
+        let drain = DumpOptions {
+            drain_receive_queue: true,
+            ..Default::default()
+        };
+        let why = dump::dump_with(a.as_fd(), &drain).unwrap_err().to_string();
+        assert!(
+            why.contains("loopback (lo)") && why.contains("is down"),
+            "{why}"
+        );
         assert_eq!(recv_all(a.as_fd()).len(), 1, "the queue stays in place");
     })
 }

@@ -578,6 +578,23 @@ fn ifreq_named(name: &str) -> io::Result<libc::ifreq> {
     Ok(ifr)
 }
 
+/// Whether interface `name` is up (`IFF_UP` of `SIOCGIFFLAGS`, through any
+/// socket `fd` of the namespace; dev_ioctl()).
+///
+/// # Errors
+/// `ENODEV` no such interface; `InvalidInput` a name of 16 bytes or more.
+pub fn interface_is_up(fd: BorrowedFd<'_>, name: &str) -> io::Result<bool> {
+    let mut ifr = ifreq_named(name)?;
+    // SAFETY: SIOCGIFFLAGS reads ifr_name and writes ifr_flags inside `ifr`,
+    // which lives on this stack frame.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCGIFFLAGS, &mut ifr) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the union member ifru_flags is the one SIOCGIFFLAGS filled.
+    let flags = unsafe { ifr.ifr_ifru.ifru_flags };
+    Ok(flags & libc::IFF_UP as libc::c_short != 0)
+}
+
 /// Sets the MTU of interface `name` (`SIOCSIFMTU` through any socket `fd`
 /// of the namespace). Needs CAP_NET_ADMIN.
 pub fn set_interface_mtu(fd: BorrowedFd<'_>, name: &str, mtu: i32) -> io::Result<()> {

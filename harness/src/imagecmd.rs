@@ -205,12 +205,11 @@ pub fn run(cmd: ImageCmd) -> ExitCode {
             // the socket is as it was or the image is kept, a signal must
             // not end the process: every signal that can be held (SIGINT,
             // SIGTERM, SIGUSR1, SIGALRM, ...) waits (SIGKILL and SIGSTOP
-            // cannot be held). Once the dump has said what it did, the
-            // process exits with that outcome, and a signal that waited is
-            // named and never delivered: a dump killed after its image was
-            // kept (its queue drained) would read as a failed one, and the
-            // application be resumed without its queue. A write past
-            // RLIMIT_FSIZE must
+            // cannot be held). Once the dump has said what it did, a signal
+            // that waited takes effect, unless the image was kept with the
+            // queue drained: then the dump exits 0 and names it, as a dump
+            // killed then would read as a failed one, and the application
+            // be resumed without its queue. A write past RLIMIT_FSIZE must
             // fail with EFBIG, and the queue and the error go back,
             // instead of SIGXFSZ ending the process.
             let held = match udp_repair_engine::sys::hold_signals()
@@ -246,23 +245,51 @@ pub fn run(cmd: ImageCmd) -> ExitCode {
                     ExitCode::FAILURE
                 }
             };
-            // SIGXFSZ is ignored: a write past RLIMIT_FSIZE failed with
-            // EFBIG instead, which the outcome says.
+            // The signals that would do something: not those ignored here
+            // (SIGXFSZ: a write past RLIMIT_FSIZE failed with EFBIG, which
+            // the outcome says; SIGPIPE: Rust's runtime ignores it) or by
+            // default (SIGCHLD, SIGWINCH, SIGURG), nor SIGCONT, which
+            // continued the process when it was sent.
             let waited: Vec<i32> = held
                 .pending()
                 .into_iter()
-                .filter(|&s| s != libc::SIGXFSZ)
+                .filter(|&s| {
+                    ![
+                        libc::SIGXFSZ,
+                        libc::SIGPIPE,
+                        libc::SIGCHLD,
+                        libc::SIGWINCH,
+                        libc::SIGURG,
+                        libc::SIGCONT,
+                    ]
+                    .contains(&s)
+                })
                 .collect();
-            if !waited.is_empty() {
-                let names: Vec<String> = waited.iter().map(|&s| signal_name(s)).collect();
+            let names: Vec<String> = waited.iter().map(|&s| signal_name(s)).collect();
+            if waited.is_empty() {
+                // Nothing that waited would act: the held ones are dropped
+                // at exit.
+                held.hold_until_exit();
+            } else if done_ok && drain {
+                // The image holds the queue, which the socket no longer
+                // does: a dump that died now would read as a failed one,
+                // and the application be resumed without its queue.
                 say!(
-                    "udp-repair dump: {} arrived during the dump and waited; the outcome above \
-                     stands (exit {}), and the signal is not delivered",
-                    names.join(", "),
-                    if done_ok { 0 } else { 1 }
+                    "udp-repair dump: {} arrived during the dump and waited; the image is kept and \
+                     holds the receive queue the dump drained, so the dump exits 0 and the \
+                     signal is not delivered",
+                    names.join(", ")
                 );
+                held.hold_until_exit();
+            } else {
+                // The socket is as it was (a peek walk, or a failed dump
+                // that put back what it took): the signal takes effect.
+                say!(
+                    "udp-repair dump: {} arrived during the dump and waited; it takes effect now",
+                    names.join(", ")
+                );
+                drop(held);
             }
-            held.hold_until_exit();
             code
         }
         ImageCmd::Show {

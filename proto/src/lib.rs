@@ -716,6 +716,23 @@ pub fn validate(cp: &Checkpoint) -> Result<(), ImageError> {
                     || (s.ip.len() == 16
                         && s.ip[..12] == [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff])
             });
+            // A socket bound to a v4-mapped address receives IPv4
+            // datagrams only; one bound to a native IPv6 address (not
+            // `::`) IPv6 ones only.
+            let mapped = |ip: &[u8]| {
+                ip.len() == 16 && ip[..12] == [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff]
+            };
+            if want_len == 16 && d.source.is_some() {
+                let bound_v4 = mapped(&bound.ip);
+                let bound_any = bound.ip.iter().all(|&b| b == 0);
+                if (bound_v4 && !v4_source) || (!bound_v4 && !bound_any && v4_source) {
+                    return inv(format!(
+                        "datagram {i}: an IPv{} source on a socket bound to an IPv{} address",
+                        if v4_source { 4 } else { 6 },
+                        if bound_v4 { 4 } else { 6 }
+                    ));
+                }
+            }
             if v4_source && d.payload.len() > MAX_PAYLOAD_V4 {
                 return inv(format!(
                     "datagram {i}: an IPv4 payload of {} bytes exceeds {MAX_PAYLOAD_V4}",
