@@ -30,6 +30,12 @@ const NLM_F_REQUEST_DUMP: u16 = 0x1 | 0x300;
 const INET_DIAG_MSG_LEN: usize = 72;
 /// Offset of the cookie in `struct inet_diag_msg`.
 const COOKIE_OFF: usize = 4 + 40;
+/// Offset of `idiag_if` (the bound device) in `struct inet_diag_msg`.
+const IF_OFF: usize = 4 + 36;
+/// Offset of `idiag_inode` in `struct inet_diag_msg`.
+const INODE_OFF: usize = 68;
+/// `INET_DIAG_SKV6ONLY` (linux/inet_diag.h).
+const INET_DIAG_SKV6ONLY: u16 = 11;
 
 /// `SHUT_RD` and `SHUT_WR` as `sk->sk_shutdown` holds them
 /// (`RCV_SHUTDOWN`, `SEND_SHUTDOWN`, include/net/sock.h).
@@ -63,6 +69,20 @@ pub fn shutdown_bits(fd: BorrowedFd<'_>, v6: bool, udplite: bool) -> io::Result<
         Err(e) if e.raw_os_error() == Some(libc::EPERM) => query(cookie, v6, udplite),
         _ => crate::netns::in_netns_of(fd, || query(cookie, v6, udplite)),
     }
+}
+
+/// Whether sock_diag of the calling thread's network namespace lists
+/// socket `fd` (by cookie): then it is a socket of this namespace. `false`
+/// also for an unbound socket (in no table) and for a kernel without
+/// udp_diag.
+///
+/// # Errors
+/// `SO_COOKIE`'s, or the netlink socket's.
+pub fn listed_here(fd: BorrowedFd<'_>, v6: bool, udplite: bool) -> io::Result<bool> {
+    Ok(matches!(
+        query(sock_cookie(fd)?, v6, udplite)?,
+        Shutdown::Bits(_)
+    ))
 }
 
 /// `SO_COOKIE`: the socket's 64-bit cookie.
@@ -99,6 +119,24 @@ fn request(v6: bool, udplite: bool) -> Vec<u8> {
 }
 
 fn query(cookie: u64, v6: bool, udplite: bool) -> io::Result<Shutdown> {
+    let mut found = None;
+    let has_diag = each_socket(v6, udplite, |m| {
+        if let Some(bits) = parse_msg(m, cookie) {
+            found = Some(bits);
+        }
+    })?;
+    Ok(match (has_diag, found) {
+        (false, _) => Shutdown::NoDiag,
+        (true, None) => Shutdown::NotFound,
+        (true, Some(bits)) => Shutdown::Bits(bits),
+    })
+}
+
+/// Calls `each` with every `inet_diag_msg` (and its attributes) of a
+/// sock_diag dump of the family's UDP (`udplite`: UDP-Lite) sockets in
+/// the calling thread's network namespace. `Ok(false)`: the kernel has no
+/// `udp_diag`.
+fn each_socket(v6: bool, udplite: bool, mut each: impl FnMut(&[u8])) -> io::Result<bool> {
     use rustix::net::{netlink, AddressFamily, RecvFlags, SendFlags, SocketType};
     let nl = rustix::net::socket(
         AddressFamily::NETLINK,
@@ -108,7 +146,6 @@ fn query(cookie: u64, v6: bool, udplite: bool) -> io::Result<Shutdown> {
     let kernel = netlink::SocketAddrNetlink::new(0, 0);
     rustix::net::sendto(&nl, &request(v6, udplite), SendFlags::empty(), &kernel)?;
     let mut buf = vec![0u8; 1 << 16];
-    let mut found = None;
     loop {
         let (n, _) = rustix::net::recv(&nl, &mut buf, RecvFlags::empty())?;
         let mut off = 0;
@@ -119,26 +156,78 @@ fn query(cookie: u64, v6: bool, udplite: bool) -> io::Result<Shutdown> {
                 return Err(io::Error::other("sock_diag: a malformed netlink message"));
             }
             match kind {
-                NLMSG_DONE => return Ok(found.map_or(Shutdown::NotFound, Shutdown::Bits)),
+                NLMSG_DONE => return Ok(true),
                 NLMSG_ERROR => {
                     let errno =
                         i32::from_ne_bytes(buf[off + 16..off + 20].try_into().unwrap_or_default());
                     return match -errno {
                         // No udp_diag in this kernel.
-                        libc::ENOENT | libc::EOPNOTSUPP | libc::EINVAL => Ok(Shutdown::NoDiag),
+                        libc::ENOENT | libc::EOPNOTSUPP | libc::EINVAL => Ok(false),
                         e => Err(io::Error::from_raw_os_error(e)),
                     };
                 }
-                SOCK_DIAG_BY_FAMILY => {
-                    if let Some(bits) = parse_msg(&buf[off + 16..off + len], cookie) {
-                        found = Some(bits);
-                    }
-                }
+                SOCK_DIAG_BY_FAMILY => each(&buf[off + 16..off + len]),
                 _ => {}
             }
             off += (len + 3) & !3;
         }
     }
+}
+
+/// What sock_diag tells of a UDP socket that /proc/net/udp does not: the
+/// device it is bound to (`sk_bound_dev_if`, 0 for none) and, for an
+/// IPv6 one, IPV6_V6ONLY (`INET_DIAG_SKV6ONLY`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Binding {
+    /// The bound device's index, 0 for none.
+    pub ifindex: u32,
+    /// IPV6_V6ONLY (false for an IPv4 socket).
+    pub v6only: bool,
+}
+
+/// The [`Binding`] of every UDP (`udplite`: UDP-Lite) socket of both
+/// families in the calling thread's network namespace, by inode
+/// (inet_diag_msg_attrs_fill(), net/ipv4/inet_diag.c). `None`: the kernel
+/// has no `udp_diag`.
+///
+/// # Errors
+/// The netlink socket's.
+pub fn bindings(udplite: bool) -> io::Result<Option<std::collections::HashMap<u64, Binding>>> {
+    let mut out = std::collections::HashMap::new();
+    for v6 in [false, true] {
+        let has = each_socket(v6, udplite, |m| {
+            if let Some((ino, b)) = parse_binding(m) {
+                out.insert(ino, b);
+            }
+        })?;
+        if !has {
+            return Ok(None);
+        }
+    }
+    Ok(Some(out))
+}
+
+/// The inode and [`Binding`] of one `inet_diag_msg` with its attributes.
+fn parse_binding(m: &[u8]) -> Option<(u64, Binding)> {
+    if m.len() < INET_DIAG_MSG_LEN {
+        return None;
+    }
+    let ifindex = u32::from_ne_bytes(m[IF_OFF..IF_OFF + 4].try_into().ok()?);
+    let ino = u32::from_ne_bytes(m[INODE_OFF..INODE_OFF + 4].try_into().ok()?);
+    let mut v6only = false;
+    let mut a = INET_DIAG_MSG_LEN;
+    while a + 4 <= m.len() {
+        let len = u16::from_ne_bytes(m[a..a + 2].try_into().ok()?) as usize;
+        let kind = u16::from_ne_bytes(m[a + 2..a + 4].try_into().ok()?);
+        if len < 4 || a + len > m.len() {
+            break;
+        }
+        if kind == INET_DIAG_SKV6ONLY && len >= 5 {
+            v6only = m[a + 4] != 0;
+        }
+        a += (len + 3) & !3;
+    }
+    Some((u64::from(ino), Binding { ifindex, v6only }))
 }
 
 /// The shutdown bits of one `inet_diag_msg` with its attributes, if it is

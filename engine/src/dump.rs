@@ -411,17 +411,40 @@ pub fn dump_with(fd: BorrowedFd<'_>, opts: &DumpOptions) -> Result<v1::Checkpoin
     // Listed where the socket is: its namespace's /proc/thread-self/net,
     // entered (its owner may have moved to another namespace since it
     // joined); without the privilege to name it, `opts.proc_net`.
-    let groups = step(
-        "multicast memberships",
-        match sys::socket_netns(fd) {
-            Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
-                multicast_memberships(fd, v6, &opts.proc_net)
+    let groups = match sys::socket_netns(fd) {
+        // Without the privilege to name the socket's namespace: the
+        // caller's own, if sock_diag lists the socket there; else its
+        // memberships cannot be listed: refused, or dropped by name.
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+            if step("sock_diag", crate::diag::listed_here(fd, v6, udplite))? {
+                step(
+                    "multicast memberships",
+                    multicast_memberships(fd, v6, &opts.proc_net),
+                )?
+            } else {
+                let why = format!(
+                    "its multicast memberships cannot be listed: the socket is not in this \
+                     network namespace, and the dump cannot enter its own (SIOCGSKNS: {e}; needs \
+                     CAP_NET_ADMIN over it)"
+                );
+                if !opts.drop_multicast {
+                    return Err(refuse(
+                        "multicast memberships",
+                        format!("{why}: pass the option to drop them to dump anyway"),
+                    ));
+                }
+                cp.dropped_state
+                    .push(format!("multicast memberships, if any: {why}"));
+                Vec::new()
             }
-            _ => crate::netns::in_netns_of(fd, || {
+        }
+        _ => step(
+            "multicast memberships",
+            crate::netns::in_netns_of(fd, || {
                 multicast_memberships(fd, v6, std::path::Path::new("/proc/thread-self/net"))
             }),
-        },
-    )?;
+        )?,
+    };
     if !groups.is_empty() {
         if !opts.drop_multicast {
             return Err(refuse(
@@ -511,19 +534,31 @@ pub fn dump_with(fd: BorrowedFd<'_>, opts: &DumpOptions) -> Result<v1::Checkpoin
         let v6only = options::saved_int(&cp.options, libc::SOL_IPV6, libc::IPV6_V6ONLY)
             .is_some_and(|v| v != 0);
         let b = wire::canonical(bound);
+        let target = crate::netns::Target {
+            bound,
+            v6only,
+            peer: cp.peer.as_ref().map(wire::from_proto),
+            device_bound: !cp.bound_device.is_empty(),
+        };
+        // IPv6 datagrams come back over the loopback too.
+        let takes_v6 = bound.is_ipv6() && !b.is_ipv4();
         let (others, lo_up, local) = step(
             "where a put-back would go",
             crate::netns::in_netns_of(fd, || {
                 let others: Vec<SocketAddr> =
                     crate::netns::others_on_port(bound.port(), udplite, own)?
                         .into_iter()
-                        .filter(|&o| crate::netns::could_take(bound, v6only, o))
+                        .filter(|o| crate::netns::could_take(&target, o))
+                        .map(|o| o.local)
                         .collect();
                 let probe = crate::inject::udp_socket(false, 17)?;
-                let lo_up = sys::interface_is_up(probe.as_fd(), "lo")?;
+                let up = sys::interface_is_up(probe.as_fd(), "lo")?;
+                let v6_off = takes_v6
+                    && std::fs::read_to_string("/proc/sys/net/ipv6/conf/lo/disable_ipv6")
+                        .is_ok_and(|v| v.trim() == "1");
                 Ok((
                     others,
-                    lo_up,
+                    up && !v6_off,
                     b.ip().is_unspecified() || crate::inject::is_local(b),
                 ))
             })
@@ -537,9 +572,9 @@ pub fn dump_with(fd: BorrowedFd<'_>, opts: &DumpOptions) -> Result<v1::Checkpoin
         if !lo_up {
             return Err(refuse(
                 "bound address",
-                "the loopback (lo) of the socket's network namespace is down: a put-back after \
-                 a failed drain could not deliver the queue, so it does not drain; dump without \
-                 --drain"
+                "the loopback (lo) of the socket's network namespace is down (or, for an IPv6 \
+                 socket, has IPv6 disabled): a put-back after a failed drain could not deliver \
+                 the queue, so it does not drain; dump without --drain"
                     .to_string(),
             ));
         }
@@ -672,7 +707,13 @@ pub fn dump_with(fd: BorrowedFd<'_>, opts: &DumpOptions) -> Result<v1::Checkpoin
                 rq.datagrams.len(),
                 b.ip()
             );
-            note_loss(&mut cp, what)?;
+            if opts.refuse_metadata_loss {
+                return Err(refuse(
+                    "receive queue",
+                    format!("the restore would lose {what}"),
+                ));
+            }
+            cp.dropped_state.push(what);
         }
         for (i, d) in rq.datagrams.iter().enumerate() {
             let index = arrival_index(d);

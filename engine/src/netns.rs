@@ -60,7 +60,16 @@ pub fn in_netns_of<T: Send>(
             rustix::thread::move_into_link_name_space(
                 ns.as_fd(),
                 Some(rustix::thread::LinkNameSpaceType::Network),
-            )?;
+            )
+            .map_err(|e| {
+                io::Error::new(
+                    io::Error::from(e).kind(),
+                    format!(
+                        "entering the socket's network namespace (setns: {e}; needs \
+                         CAP_SYS_ADMIN)"
+                    ),
+                )
+            })?;
             f()
         })
         .join()
@@ -68,24 +77,35 @@ pub fn in_netns_of<T: Send>(
     })
 }
 
+/// Another UDP socket on a port, as `/proc/thread-self/net/udp{,6}` list
+/// it (udp4_format_sock(), udp6_sock_seq_show()), with what sock_diag adds
+/// ([`crate::diag::Binding`], `None` where the kernel has no udp_diag).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Other {
+    /// Its local address and port.
+    pub local: std::net::SocketAddr,
+    /// Its peer, if connected.
+    pub remote: Option<std::net::SocketAddr>,
+    /// Its device and IPV6_V6ONLY, if sock_diag told.
+    pub binding: Option<crate::diag::Binding>,
+}
+
 /// The other UDP (`udplite`: UDP-Lite) sockets bound to `port` in the
 /// calling thread's network namespace, of either family (an IPv6 socket
-/// without IPV6_V6ONLY takes IPv4 datagrams too), by local address as
-/// `/proc/thread-self/net/udp` and `udp6` list them (udp4_format_sock(),
-/// udp6_sock_seq_show()); the socket of inode `own` is left out. A
-/// datagram sent to the port may be delivered to one of them instead (an
-/// SO_REUSEPORT group's hash, a more specific address, SO_REUSEADDR). A
-/// table that is not there (no IPv6, no UDP-Lite) lists none.
+/// without IPV6_V6ONLY takes IPv4 datagrams too); the socket of inode
+/// `own` is left out. A table that is not there (no IPv6, no UDP-Lite)
+/// lists none.
 ///
 /// # Errors
-/// Reading the tables.
-pub fn others_on_port(port: u16, udplite: bool, own: u64) -> io::Result<Vec<std::net::SocketAddr>> {
+/// Reading the tables, or sock_diag's netlink socket.
+pub fn others_on_port(port: u16, udplite: bool, own: u64) -> io::Result<Vec<Other>> {
     let mut out = Vec::new();
     let tables: [&str; 2] = if udplite {
         ["udplite", "udplite6"]
     } else {
         ["udp", "udp6"]
     };
+    let mut inodes = Vec::new();
     for table in tables {
         let text = match std::fs::read_to_string(format!("/proc/thread-self/net/{table}")) {
             Ok(t) => t,
@@ -94,51 +114,106 @@ pub fn others_on_port(port: u16, udplite: bool, own: u64) -> io::Result<Vec<std:
         };
         for line in text.lines().skip(1) {
             let f: Vec<&str> = line.split_whitespace().collect();
-            let (Some(local), Some(inode)) = (f.get(1), f.get(9)) else {
+            let (Some(local), Some(remote), Some(inode)) = (f.get(1), f.get(2), f.get(9)) else {
                 continue;
             };
-            let Some((addr, p)) = local.split_once(':') else {
+            let inode = inode.parse::<u64>().ok();
+            let Some(local) = parse_proc_sockaddr(local) else {
                 continue;
             };
-            if u16::from_str_radix(p, 16).ok() != Some(port)
-                || inode.parse::<u64>().ok() == Some(own)
-            {
+            if local.port() != port || inode == Some(own) {
                 continue;
             }
-            if let Some(ip) = parse_proc_addr(addr) {
-                out.push(std::net::SocketAddr::new(ip, port));
+            let remote = parse_proc_sockaddr(remote).filter(|r| r.port() != 0);
+            out.push(Other {
+                local,
+                remote,
+                binding: None,
+            });
+            inodes.push(inode);
+        }
+    }
+    if !out.is_empty() {
+        if let Some(b) = crate::diag::bindings(udplite)? {
+            for (o, ino) in out.iter_mut().zip(inodes) {
+                o.binding = ino.and_then(|i| b.get(&i).copied());
             }
         }
     }
     Ok(out)
 }
 
-/// Whether a socket bound to `other` (as [`others_on_port`] lists it, on
-/// the same port) could be handed a datagram that a re-creation or a
-/// put-back sends to the socket bound to `bound`: one to `bound`'s
-/// address, or to any local address when `bound` is a wildcard; IPv4
-/// ones too when `bound` is v4-mapped, or `[::]` without IPV6_V6ONLY
-/// (`v6only`). It could when its address is that destination or a
-/// wildcard of the datagram's family (`[::]`, whose IPV6_V6ONLY
-/// /proc does not show, counts for IPv4 too), as the lookup scores them
-/// (compute_score(), udp4_lib_lookup2()). A device binding, which /proc
-/// does not show either, is not looked at: such a socket counts.
-pub fn could_take(bound: std::net::SocketAddr, v6only: bool, other: std::net::SocketAddr) -> bool {
+/// `ADDR:PORT` as /proc/net/udp{,6} print them.
+fn parse_proc_sockaddr(s: &str) -> Option<std::net::SocketAddr> {
+    let (addr, p) = s.split_once(':')?;
+    Some(std::net::SocketAddr::new(
+        parse_proc_addr(addr)?,
+        u16::from_str_radix(p, 16).ok()?,
+    ))
+}
+
+/// The socket a put-back or a re-creation sends to, as [`could_take`]
+/// weighs it.
+#[derive(Debug, Clone, Copy)]
+pub struct Target {
+    /// Its bound address.
+    pub bound: std::net::SocketAddr,
+    /// IPV6_V6ONLY.
+    pub v6only: bool,
+    /// Its peer, if connected: only datagrams from it are sent.
+    pub peer: Option<std::net::SocketAddr>,
+    /// Whether it is bound to a device.
+    pub device_bound: bool,
+}
+
+/// Whether `other` (on the same port) could be handed a datagram that a
+/// re-creation or a put-back sends to `t`'s port: one to `t`'s address,
+/// or to any local address when `t` is a wildcard; IPv4 ones too when `t`
+/// is v4-mapped or `[::]` without IPV6_V6ONLY. The kernel's lookup gives
+/// a datagram to the best-scoring socket (compute_score(),
+/// udp4_lib_lookup2(), udp6_lib_lookup2()): an exact address beats a
+/// wildcard, a connected socket's peer beats an unconnected socket, and a
+/// device binding counts too. So `other` could take it when its address
+/// is that destination or a wildcard of the datagram's family (an
+/// IPV6_V6ONLY `[::]` takes no IPv4), unless it scores lower than `t`:
+/// a wildcard next to an exact `t`, or an unconnected socket (or one with
+/// another peer) next to a connected `t`, neither bound to a device.
+/// What sock_diag did not tell (no udp_diag) counts against: a device
+/// binding, IPV6_V6ONLY off.
+pub fn could_take(t: &Target, other: &Other) -> bool {
     use std::net::IpAddr;
     let unmap = |a: IpAddr| match a {
         IpAddr::V6(v) => v.to_ipv4_mapped().map_or(IpAddr::V6(v), IpAddr::V4),
         v4 => v4,
     };
+    let bound = t.bound;
+    let o_addr = other.local;
     let b = unmap(bound.ip());
-    let o = unmap(other.ip());
-    let takes_v4 = bound.is_ipv4() || b.is_ipv4() || (bound.ip().is_unspecified() && !v6only);
+    let o = unmap(o_addr.ip());
+    let o_wild = o_addr.ip().is_unspecified();
+    let o_v6only = other.binding.is_some_and(|x| x.v6only);
+    let o_dev = other.binding.is_none_or(|x| x.ifindex != 0);
+    let takes_v4 = bound.is_ipv4() || b.is_ipv4() || (bound.ip().is_unspecified() && !t.v6only);
     let takes_v6 = bound.is_ipv6() && !b.is_ipv4();
-    let to = |o_ok: bool| o_ok && (other.ip().is_unspecified() || b.is_unspecified() || o == b);
-    // An IPv4 datagram: an IPv4 socket, a v4-mapped one, or [::].
-    let o_v4 = other.is_ipv4() || o.is_ipv4() || other.ip().is_unspecified();
+    let to = |o_ok: bool| o_ok && (o_wild || b.is_unspecified() || o == b);
+    // An IPv4 datagram: an IPv4 socket, a v4-mapped one, or a [::]
+    // without IPV6_V6ONLY.
+    let o_v4 = o_addr.is_ipv4() || o.is_ipv4() || (o_wild && o_addr.is_ipv6() && !o_v6only);
     // An IPv6 one: an IPv6 socket that is not v4-mapped.
-    let o_v6 = other.is_ipv6() && !o.is_ipv4();
-    (takes_v4 && to(o_v4)) || (takes_v6 && to(o_v6))
+    let o_v6 = o_addr.is_ipv6() && !o.is_ipv4();
+    if !((takes_v4 && to(o_v4)) || (takes_v6 && to(o_v6))) {
+        return false;
+    }
+    if o_dev || t.device_bound {
+        return true;
+    }
+    // Neither is bound to a device: the better address, or the peer, wins.
+    if let Some(peer) = t.peer {
+        let same =
+            |r: std::net::SocketAddr| unmap(r.ip()) == unmap(peer.ip()) && r.port() == peer.port();
+        return other.remote.is_some_and(same);
+    }
+    !(o_wild && !b.is_unspecified() && other.remote.is_none())
 }
 
 /// An address as /proc/net/udp{,6} prints it: the in-memory 32-bit words
@@ -185,29 +260,116 @@ mod tests {
 
     #[test]
     fn which_sockets_could_take_a_re_created_datagram() {
+        use crate::diag::Binding;
         let a = |s: &str| s.parse::<std::net::SocketAddr>().unwrap();
-        // (bound, v6only, other, could take)
-        for (b, only, o, want) in [
-            ("0.0.0.0:1", false, "127.0.0.1:1", true),
-            ("127.0.0.1:1", false, "127.0.0.2:1", false),
-            ("127.0.0.1:1", false, "0.0.0.0:1", true),
-            ("127.0.0.1:1", false, "[::]:1", true),
-            ("127.0.0.1:1", false, "[::1]:1", false),
-            ("127.0.0.1:1", false, "[::ffff:127.0.0.1]:1", true),
-            ("[::]:1", false, "127.0.0.1:1", true),
-            ("[::]:1", true, "0.0.0.0:1", false),
-            ("[::]:1", true, "[::1]:1", true),
-            ("[::1]:1", false, "127.0.0.1:1", false),
-            ("[::1]:1", false, "[::]:1", true),
-            ("[::1]:1", false, "[::2]:1", false),
-            ("[::ffff:127.0.0.1]:1", false, "0.0.0.0:1", true),
-            ("[::ffff:127.0.0.1]:1", false, "[::1]:1", false),
-        ] {
-            assert_eq!(
-                could_take(a(b), only, a(o)),
-                want,
-                "{b} (v6only {only}) and {o}"
-            );
+        let bind = |ifindex, v6only| Some(Binding { ifindex, v6only });
+        let (plain, v6only, on_lo) = (bind(0, false), bind(0, true), bind(1, false));
+        type Case<'a> = (
+            &'a str,
+            bool,
+            Option<&'a str>,
+            &'a str,
+            Option<&'a str>,
+            Option<Binding>,
+            bool,
+        );
+        let cases: &[Case<'_>] = &[
+            // (bound, v6only, peer, other, its peer, its binding, could take)
+            ("0.0.0.0:1", false, None, "127.0.0.1:1", None, plain, true),
+            (
+                "127.0.0.1:1",
+                false,
+                None,
+                "127.0.0.2:1",
+                None,
+                plain,
+                false,
+            ),
+            // An exact address beats a wildcard, unless the wildcard is
+            // bound to a device or sock_diag did not say.
+            ("127.0.0.1:1", false, None, "0.0.0.0:1", None, plain, false),
+            ("127.0.0.1:1", false, None, "0.0.0.0:1", None, on_lo, true),
+            ("127.0.0.1:1", false, None, "0.0.0.0:1", None, None, true),
+            ("127.0.0.1:1", false, None, "127.0.0.1:1", None, plain, true),
+            ("127.0.0.1:1", false, None, "[::1]:1", None, plain, false),
+            (
+                "127.0.0.1:1",
+                false,
+                None,
+                "[::ffff:127.0.0.1]:1",
+                None,
+                plain,
+                true,
+            ),
+            ("0.0.0.0:1", false, None, "[::]:1", None, plain, true),
+            ("0.0.0.0:1", false, None, "[::]:1", None, v6only, false),
+            ("[::]:1", false, None, "127.0.0.1:1", None, plain, true),
+            ("[::]:1", true, None, "0.0.0.0:1", None, plain, false),
+            ("[::]:1", true, None, "[::1]:1", None, plain, true),
+            ("[::1]:1", false, None, "127.0.0.1:1", None, plain, false),
+            ("[::1]:1", false, None, "[::2]:1", None, plain, false),
+            (
+                "[::ffff:127.0.0.1]:1",
+                false,
+                None,
+                "0.0.0.0:1",
+                None,
+                plain,
+                false,
+            ),
+            (
+                "[::ffff:127.0.0.1]:1",
+                false,
+                None,
+                "[::1]:1",
+                None,
+                plain,
+                false,
+            ),
+            // A connected socket's peer's datagrams go to it, not to a
+            // listener or another peer's socket; one connected to the same
+            // peer could take them.
+            (
+                "127.0.0.1:1",
+                false,
+                Some("127.0.0.9:9"),
+                "0.0.0.0:1",
+                None,
+                plain,
+                false,
+            ),
+            (
+                "127.0.0.1:1",
+                false,
+                Some("127.0.0.9:9"),
+                "127.0.0.1:1",
+                Some("127.0.0.8:8"),
+                plain,
+                false,
+            ),
+            (
+                "127.0.0.1:1",
+                false,
+                Some("127.0.0.9:9"),
+                "127.0.0.1:1",
+                Some("127.0.0.9:9"),
+                plain,
+                true,
+            ),
+        ];
+        for &(b, only, peer, o, o_peer, binding, want) in cases {
+            let t = Target {
+                bound: a(b),
+                v6only: only,
+                peer: peer.map(a),
+                device_bound: false,
+            };
+            let other = Other {
+                local: a(o),
+                remote: o_peer.map(a),
+                binding,
+            };
+            assert_eq!(could_take(&t, &other), want, "{t:?} and {other:?}");
         }
     }
 
@@ -228,7 +390,11 @@ mod tests {
             let _other = reuse("127.0.0.1:5013");
             let _v6 = reuse("[::1]:5013");
             let _elsewhere = reuse("127.0.0.1:5014");
-            let mut got = others_on_port(5013, false, ino).unwrap();
+            let mut got: Vec<std::net::SocketAddr> = others_on_port(5013, false, ino)
+                .unwrap()
+                .into_iter()
+                .map(|o| o.local)
+                .collect();
             got.sort();
             assert_eq!(
                 got,

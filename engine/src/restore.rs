@@ -348,7 +348,18 @@ pub fn restore_with(
             crate::netns::others_on_port(bound_now.port(), udplite, own),
         )?
         .into_iter()
-        .filter(|&o| crate::netns::could_take(bound_now, v6 && v6only, o))
+        .filter(|o| {
+            crate::netns::could_take(
+                &crate::netns::Target {
+                    bound: bound_now,
+                    v6only: v6 && v6only,
+                    peer: None,
+                    device_bound: !cp.bound_device.is_empty(),
+                },
+                o,
+            )
+        })
+        .map(|o| o.local)
         .collect();
         if !others.is_empty() {
             let list: Vec<String> = others.iter().map(ToString::to_string).collect();

@@ -92,9 +92,10 @@ pub enum ImageCmd {
         /// datagrams are put back by raw injection and the error says what
         /// changed (new receive timestamps, after any datagram that arrived
         /// meanwhile). What the socket's state decides is refused before
-        /// the queue is taken: --strict's losses that its options imply, a
-        /// port shared (SO_REUSEADDR, SO_REUSEPORT) with other sockets, an
-        /// address that is not a unicast one of this host. What only the
+        /// the queue is taken: --strict's losses that its options imply,
+        /// another socket on the port that could take what is sent to it,
+        /// an address that is not a unicast one of this host, a loopback
+        /// that is down, a namespace the dump cannot enter. What only the
         /// datagrams tell is refused after, with the queue put back:
         /// zero-length ones without --accept-peek-marks, and under --strict
         /// one to a broadcast or multicast address or from an interface
@@ -222,7 +223,11 @@ pub fn run(cmd: ImageCmd) -> ExitCode {
                 }
             };
             let done = dump_pid(pid, fd, opts, &output);
-            let done_ok = done.is_ok();
+            // A drain that kept its image took a queue out of the socket.
+            let drained_kept = drain
+                && done
+                    .as_ref()
+                    .is_ok_and(|cp| cp.receive_queue.as_ref().is_some_and(|q| q.count > 0));
             let code = match done {
                 Ok(cp) => {
                     let q = cp.receive_queue.clone().unwrap_or_default();
@@ -270,7 +275,7 @@ pub fn run(cmd: ImageCmd) -> ExitCode {
                 // Nothing that waited would act: the held ones are dropped
                 // at exit.
                 held.hold_until_exit();
-            } else if done_ok && drain {
+            } else if drained_kept {
                 // The image holds the queue, which the socket no longer
                 // does: a dump that died now would read as a failed one,
                 // and the application be resumed without its queue.
