@@ -135,12 +135,6 @@ pub struct DumpOptions {
     /// How long SIOCOUTQ may stay non-zero (datagrams in flight) before the
     /// dump concludes that data is pending, on kernels without a reader.
     pub outq_settle: Duration,
-    /// Directory with the `igmp`/`igmp6` of the socket's namespace, read
-    /// only when the dump cannot enter that namespace (no `CAP_NET_ADMIN`
-    /// over it; else it reads `/proc/thread-self/net` there): default
-    /// `/proc/thread-self/net`, the calling thread's; `/proc/PID/net` for
-    /// another process's socket.
-    pub proc_net: std::path::PathBuf,
 }
 
 impl Default for DumpOptions {
@@ -157,7 +151,6 @@ impl Default for DumpOptions {
             refuse_metadata_loss: false,
             readers: default_readers(),
             outq_settle: Duration::from_millis(200),
-            proc_net: "/proc/thread-self/net".into(),
         }
     }
 }
@@ -299,9 +292,8 @@ pub fn dump(fd: BorrowedFd<'_>) -> Result<v1::Checkpoint, DumpError> {
 /// Checkpoints socket `fd` of process `pid`, as a checkpoint/restore tool
 /// finds it: a copy of the descriptor is taken with `pidfd_open(2)` and
 /// `pidfd_getfd(2)` ([`sys::take_fd`]; the caller needs
-/// `PTRACE_MODE_ATTACH_REALCREDS` over `pid`, e.g. `CAP_SYS_PTRACE`), and
-/// multicast memberships are read from `/proc/PID/net` (replacing
-/// `opts.proc_net`). The socket may have been opened by any user: the
+/// `PTRACE_MODE_ATTACH_REALCREDS` over `pid`, e.g. `CAP_SYS_PTRACE`). The
+/// socket may have been opened by any user: the
 /// repair mode of both kernel series, like `TCP_REPAIR`, checks only the
 /// caller's `CAP_NET_ADMIN` over the socket's network namespace
 /// (`udp_lib_setsockopt()` in net/ipv4/udp.c).
@@ -309,12 +301,11 @@ pub fn dump(fd: BorrowedFd<'_>) -> Result<v1::Checkpoint, DumpError> {
 /// # Errors
 /// The step `pidfd_getfd(pid PID, fd FD)` when the descriptor cannot be
 /// taken; else as [`dump_with`].
-pub fn dump_pid(pid: i32, fd: i32, mut opts: DumpOptions) -> Result<v1::Checkpoint, DumpError> {
+pub fn dump_pid(pid: i32, fd: i32, opts: DumpOptions) -> Result<v1::Checkpoint, DumpError> {
     let sock = step(
         &format!("pidfd_getfd(pid {pid}, fd {fd})"),
         sys::take_fd(pid, fd),
     )?;
-    opts.proc_net = format!("/proc/{pid}/net").into();
     dump_with(sock.as_fd(), &opts)
 }
 
@@ -410,16 +401,19 @@ pub fn dump_with(fd: BorrowedFd<'_>, opts: &DumpOptions) -> Result<v1::Checkpoin
     }
     // Listed where the socket is: its namespace's /proc/thread-self/net,
     // entered (its owner may have moved to another namespace since it
-    // joined); without the privilege to name it, `opts.proc_net`.
+    // joined, so /proc/PID/net would be the wrong one).
     let groups = match sys::socket_netns(fd) {
         // Without the privilege to name the socket's namespace: the
         // caller's own, if sock_diag lists the socket there; else its
         // memberships cannot be listed: refused, or dropped by name.
         Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+            // Listed here, the socket is in the caller's own namespace,
+            // whose lists are the calling thread's (not /proc/PID/net, the
+            // owner's current namespace, which it may have left).
             if step("sock_diag", crate::diag::listed_here(fd, v6, udplite))? {
                 step(
                     "multicast memberships",
-                    multicast_memberships(fd, v6, &opts.proc_net),
+                    multicast_memberships(fd, v6, std::path::Path::new("/proc/thread-self/net")),
                 )?
             } else {
                 let why = format!(
@@ -534,17 +528,20 @@ pub fn dump_with(fd: BorrowedFd<'_>, opts: &DumpOptions) -> Result<v1::Checkpoin
         let v6only = options::saved_int(&cp.options, libc::SOL_IPV6, libc::IPV6_V6ONLY)
             .is_some_and(|v| v != 0);
         let b = wire::canonical(bound);
-        let target = crate::netns::Target {
+        let mut target = crate::netns::Target {
             bound,
             v6only,
             peer: cp.peer.as_ref().map(wire::from_proto),
-            device_bound: !cp.bound_device.is_empty(),
+            device: 0,
         };
         // IPv6 datagrams come back over the loopback too.
         let takes_v6 = bound.is_ipv6() && !b.is_ipv4();
         let (others, lo_up, local) = step(
             "where a put-back would go",
             crate::netns::in_netns_of(fd, || {
+                if !cp.bound_device.is_empty() {
+                    target.device = rustix::net::netdevice::name_to_index(fd, &cp.bound_device)?;
+                }
                 let others: Vec<SocketAddr> =
                     crate::netns::others_on_port(bound.port(), udplite, own)?
                         .into_iter()

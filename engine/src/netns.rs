@@ -162,22 +162,28 @@ pub struct Target {
     pub v6only: bool,
     /// Its peer, if connected: only datagrams from it are sent.
     pub peer: Option<std::net::SocketAddr>,
-    /// Whether it is bound to a device.
-    pub device_bound: bool,
+    /// The index of the device it is bound to, 0 for none.
+    pub device: u32,
 }
 
 /// Whether `other` (on the same port) could be handed a datagram that a
 /// re-creation or a put-back sends to `t`'s port: one to `t`'s address,
 /// or to any local address when `t` is a wildcard; IPv4 ones too when `t`
-/// is v4-mapped or `[::]` without IPV6_V6ONLY. The kernel's lookup gives
-/// a datagram to the best-scoring socket (compute_score(),
-/// udp4_lib_lookup2(), udp6_lib_lookup2()): an exact address beats a
-/// wildcard, a connected socket's peer beats an unconnected socket, and a
-/// device binding counts too. So `other` could take it when its address
-/// is that destination or a wildcard of the datagram's family (an
-/// IPV6_V6ONLY `[::]` takes no IPv4), unless it scores lower than `t`:
-/// a wildcard next to an exact `t`, or an unconnected socket (or one with
-/// another peer) next to a connected `t`, neither bound to a device.
+/// is v4-mapped or `[::]` without IPV6_V6ONLY. As the kernel's lookup
+/// goes (__udp4_lib_lookup(), __udp6_lib_lookup(), compute_score()):
+/// - `other`'s address must be that destination or a wildcard of the
+///   datagram's family (an IPV6_V6ONLY `[::]` takes no IPv4);
+/// - the exact address's slot is searched before the wildcard's, so a
+///   wildcard never takes what is sent to an exact `t`;
+/// - a socket bound to another device than `t`'s never matches
+///   (udp_sk_bound_dev_eq()): a device-bound `t` is sent only what
+///   arrived on its device;
+/// - a connected `t` is sent only its peer's datagrams, which go to it
+///   ahead of any socket not connected to that peer;
+/// - a connected `other` takes only its own peer's datagrams: where the
+///   kernel now delivers that peer's traffic, and a re-creation's check or
+///   a put-back's verification names any that went there; not counted.
+///
 /// What sock_diag did not tell (no udp_diag) counts against: a device
 /// binding, IPV6_V6ONLY off.
 pub fn could_take(t: &Target, other: &Other) -> bool {
@@ -192,7 +198,6 @@ pub fn could_take(t: &Target, other: &Other) -> bool {
     let o = unmap(o_addr.ip());
     let o_wild = o_addr.ip().is_unspecified();
     let o_v6only = other.binding.is_some_and(|x| x.v6only);
-    let o_dev = other.binding.is_none_or(|x| x.ifindex != 0);
     let takes_v4 = bound.is_ipv4() || b.is_ipv4() || (bound.ip().is_unspecified() && !t.v6only);
     let takes_v6 = bound.is_ipv6() && !b.is_ipv4();
     let to = |o_ok: bool| o_ok && (o_wild || b.is_unspecified() || o == b);
@@ -204,16 +209,19 @@ pub fn could_take(t: &Target, other: &Other) -> bool {
     if !((takes_v4 && to(o_v4)) || (takes_v6 && to(o_v6))) {
         return false;
     }
-    if o_dev || t.device_bound {
-        return true;
+    if o_wild && !b.is_unspecified() {
+        return false;
     }
-    // Neither is bound to a device: the better address, or the peer, wins.
+    let o_dev = other.binding.map(|x| x.ifindex);
+    if t.device != 0 && o_dev.is_some_and(|e| e != 0 && e != t.device) {
+        return false;
+    }
     if let Some(peer) = t.peer {
         let same =
             |r: std::net::SocketAddr| unmap(r.ip()) == unmap(peer.ip()) && r.port() == peer.port();
         return other.remote.is_some_and(same);
     }
-    !(o_wild && !b.is_unspecified() && other.remote.is_none())
+    other.remote.is_none()
 }
 
 /// An address as /proc/net/udp{,6} prints it: the in-memory 32-bit words
@@ -276,6 +284,7 @@ mod tests {
         let cases: &[Case<'_>] = &[
             // (bound, v6only, peer, other, its peer, its binding, could take)
             ("0.0.0.0:1", false, None, "127.0.0.1:1", None, plain, true),
+            ("0.0.0.0:1", false, None, "127.0.0.1:1", None, None, true),
             (
                 "127.0.0.1:1",
                 false,
@@ -285,11 +294,11 @@ mod tests {
                 plain,
                 false,
             ),
-            // An exact address beats a wildcard, unless the wildcard is
-            // bound to a device or sock_diag did not say.
+            // The exact address's slot comes first: a wildcard, whatever
+            // its device, never takes what an exact socket is sent.
             ("127.0.0.1:1", false, None, "0.0.0.0:1", None, plain, false),
-            ("127.0.0.1:1", false, None, "0.0.0.0:1", None, on_lo, true),
-            ("127.0.0.1:1", false, None, "0.0.0.0:1", None, None, true),
+            ("127.0.0.1:1", false, None, "0.0.0.0:1", None, on_lo, false),
+            ("127.0.0.1:1", false, None, "0.0.0.0:1", None, None, false),
             ("127.0.0.1:1", false, None, "127.0.0.1:1", None, plain, true),
             ("127.0.0.1:1", false, None, "[::1]:1", None, plain, false),
             (
@@ -303,6 +312,7 @@ mod tests {
             ),
             ("0.0.0.0:1", false, None, "[::]:1", None, plain, true),
             ("0.0.0.0:1", false, None, "[::]:1", None, v6only, false),
+            ("0.0.0.0:1", false, None, "[::]:1", None, None, true),
             ("[::]:1", false, None, "127.0.0.1:1", None, plain, true),
             ("[::]:1", true, None, "0.0.0.0:1", None, plain, false),
             ("[::]:1", true, None, "[::1]:1", None, plain, true),
@@ -333,7 +343,7 @@ mod tests {
                 "127.0.0.1:1",
                 false,
                 Some("127.0.0.9:9"),
-                "0.0.0.0:1",
+                "127.0.0.1:1",
                 None,
                 plain,
                 false,
@@ -356,13 +366,23 @@ mod tests {
                 plain,
                 true,
             ),
+            // A listener next to its per-client sockets.
+            (
+                "0.0.0.0:1",
+                false,
+                None,
+                "127.0.0.1:1",
+                Some("127.0.0.9:9"),
+                plain,
+                false,
+            ),
         ];
         for &(b, only, peer, o, o_peer, binding, want) in cases {
             let t = Target {
                 bound: a(b),
                 v6only: only,
                 peer: peer.map(a),
-                device_bound: false,
+                device: 0,
             };
             let other = Other {
                 local: a(o),
@@ -371,6 +391,22 @@ mod tests {
             };
             assert_eq!(could_take(&t, &other), want, "{t:?} and {other:?}");
         }
+        // Wildcards on one port bound to different devices (a DHCP server's
+        // socket per link): neither takes the other's.
+        let t = Target {
+            bound: a("0.0.0.0:67"),
+            v6only: false,
+            peer: None,
+            device: 1,
+        };
+        let other = |ifindex| Other {
+            local: a("0.0.0.0:67"),
+            remote: None,
+            binding: bind(ifindex, false),
+        };
+        assert!(!could_take(&t, &other(3)));
+        assert!(could_take(&t, &other(1)));
+        assert!(could_take(&t, &other(0)));
     }
 
     #[test]

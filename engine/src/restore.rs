@@ -343,6 +343,14 @@ pub fn restore_with(
         .any(|&o| options::saved_int(&cp.options, libc::SOL_SOCKET, o).is_some_and(|v| v != 0));
     if shares && !rq.datagrams.is_empty() {
         let own = step("fstat", rustix::fs::fstat(fd).map_err(Into::into))?.st_ino as u64;
+        let device = if cp.bound_device.is_empty() {
+            0
+        } else {
+            step(
+                format!("SO_BINDTODEVICE {}", cp.bound_device),
+                rustix::net::netdevice::name_to_index(fd, &cp.bound_device).map_err(Into::into),
+            )?
+        };
         let others: Vec<SocketAddr> = step(
             "the sockets sharing its port",
             crate::netns::others_on_port(bound_now.port(), udplite, own),
@@ -354,7 +362,7 @@ pub fn restore_with(
                     bound: bound_now,
                     v6only: v6 && v6only,
                     peer: None,
-                    device_bound: !cp.bound_device.is_empty(),
+                    device,
                 },
                 o,
             )

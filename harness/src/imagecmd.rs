@@ -414,10 +414,6 @@ fn dump_pid(
             format!("pidfd_getfd(pid {pid}, fd {fd}): {e}")
         }
     })?;
-    let opts = dump::DumpOptions {
-        proc_net: format!("/proc/{pid}/net").into(),
-        ..opts
-    };
     let mut cp = dump::dump_with(sock.as_fd(), &opts).map_err(|e| with_flag(&e, drain))?;
     // Written from the checkpoint's own payloads, not from a copy of them.
     let kept = udp_repair_proto::encode_vectored(&mut cp)
