@@ -688,13 +688,41 @@ pub fn dump_with(fd: BorrowedFd<'_>, opts: &DumpOptions) -> Result<v1::Checkpoin
                 .push(format!("per-datagram metadata: {what}"));
             Ok(())
         };
-        let mut local = crate::inject::Locality::default();
+        // Each datagram's destination (a link-local one with its arrival
+        // interface as scope) and the bound address, judged local or not
+        // where the socket is: in its network namespace (a dump from
+        // another asks there; without the privilege to enter it, here).
+        let dest_of = |d: &v1::RecvDatagram| {
+            d.destination.as_ref().map(|dst| {
+                let mut a = wire::from_proto(dst);
+                if let SocketAddr::V6(v) = &mut a {
+                    if v.scope_id() == 0 {
+                        v.set_scope_id(d.ifindex.unwrap_or(0));
+                    }
+                }
+                wire::canonical(a)
+            })
+        };
+        let b = wire::canonical(bound);
+        let asked: Vec<SocketAddr> = std::iter::once(b)
+            .chain(rq.datagrams.iter().filter_map(dest_of))
+            .collect::<std::collections::HashSet<_>>()
+            .into_iter()
+            .collect();
+        let judge = |addrs: &[SocketAddr]| {
+            let mut l = crate::inject::Locality::default();
+            addrs
+                .iter()
+                .map(|&a| (a, l.is_local(a)))
+                .collect::<std::collections::HashMap<_, _>>()
+        };
+        let locals =
+            crate::netns::in_netns_of(fd, || Ok(judge(&asked))).unwrap_or_else(|_| judge(&asked));
+        let is_local = |a: SocketAddr| locals.get(&a).copied().unwrap_or(false);
         // Bound to an address that is not a unicast one of this host (a
         // multicast group, a broadcast address): no datagram of its queue
         // can be re-created (inject() sends none off the host).
-        let b = wire::canonical(bound);
-        let unreachable =
-            !rq.datagrams.is_empty() && !b.ip().is_unspecified() && !local.is_local(b);
+        let unreachable = !rq.datagrams.is_empty() && !b.ip().is_unspecified() && !is_local(b);
         if unreachable {
             let what = format!(
                 "the receive queue ({} datagram(s)): the socket is bound to {}, which is not a \
@@ -721,17 +749,10 @@ pub fn dump_with(fd: BorrowedFd<'_>, opts: &DumpOptions) -> Result<v1::Checkpoin
                 );
                 note_loss(&mut cp, what)?;
             }
-            let Some(dst) = d.destination.as_ref().filter(|_| !unreachable) else {
+            let Some(a) = dest_of(d).filter(|_| !unreachable) else {
                 continue;
             };
-            let mut a = wire::from_proto(dst);
-            if let SocketAddr::V6(v) = &mut a {
-                if v.scope_id() == 0 {
-                    v.set_scope_id(d.ifindex.unwrap_or(0));
-                }
-            }
-            let a = wire::canonical(a);
-            if local.is_local(a) {
+            if is_local(a) {
                 continue;
             }
             let what = format!(

@@ -1998,3 +1998,34 @@ fn a_drain_is_refused_where_the_loopback_is_down() {
         assert_eq!(recv_all(a.as_fd()).len(), 1, "the queue stays in place");
     })
 }
+
+/// A dump from another network namespace judges the bound address local
+/// where the socket is: 10.77.0.1, an address of its namespace only, is
+/// not taken for a multicast or broadcast one.
+#[test]
+fn a_dump_from_another_namespace_judges_addresses_in_the_sockets() {
+    ns(|| {
+        let add = std::process::Command::new("ip")
+            .args(["addr", "add", "10.77.0.1/32", "dev", "lo"])
+            .status()
+            .unwrap();
+        assert!(add.success());
+        let a = udp("10.77.0.1:5020");
+        let b = udp("10.77.0.1:0");
+        b.send_to(b"one", "10.77.0.1:5020").unwrap();
+        wait_queued(a.as_fd(), true);
+        let strict = DumpOptions {
+            refuse_metadata_loss: true,
+            require_vouched: false,
+            ..Default::default()
+        };
+        let cp = ns(|| dump::dump_with(a.as_fd(), &strict))
+            .unwrap_or_else(|e| panic!("the dump from another namespace: {e}"));
+        assert!(
+            !cp.dropped_state.iter().any(|d| d.contains("re-created")),
+            "{:?}",
+            cp.dropped_state
+        );
+        assert_eq!(payloads(&cp), vec![b"one".to_vec()]);
+    })
+}
