@@ -219,14 +219,12 @@ fn read_filter(fd: BorrowedFd<'_>) -> io::Result<Option<v1::Filter>> {
 }
 
 /// Multicast groups the socket is a member of: candidates are the groups
-/// joined on any interface of the namespace (`igmp`, `igmp6` under
-/// `proc_net`); MCAST_MSFILTER answers EADDRNOTAVAIL for a group the socket
-/// has not joined. Returns "group%ifindex" strings.
-fn multicast_memberships(
-    fd: BorrowedFd<'_>,
-    v6: bool,
-    proc_net: &std::path::Path,
-) -> io::Result<Vec<String>> {
+/// joined on any interface of the calling thread's namespace (`igmp`,
+/// `igmp6` under /proc/thread-self/net: call it there); MCAST_MSFILTER
+/// answers EADDRNOTAVAIL for a group the socket has not joined. Returns
+/// "group%ifindex" strings.
+fn multicast_memberships(fd: BorrowedFd<'_>, v6: bool) -> io::Result<Vec<String>> {
+    let proc_net = std::path::Path::new("/proc/thread-self/net");
     let mut found = Vec::new();
     let mut candidates: Vec<(u32, SocketAddr)> = Vec::new();
     if let Ok(s) = std::fs::read_to_string(proc_net.join("igmp")) {
@@ -411,10 +409,7 @@ pub fn dump_with(fd: BorrowedFd<'_>, opts: &DumpOptions) -> Result<v1::Checkpoin
             // whose lists are the calling thread's (not /proc/PID/net, the
             // owner's current namespace, which it may have left).
             if step("sock_diag", crate::diag::listed_here(fd, v6, udplite))? {
-                step(
-                    "multicast memberships",
-                    multicast_memberships(fd, v6, std::path::Path::new("/proc/thread-self/net")),
-                )?
+                step("multicast memberships", multicast_memberships(fd, v6))?
             } else {
                 let why = format!(
                     "its multicast memberships cannot be listed: the socket is not in this \
@@ -434,9 +429,7 @@ pub fn dump_with(fd: BorrowedFd<'_>, opts: &DumpOptions) -> Result<v1::Checkpoin
         }
         _ => step(
             "multicast memberships",
-            crate::netns::in_netns_of(fd, || {
-                multicast_memberships(fd, v6, std::path::Path::new("/proc/thread-self/net"))
-            }),
+            crate::netns::in_netns_of(fd, || multicast_memberships(fd, v6)),
         )?,
     };
     if !groups.is_empty() {
@@ -542,12 +535,7 @@ pub fn dump_with(fd: BorrowedFd<'_>, opts: &DumpOptions) -> Result<v1::Checkpoin
                 if !cp.bound_device.is_empty() {
                     target.device = rustix::net::netdevice::name_to_index(fd, &cp.bound_device)?;
                 }
-                let others: Vec<SocketAddr> =
-                    crate::netns::others_on_port(bound.port(), udplite, own)?
-                        .into_iter()
-                        .filter(|o| crate::netns::could_take(&target, o))
-                        .map(|o| o.local)
-                        .collect();
+                let others = crate::netns::takers(&target, udplite, own)?;
                 let probe = crate::inject::udp_socket(false, 17)?;
                 let up = sys::interface_is_up(probe.as_fd(), "lo")?;
                 let v6_off = takes_v6

@@ -166,6 +166,20 @@ pub struct Target {
     pub device: u32,
 }
 
+/// The local addresses of the other sockets on `t`'s port, in the calling
+/// thread's network namespace, that could take a datagram sent to `t`
+/// ([`others_on_port`] weighed by [`could_take`]); `own` is `t`'s inode.
+///
+/// # Errors
+/// As [`others_on_port`].
+pub fn takers(t: &Target, udplite: bool, own: u64) -> io::Result<Vec<std::net::SocketAddr>> {
+    Ok(others_on_port(t.bound.port(), udplite, own)?
+        .into_iter()
+        .filter(|o| could_take(t, o))
+        .map(|o| o.local)
+        .collect())
+}
+
 /// Whether `other` (on the same port) could be handed a datagram that a
 /// re-creation or a put-back sends to `t`'s port: one to `t`'s address,
 /// or to any local address when `t` is a wildcard; IPv4 ones too when `t`

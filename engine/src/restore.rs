@@ -351,24 +351,16 @@ pub fn restore_with(
                 rustix::net::netdevice::name_to_index(fd, &cp.bound_device).map_err(Into::into),
             )?
         };
-        let others: Vec<SocketAddr> = step(
+        let target = crate::netns::Target {
+            bound: bound_now,
+            v6only: v6 && v6only,
+            peer: None,
+            device,
+        };
+        let others = step(
             "the sockets sharing its port",
-            crate::netns::others_on_port(bound_now.port(), udplite, own),
-        )?
-        .into_iter()
-        .filter(|o| {
-            crate::netns::could_take(
-                &crate::netns::Target {
-                    bound: bound_now,
-                    v6only: v6 && v6only,
-                    peer: None,
-                    device,
-                },
-                o,
-            )
-        })
-        .map(|o| o.local)
-        .collect();
+            crate::netns::takers(&target, udplite, own),
+        )?;
         if !others.is_empty() {
             let list: Vec<String> = others.iter().map(ToString::to_string).collect();
             return Err(Error::with_kind(
