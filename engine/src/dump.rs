@@ -943,7 +943,7 @@ fn put_back_here(
     });
     let injected = crate::inject::inject(
         &sent,
-        *bound,
+        &mut crate::inject::Destinations::new(*bound),
         device,
         protocol,
         crate::inject::Strategy::Raw,

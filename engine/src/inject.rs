@@ -155,6 +155,7 @@ pub(crate) struct Destinations {
 }
 
 impl Destinations {
+    /// Destinations for the socket bound at `bound`.
     pub(crate) fn new(bound: SocketAddr) -> Self {
         Destinations {
             bound: wire::canonical(bound),
@@ -162,6 +163,15 @@ impl Destinations {
             via: HashMap::new(),
             last_via: None,
         }
+    }
+
+    /// Whether the socket is bound to the wildcard address or to a local
+    /// unicast address of this namespace ([`is_local`], probed once): a
+    /// datagram re-created to any other (a multicast group, a broadcast
+    /// address, a non-local address bound with IP_FREEBIND) would leave
+    /// the machine.
+    pub(crate) fn bound_is_local(&mut self) -> bool {
+        self.bound.ip().is_unspecified() || self.local.is_local(self.bound)
     }
 
     /// Where datagram `d` (from `src`, canonical) goes, and the device its
@@ -330,14 +340,15 @@ fn raw_socket(v6: bool, device: &str) -> io::Result<OwnedFd> {
     Ok(s)
 }
 
-/// Re-creates `datagrams` in the queue of the socket bound at `bound`
-/// (through `device` if it is bound to one). Returns the datagrams that
-/// could not be re-created (transparent strategy: port taken); the first
-/// hard error (no raw socket, send failure) is returned as `Err` with the
-/// index of the datagram.
+/// Re-creates `datagrams` in the queue of the socket bound at
+/// `dests.bound` (through `device` if it is bound to one), each sent where
+/// `dests` says. Returns the datagrams that could not be re-created
+/// (transparent strategy: port taken); the first hard error (no raw
+/// socket, send failure) is returned as `Err` with the index of the
+/// datagram.
 pub(crate) fn inject(
     datagrams: &[v1::RecvDatagram],
-    bound: SocketAddr,
+    dests: &mut Destinations,
     device: &str,
     protocol: u8,
     strategy: Strategy,
@@ -350,8 +361,8 @@ pub(crate) fn inject(
     // machine (a multicast group, or an address bound with IP_FREEBIND or
     // IP_TRANSPARENT that is not on this host), with their original, now
     // forged, sources.
-    let b = wire::canonical(bound).ip();
-    if !b.is_unspecified() && !is_local(wire::canonical(bound)) {
+    let b = dests.bound.ip();
+    if !dests.bound_is_local() {
         return Err((
             0,
             io::Error::new(
@@ -366,10 +377,9 @@ pub(crate) fn inject(
         ));
     }
     let _pin = Pin::new();
-    let mut dests = Destinations::new(bound);
     match strategy {
-        Strategy::Raw => inject_raw(datagrams, &mut dests, device, protocol),
-        Strategy::Transparent => inject_transparent(datagrams, &mut dests, device, protocol),
+        Strategy::Raw => inject_raw(datagrams, dests, device, protocol),
+        Strategy::Transparent => inject_transparent(datagrams, dests, device, protocol),
     }
 }
 

@@ -391,7 +391,8 @@ pub fn restore_with(
         // leave the machine, so none can be re-created (refused below, or
         // dropped by name under accept_rx_loss).
         let b = wire::canonical(bound_now);
-        let lost = if !b.ip().is_unspecified() && !inject::is_local(b) {
+        let mut dests = inject::Destinations::new(bound_now);
+        let lost = if !dests.bound_is_local() {
             (0..datagrams.len())
                 .map(|index| inject::Lost {
                     index,
@@ -410,7 +411,7 @@ pub fn restore_with(
         } else {
             inject::inject(
                 &datagrams,
-                bound_now,
+                &mut dests,
                 &cp.bound_device,
                 protocol,
                 opts.strategy,
