@@ -1,6 +1,7 @@
-//! Dump/restore benchmark: `cargo run --release -p udp-repair-engine --example
-//! bench_restore [-- --rcvbuf BYTES --rounds N --sizes B,B,.. --no-scaling]` (as root: it makes a private
-//! network namespace; all traffic is on its loopback).
+//! Dump/restore benchmark: `cargo run --release -p udp-repair-engine
+//! --example bench_restore [-- --drain --rcvbuf BYTES --rounds N --sizes
+//! B,B,.. --peek-max N --no-scaling]` (as root: it makes a private network
+//! namespace; all traffic is on its loopback).
 //!
 //! For 64-byte, 1400-byte and 64 KiB datagrams it fills a socket's receive
 //! buffer until the kernel drops, then measures, for the raw and the
@@ -14,9 +15,9 @@
 //! socket, until a marker sent after them arrives) runs after the restore
 //! in even rounds and before it in odd ones: whichever runs second gets
 //! the pages the other has just freed, hot in the cache (an order that
-//! always ran the floor second favoured it). `1st/floor` is the restore's best of the
-//! rounds where it ran first, straight after the image round trip, over
-//! the floor's best.
+//! always ran the floor second favoured it). `1st/floor` is the restore's
+//! best of the rounds where it ran first, straight after the image round
+//! trip, over the floor's best.
 //! The image share is encode + decode over the downtime, as the CLI does
 //! them: `encode_vectored` (no payload copy) and `decode_bytes` of the
 //! bytes read back (payloads lent from them); `file ms` is what the CLI
@@ -27,10 +28,10 @@
 //! out, linear) instead of the peek walk (quadratic).
 //!
 //! First it prints a scaling table (each figure the best of 3 runs): for
-//! 1 000 to 64 000 queued 64-byte datagrams (the receive buffer forced to hold them), the dump time of the
-//! peek walk (up to `--peek-max N` datagrams, default 16 000: beyond, the
-//! walk takes tens of seconds) and of the drain, per datagram, and the raw
-//! restore of the drained image.
+//! 1 000 to 64 000 queued 64-byte datagrams (the receive buffer forced to
+//! hold them), the dump time of the peek walk (up to `--peek-max N`
+//! datagrams, default 16 000: beyond, the walk takes tens of seconds) and
+//! of the drain, per datagram, and the raw restore of the drained image.
 
 use std::net::UdpSocket;
 use std::os::fd::AsFd;
